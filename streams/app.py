@@ -1,0 +1,249 @@
+"""The Faust application: the ingest agent, the estimator timer and the HTTP API.
+
+`create_app(settings)` builds everything; `crowdpulse worker` runs it. The agent reads raw bytes
+(Faust's own decoding would skip bad records with only a log line), hands batches of messages to
+streams/ingest.py, and writes the plan with streams/hll_store.py. The estimator runs on the
+leader only, so no window is computed twice when several workers run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .areas import AreaMap, load_areas
+from .estimator import build_estimate
+from .hll_store import HllStore, connect
+from .ingest import Ingestor, Message, Output
+from .keys import KeyLayout, as_of_ms
+from .metrics import Metrics
+from .settings import Settings
+from .topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """State shared by the agent, the timer and the views of one worker process."""
+
+    def __init__(self, settings: Settings, areas: AreaMap) -> None:
+        self.settings = settings
+        self.areas = areas
+        self.keys = KeyLayout(settings.namespace, settings.bucket_s)
+        self.ingestor = Ingestor(settings, areas)
+        self.metrics = Metrics()
+        self._store: HllStore | None = None
+        self.last_bucket: int | None = None
+        self.last_publish_wall: float | None = None
+
+    @property
+    def store(self) -> HllStore:
+        # Created lazily, inside the worker's event loop.
+        if self._store is None:
+            if not self.settings.redis_url:
+                raise RuntimeError("no Redis configured (CROWDPULSE_REDIS)")
+            self._store = HllStore(connect(self.settings.redis_url), self.keys)
+        return self._store
+
+    async def ingest(self, messages: list[Message]) -> tuple[list[Output], list[Output]]:
+        """Plan and apply one batch; returns (dead letters, late events) to publish."""
+        started = time.perf_counter()
+        for partition in {m.partition for m in messages}:
+            if not self.ingestor.known(partition):
+                state, sequences = await self.store.load_partition(partition)
+                self.ingestor.restore(partition, state, sequences)
+        plan = self.ingestor.plan(messages, wall_now_ms())
+        await self.store.apply(plan)
+        m = self.metrics
+        m.events.labels("counted").inc(plan.counted)
+        m.events.labels("deadletter").inc(plan.deadlettered)
+        m.events.labels("late").inc(plan.late_events)
+        for reason, n in plan.reasons.items():
+            m.deadletters.labels(reason).inc(n)
+        m.frames.inc(plan.frames)
+        m.sequence_gaps.inc(plan.sequence_gaps)
+        m.sequence_repeats.inc(plan.sequence_repeats)
+        m.replayed.inc(plan.replayed)
+        m.batch_messages.observe(len(messages))
+        m.batch_events.observe(plan.events_in)
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return plan.deadletters, plan.late
+
+    async def estimate(self) -> list[dict]:
+        """Recompute the windows that changed: areas with new events, or all when a bucket rolled."""
+        started = time.perf_counter()
+        store = self.store
+        stream_now = await store.stream_now_ms()
+        if stream_now is None:
+            return []
+        newest = stream_now // self.settings.bucket_ms
+        dirty = await store.pop_dirty_areas()
+        if newest != self.last_bucket:
+            # The window slid: every area's oldest bucket dropped out, so every area changed.
+            area_ids = list(self.areas.area_ids)
+        else:
+            area_ids = [a for a in self.areas.area_ids if a in dirty]
+        self.last_bucket = newest
+        if not area_ids:
+            return []
+        counts = await store.window_counts(area_ids, newest, self.settings.windows_s)
+        as_of = as_of_ms(newest, self.settings.bucket_ms)
+        estimates = [
+            build_estimate(self.areas.area_by_id[area], window, as_of, devices, self.settings.min_count)
+            for (area, window), devices in counts.items()
+        ]
+        span = self.settings.series_points * self.settings.bucket_ms
+        await store.save_estimates(estimates, span)
+        self._observe(estimates, stream_now)
+        self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        return estimates
+
+    def _observe(self, estimates: list[dict], stream_now: int) -> None:
+        m = self.metrics
+        m.windows_published.inc(len(estimates))
+        m.stream_time.set(stream_now / 1000)
+        self.last_publish_wall = time.time()
+        for e in estimates:
+            labels = (e["area"], str(e["window_s"]))
+            if e["suppressed"]:
+                # A suppressed count must not linger on /metrics from an earlier, larger value.
+                for gauge in (m.people, m.capacity_ratio):
+                    try:
+                        gauge.remove(*labels)
+                    except KeyError:
+                        pass
+            else:
+                m.people.labels(*labels).set(e["people"])
+                m.capacity_ratio.labels(*labels).set(e["people"] / e["capacity"])
+
+
+def wall_now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
+    """Build the Faust app with its topics, agent, timer and web views."""
+    if not settings.kafka:
+        raise RuntimeError("no Kafka configured (CROWDPULSE_KAFKA)")
+    areas = areas or load_areas(settings.areas_path)
+    topics = TopicNames(settings.topic_prefix)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_enabled=True,
+        web_port=settings.http_port,
+        web_bind=settings.http_host,
+        web_host=settings.http_host,
+        datadir=str(_datadir(settings)),
+        producer_max_request_size=2 * settings.max_message_bytes,
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=3600.0,
+        # Short group timeouts: the embedded broker holds a JoinGroup for the rebalance timeout.
+        broker_rebalance_timeout=settings.group_timeout_s,
+        broker_session_timeout=settings.group_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.group_timeout_s / 5),
+    )
+    pipeline = Pipeline(settings, areas)
+    app.pipeline = pipeline  # type: ignore[attr-defined]
+
+    events_topic = app.topic(topics.events, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    occupancy_topic = app.topic(topics.occupancy, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    deadletter_topic = app.topic(topics.deadletter, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    late_topic = app.topic(topics.late, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(events_topic, concurrency=1)
+    async def record_events(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_messages, within=settings.batch_within_s):
+            messages = [
+                Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value or b"")
+                for e in events
+            ]
+            try:
+                deadletters, late = await pipeline.ingest(messages)
+            except Exception:
+                # Input problems never get here (ingest rejects them); this is Redis or a bug.
+                # Re-raise so Faust stops without committing: the batch is redelivered.
+                log.exception("ingest batch of %d messages failed", len(messages))
+                raise
+            for out in deadletters:
+                await deadletter_topic.send(key=out.key, value=out.value, headers=list(out.headers))
+            for out in late:
+                await late_topic.send(key=out.key, value=out.value, headers=list(out.headers))
+
+    @app.timer(interval=settings.publish_interval_s, on_leader=True)
+    async def publish_estimates() -> None:
+        estimates = await pipeline.estimate()
+        for estimate in estimates:
+            await occupancy_topic.send(
+                key=estimate["area"].encode(), value=json.dumps(estimate, separators=(",", ":")).encode()
+            )
+        if estimates:
+            log.debug("published %d window estimates", len(estimates))
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == topics.events:
+                pipeline.ingestor.forget(tp.partition)
+
+    _add_views(app, pipeline)
+    return app
+
+
+def _add_views(app: faust.App, pipeline: Pipeline) -> None:
+    @app.page("/api/areas")
+    async def list_areas(self: Any, request: web.Request) -> web.Response:
+        return web.json_response(await pipeline.store.latest_estimates())
+
+    @app.page("/api/areas/{area}")
+    async def show_area(self: Any, request: web.Request, area: str) -> web.Response:
+        if area not in pipeline.areas.area_by_id:
+            return _error(404, f"unknown area {area[:64]!r}")
+        latest = [e for e in await pipeline.store.latest_estimates() if e["area"] == area]
+        series = {str(w): await pipeline.store.series(area, w) for w in pipeline.settings.windows_s}
+        spec = pipeline.areas.area_by_id[area]
+        return web.json_response(
+            {"area": area, "name": spec.name, "capacity": spec.capacity, "latest": latest, "series": series}
+        )
+
+    @app.page("/api/ingest")
+    async def ingest_stats(self: Any, request: web.Request) -> web.Response:
+        stats = await pipeline.store.stats()
+        stats["stream_time"] = await pipeline.store.stream_now_ms()
+        return web.json_response(stats)
+
+    @app.page("/metrics")
+    async def metrics(self: Any, request: web.Request) -> web.Response:
+        m = pipeline.metrics
+        if pipeline.last_publish_wall is not None:
+            m.estimate_age.set(time.time() - pipeline.last_publish_wall)
+        body = generate_latest(m.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _datadir(settings: Settings) -> Path:
+    if settings.datadir is not None:
+        settings.datadir.mkdir(parents=True, exist_ok=True)
+        return settings.datadir
+    path = Path(tempfile.mkdtemp(prefix="crowdpulse-faust-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)

@@ -1,0 +1,59 @@
+"""Prometheus metrics of one worker process. Names are crowdpulse_-prefixed, in base units;
+labels have low cardinality (outcome, reason, area, window), never a device."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "crowdpulse_events_total", "Input events by outcome (counted, deadletter, late).", ["outcome"], registry=r
+        )
+        self.deadletters = Counter(
+            "crowdpulse_deadletter_events_total", "Events dead-lettered, by reason.", ["reason"], registry=r
+        )
+        self.frames = Counter("crowdpulse_frames_total", "Binary frames decoded.", registry=r)
+        self.sequence_gaps = Counter(
+            "crowdpulse_frame_sequence_gaps_total", "Frames missing from a producer's sequence (upstream loss).", registry=r
+        )
+        self.sequence_repeats = Counter(
+            "crowdpulse_frame_sequence_repeats_total", "Frames seen again (upstream duplication).", registry=r
+        )
+        self.replayed = Counter(
+            "crowdpulse_replayed_messages_total", "Redelivered messages skipped (already applied).", registry=r
+        )
+        self.batch_messages = Histogram(
+            "crowdpulse_batch_messages", "Kafka messages per ingest batch.",
+            buckets=(1, 5, 20, 50, 100, 200, 500, 1000), registry=r,
+        )
+        self.batch_events = Histogram(
+            "crowdpulse_batch_events", "Events per ingest batch.",
+            buckets=(10, 100, 1_000, 10_000, 100_000, 1_000_000), registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "crowdpulse_batch_processing_seconds", "Time to decode, plan and write one batch.", registry=r
+        )
+        self.publish_seconds = Histogram(
+            "crowdpulse_publisher_loop_seconds", "Duration of one estimator pass.", registry=r
+        )
+        self.windows_published = Counter(
+            "crowdpulse_estimates_published_total", "Window estimates published.", registry=r
+        )
+        self.stream_time = Gauge(
+            "crowdpulse_stream_time_seconds", "Stream time (highest event-time watermark), epoch seconds.", registry=r
+        )
+        self.estimate_age = Gauge(
+            "crowdpulse_estimate_age_seconds", "Wall time since the estimator last published.", registry=r
+        )
+        self.people = Gauge(
+            "crowdpulse_area_people", "Latest people estimate per area and window (unset while suppressed).",
+            ["area", "window_s"], registry=r,
+        )
+        self.capacity_ratio = Gauge(
+            "crowdpulse_area_capacity_ratio", "Latest people estimate / capacity (unset while suppressed).",
+            ["area", "window_s"], registry=r,
+        )

@@ -1,0 +1,133 @@
+"""Configuration of a crowdpulse process, read once from the environment at the edge.
+
+Every other module receives a Settings object; none reads os.environ itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_AREAS = Path(__file__).parent / "data" / "example-city.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Kafka bootstrap servers "host:port[,host:port]"; None means "start the embedded broker".
+    kafka: str | None = None
+    #: Redis URL (redis:// or rediss://); None means "start the embedded redis-server".
+    redis_url: str | None = None
+    #: The areas file (areas -> cells, capacity). See docs/areas.md.
+    areas_path: Path = DEFAULT_AREAS
+    #: Port and bind address of the HTTP API, dashboard and /metrics.
+    http_port: int = 6066
+    http_host: str = "127.0.0.1"
+    #: Faust application id (also the consumer group).
+    app_id: str = "crowdpulse"
+    #: Prefix of every Redis key, so several deployments or tests can share one Redis.
+    namespace: str = "cp"
+    #: Prefix of every topic name ("" in production: topics are exactly crowd.events etc.).
+    topic_prefix: str = ""
+    #: Partitions of crowd.events when crowdpulse creates it.
+    partitions: int = 4
+    #: Event-time bucket length; every window is a whole number of buckets.
+    bucket_s: int = 60
+    #: Sliding windows published for every area.
+    windows_s: tuple[int, ...] = (300, 900, 3600)
+    #: Events older than (partition watermark - grace) go to crowd.late.
+    grace_s: int = 120
+    #: Events newer than max(wall clock, watermark) + this are rejected as "far future".
+    max_future_s: int = 900
+    #: Messages larger than this are rejected whole.
+    max_message_bytes: int = 1_048_576
+    #: Distinct counts below this are never published (privacy threshold k).
+    min_count: int = 15
+    #: How often the estimator looks for changed windows.
+    publish_interval_s: float = 1.0
+    #: Messages per ingest batch (each may hold thousands of events) and the longest wait.
+    batch_messages: int = 500
+    batch_within_s: float = 0.05
+    #: Consumer-group session and rebalance timeout of the workers.
+    group_timeout_s: float = 6.0
+    #: Points kept in each area's recent series (per window).
+    series_points: int = 180
+    #: Faust's data directory (Faust creates one even with in-memory tables); None: a temporary
+    #: directory removed when the worker exits.
+    datadir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.bucket_s <= 0:
+            raise ValueError("bucket_s must be positive")
+        if not self.windows_s:
+            raise ValueError("at least one window is needed")
+        for window in self.windows_s:
+            if window <= 0 or window % self.bucket_s:
+                raise ValueError(f"window {window}s is not a whole number of {self.bucket_s}s buckets")
+        if self.grace_s < 0 or self.max_future_s <= 0:
+            raise ValueError("grace_s must be >= 0 and max_future_s > 0")
+        if self.min_count < 0:
+            raise ValueError("min_count must be >= 0")
+        if not 0 < self.http_port < 65536:
+            raise ValueError(f"http_port {self.http_port} is not a TCP port")
+        if self.partitions <= 0 or self.batch_messages <= 0:
+            raise ValueError("partitions and batch_messages must be positive")
+        if ":" in self.namespace or not self.namespace:
+            raise ValueError("namespace must be non-empty and contain no ':'")
+
+    @property
+    def bucket_ms(self) -> int:
+        return self.bucket_s * 1000
+
+    @property
+    def longest_window_ms(self) -> int:
+        return max(self.windows_s) * 1000
+
+    def with_endpoints(self, kafka: str, redis_url: str) -> "Settings":
+        return replace(self, kafka=kafka, redis_url=redis_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Settings from CROWDPULSE_* variables (see README), then explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("CROWDPULSE_KAFKA"):
+            values["kafka"] = env["CROWDPULSE_KAFKA"]
+        if env.get("CROWDPULSE_REDIS"):
+            values["redis_url"] = env["CROWDPULSE_REDIS"]
+        if env.get("CROWDPULSE_AREAS"):
+            values["areas_path"] = Path(env["CROWDPULSE_AREAS"])
+        if env.get("CROWDPULSE_HTTP_PORT"):
+            values["http_port"] = _int(env, "CROWDPULSE_HTTP_PORT")
+        if env.get("CROWDPULSE_HTTP_HOST"):
+            values["http_host"] = env["CROWDPULSE_HTTP_HOST"]
+        if env.get("CROWDPULSE_APP_ID"):
+            values["app_id"] = env["CROWDPULSE_APP_ID"]
+        if env.get("CROWDPULSE_NAMESPACE"):
+            values["namespace"] = env["CROWDPULSE_NAMESPACE"]
+        if env.get("CROWDPULSE_TOPIC_PREFIX"):
+            values["topic_prefix"] = env["CROWDPULSE_TOPIC_PREFIX"]
+        if env.get("CROWDPULSE_GRACE_S"):
+            values["grace_s"] = _int(env, "CROWDPULSE_GRACE_S")
+        if env.get("CROWDPULSE_MIN_COUNT"):
+            values["min_count"] = _int(env, "CROWDPULSE_MIN_COUNT")
+        if env.get("CROWDPULSE_WINDOWS_S"):
+            raw = env["CROWDPULSE_WINDOWS_S"]
+            try:
+                values["windows_s"] = tuple(int(part) for part in raw.split(","))
+            except ValueError:
+                raise ValueError(f"CROWDPULSE_WINDOWS_S={raw!r} is not a list of seconds") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ValueError(f"{name}={env[name]!r} is not an integer") from None
