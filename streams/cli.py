@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", help=f"simulated start time, ISO 8601 UTC (default: now; with --out {DEFAULT_FILE_START})")
 
     p = sub.add_parser("demo", help="services + worker + simulator + live table, until Ctrl-C or --duration", epilog=ENV_HELP)
-    _simulation_args(p, default_speedup=60.0, default_devices=30_000)
+    _simulation_args(p, default_speedup=60.0, default_devices=100_000)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
