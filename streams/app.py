@@ -8,6 +8,7 @@ leader only, so no window is computed twice when several workers run.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -15,22 +16,24 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 import faust
+import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .areas import AreaMap, load_areas
 from .estimator import build_estimate
 from .hll_store import HllStore, connect
-from .ingest import Ingestor, Message, Output
+from .ingest import BatchPlan, Ingestor, Message, Output
 from .keys import KeyLayout, as_of_ms
 from .metrics import Metrics
 from .settings import Settings
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Pipeline:
@@ -56,14 +59,39 @@ class Pipeline:
         return self._store
 
     async def ingest(self, messages: list[Message]) -> tuple[list[Output], list[Output]]:
-        """Plan and apply one batch; returns (dead letters, late events) to publish."""
+        """Plan and write one batch; returns (dead letters, late events) to publish.
+
+        Planning is pure and only fails on a bug: then the batch is dead-lettered whole
+        (processing_error) so nothing is lost and the stream goes on. Writing retries until
+        Redis answers: the batch is acknowledged to Kafka only after it is written.
+        """
         started = time.perf_counter()
         for partition in {m.partition for m in messages}:
             if not self.ingestor.known(partition):
-                state, sequences = await self.store.load_partition(partition)
+                state, sequences = await self._with_retry(lambda p=partition: self.store.load_partition(p))
                 self.ingestor.restore(partition, state, sequences)
-        plan = self.ingestor.plan(messages, wall_now_ms())
-        await self.store.apply(plan)
+        try:
+            plan = self.ingestor.plan(messages, wall_now_ms())
+        except Exception as exc:
+            log.exception("planning a batch of %d messages failed; dead-lettering it", len(messages))
+            plan = self.ingestor.quarantine(messages, f"{type(exc).__name__}: {exc}"[:200])
+        await self._with_retry(lambda: self.store.apply(plan))
+        self.ingestor.commit(plan)
+        self._observe_batch(plan, len(messages), time.perf_counter() - started)
+        return plan.deadletters, plan.late
+
+    async def _with_retry(self, operation: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        while True:
+            try:
+                return await operation()
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                self.metrics.redis_retries.inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _observe_batch(self, plan: BatchPlan, messages: int, seconds: float) -> None:
         m = self.metrics
         m.events.labels("counted").inc(plan.counted)
         m.events.labels("deadletter").inc(plan.deadlettered)
@@ -74,10 +102,9 @@ class Pipeline:
         m.sequence_gaps.inc(plan.sequence_gaps)
         m.sequence_repeats.inc(plan.sequence_repeats)
         m.replayed.inc(plan.replayed)
-        m.batch_messages.observe(len(messages))
+        m.batch_messages.observe(messages)
         m.batch_events.observe(plan.events_in)
-        m.batch_seconds.observe(time.perf_counter() - started)
-        return plan.deadletters, plan.late
+        m.batch_seconds.observe(seconds)
 
     async def estimate(self) -> list[dict]:
         """Recompute the windows that changed: areas with new events, or all when a bucket rolled."""
@@ -168,22 +195,20 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
 
     @app.agent(events_topic, concurrency=1)
     async def record_events(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_messages, within=settings.batch_within_s):
+        # noack_take: a batch is acknowledged (and so its offsets committed) only after it is
+        # written to Redis and its outputs are sent; a crash or stop before that redelivers it.
+        async for events in stream.noack_take(settings.batch_messages, within=settings.batch_within_s):
             messages = [
                 Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value or b"")
                 for e in events
             ]
-            try:
-                deadletters, late = await pipeline.ingest(messages)
-            except Exception:
-                # Input problems never get here (ingest rejects them); this is Redis or a bug.
-                # Re-raise so Faust stops without committing: the batch is redelivered.
-                log.exception("ingest batch of %d messages failed", len(messages))
-                raise
+            deadletters, late = await pipeline.ingest(messages)
             for out in deadletters:
                 await deadletter_topic.send(key=out.key, value=out.value, headers=list(out.headers))
             for out in late:
                 await late_topic.send(key=out.key, value=out.value, headers=list(out.headers))
+            for event in events:
+                await stream.ack(event)
 
     @app.timer(interval=settings.publish_interval_s, on_leader=True)
     async def publish_estimates() -> None:

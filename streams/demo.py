@@ -75,6 +75,7 @@ def run_demo(args: argparse.Namespace) -> int:
         stop.set()
         if simulator is not None:
             simulator.join(timeout=15)
+            _drain(base, summary.get("events", 0), worker, timeout=15)
             _print_summary(base, summary, time.monotonic() - sim_started)
         worker.stop(timeout=15)
         services.stop()
@@ -92,6 +93,18 @@ def _wait_for_http(url: str, worker: ManagedProcess, timeout: float) -> None:
         except (OSError, urllib.error.URLError, ValueError):
             time.sleep(0.5)
     raise RuntimeError(f"worker did not answer {url} within {timeout:.0f}s")
+
+
+def _drain(base: str, sent: int, worker: ManagedProcess, timeout: float) -> None:
+    """Give the worker a moment to count what the simulator sent before the summary."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            if http_json(f"{base}/api/ingest")["events_in"] >= sent:  # type: ignore[index]
+                return
+        except (OSError, urllib.error.URLError, ValueError):
+            return
+        time.sleep(0.5)
 
 
 def _print_table(base: str, interactive: bool) -> None:

@@ -14,7 +14,7 @@ or below it was applied before a restart and is skipped, so redelivery never cou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import numpy as np
@@ -132,19 +132,20 @@ class Ingestor:
 
     @property
     def stream_now_ms(self) -> int | None:
-        marks = [p.watermark_ms for p in self.partitions.values() if p.watermark_ms is not None]
-        return max(marks) if marks else None
+        return _highest_watermark(self.partitions.values())
 
     def plan(self, messages: Iterable[Message], wall_now_ms: int) -> BatchPlan:
+        """Plan a batch without changing this Ingestor: `commit(plan)` once it is written.
+
+        Planning works on copies of the partition states and sequences, so a batch whose write
+        failed can be planned again from the same starting point.
+        """
         plan = BatchPlan()
         accepted: list[np.ndarray] = []
         for message in messages:
-            state = self.partitions.setdefault(message.partition, PartitionState())
-            if message.offset <= state.applied_offset:
-                plan.replayed += 1
+            state = self._claim(plan, message)
+            if state is None:
                 continue
-            state.applied_offset = message.offset
-            plan.partitions[message.partition] = state
             decoded = decode(message.value, self.settings.max_message_bytes)
             plan.events_in += len(decoded.records) + sum(r.events for r in decoded.rejects)
             for reject in decoded.rejects:
@@ -160,18 +161,50 @@ class Ingestor:
             self._plan_hll_adds(plan, records, wall_now_ms)
         return plan
 
+    def quarantine(self, messages: Iterable[Message], error: str) -> BatchPlan:
+        """A plan that dead-letters every message whole (reason processing_error).
+
+        The agent's last resort when planning a batch raised: the messages are not lost, the
+        books still close, and the stream goes on.
+        """
+        plan = BatchPlan()
+        for message in messages:
+            state = self._claim(plan, message)
+            if state is None:
+                continue
+            plan.events_in += 1
+            self._deadletter(plan, message, Reject(Reason.PROCESSING_ERROR, error, message.value, 1))
+        return plan
+
+    def commit(self, plan: BatchPlan) -> None:
+        """Adopt a written plan's partition states and sequence numbers."""
+        self.partitions.update(plan.partitions)
+        self.sequences.update(plan.sequences)
+
+    def _claim(self, plan: BatchPlan, message: Message) -> PartitionState | None:
+        """The plan's working copy of the message's partition state, advanced past the message;
+        None when the message was applied before (a redelivery after a restart)."""
+        state = plan.partitions.get(message.partition)
+        if state is None:
+            state = replace(self.partitions.get(message.partition, PartitionState()))
+        if message.offset <= state.applied_offset:
+            plan.replayed += 1
+            return None
+        state.applied_offset = message.offset
+        plan.partitions[message.partition] = state
+        return state
+
     def _follow_sequence(self, plan: BatchPlan, partition: int, decoded: Decoded) -> None:
         """Frame numbers run per (producer, partition): a jump is upstream loss, a step back a repeat."""
         name = f"{decoded.producer:016x}:{partition}"
         seq = int(decoded.sequence or 0)
-        last = self.sequences.get(name)
+        last = plan.sequences.get(name, self.sequences.get(name))
         if last is not None:
             if seq > last + 1:
                 plan.sequence_gaps += seq - last - 1
             elif seq <= last:
                 plan.sequence_repeats += 1
-        self.sequences[name] = seq if last is None else max(last, seq)
-        plan.sequences[name] = self.sequences[name]
+        plan.sequences[name] = seq if last is None else max(last, seq)
 
     def _check_records(
         self, plan: BatchPlan, message: Message, decoded: Decoded, state: PartitionState, wall_now_ms: int
@@ -218,7 +251,8 @@ class Ingestor:
         buckets = records["ts"] // bucket_ms
         cell_index, _ = self.areas.cell_index(records["cell"])
         devices = records["device"].view("<u8")
-        stream_now = self.stream_now_ms or int(records["ts"].max())
+        stream_now = _highest_watermark([*self.partitions.values(), *plan.partitions.values()])
+        stream_now = stream_now if stream_now is not None else int(records["ts"].max())
         grace_ms = settings.grace_s * 1000
 
         def expiry(bucket: int) -> int:
@@ -254,6 +288,11 @@ class Ingestor:
         if decoded.kind == "frame":
             return frame_bytes(np.ascontiguousarray(records), decoded.producer or 0, decoded.sequence or 0)
         return records_to_json(records)
+
+
+def _highest_watermark(states: Iterable[PartitionState]) -> int | None:
+    marks = [s.watermark_ms for s in states if s.watermark_ms is not None]
+    return max(marks) if marks else None
 
 
 def _source(message: Message) -> tuple[tuple[str, bytes], ...]:

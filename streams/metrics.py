@@ -26,6 +26,9 @@ class Metrics:
         self.replayed = Counter(
             "crowdpulse_replayed_messages_total", "Redelivered messages skipped (already applied).", registry=r
         )
+        self.redis_retries = Counter(
+            "crowdpulse_redis_retries_total", "Redis operations retried because Redis did not answer.", registry=r
+        )
         self.batch_messages = Histogram(
             "crowdpulse_batch_messages", "Kafka messages per ingest batch.",
             buckets=(1, 5, 20, 50, 100, 200, 500, 1000), registry=r,

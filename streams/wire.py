@@ -79,6 +79,7 @@ class Reason:
     BAD_TIME = "bad_event_time"
     FUTURE_TIME = "future_event_time"
     UNKNOWN_CELL = "unknown_cell"
+    PROCESSING_ERROR = "processing_error"  # the worker failed on this message (a bug, not input)
 
 
 @dataclass(frozen=True)

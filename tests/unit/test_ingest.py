@@ -40,6 +40,13 @@ def message(value: bytes, offset: int, partition: int = 0) -> Message:
     return Message("crowd.events", partition, offset, b"k", value)
 
 
+def written(ingestor: Ingestor, messages: list[Message]):
+    """Plan a batch and commit it, as the agent does once Redis has taken the writes."""
+    plan = ingestor.plan(messages, WALL)
+    ingestor.commit(plan)
+    return plan
+
+
 def test_adds_match_a_plain_python_grouping(ingestor: Ingestor) -> None:
     rng = np.random.default_rng(3)
     n = 5000
@@ -68,12 +75,12 @@ def test_adds_match_a_plain_python_grouping(ingestor: Ingestor) -> None:
 
 def test_late_and_future_events_use_the_partition_watermark(ingestor: Ingestor) -> None:
     cell = int(ingestor.areas.cell_ids[0])
-    first = ingestor.plan([message(frame_bytes(records([WALL], [cell]), 1, 0), 0)], WALL)
+    first = written(ingestor, [message(frame_bytes(records([WALL], [cell]), 1, 0), 0)])
     assert first.counted == 1 and ingestor.partitions[0].watermark_ms == WALL
 
     grace_edge = WALL - 120_000
     batch = records([grace_edge, grace_edge - 1, WALL + 900_000, WALL + 900_001], [cell] * 4)
-    plan = ingestor.plan([message(frame_bytes(batch, 1, 1), 1)], WALL)
+    plan = written(ingestor, [message(frame_bytes(batch, 1, 1), 1)])
     assert plan.counted == 2  # exactly at the grace edge still counts; and the +900 s one
     assert plan.late_events == 1
     assert plan.reasons == {Reason.FUTURE_TIME: 1}
@@ -91,7 +98,7 @@ def test_an_accelerated_stream_may_run_ahead_of_the_wall_clock(ingestor: Ingesto
     t = WALL
     for offset in range(10):
         t += 800_000  # each frame 800 s later: within max_future of the previous watermark
-        plan = ingestor.plan([message(frame_bytes(records([t], [cell]), 1, offset), offset)], WALL)
+        plan = written(ingestor, [message(frame_bytes(records([t], [cell]), 1, offset), offset)])
         assert plan.counted == 1, offset
     assert ingestor.stream_now_ms == t
 
@@ -136,7 +143,7 @@ def test_redelivered_messages_are_skipped_after_a_restart(settings: Settings) ->
     cell = int(areas.cell_ids[0])
     value = frame_bytes(records([WALL, WALL], [cell, cell]), 1, 0)
     first = Ingestor(settings, areas)
-    plan = first.plan([message(value, 10), message(value, 11)], WALL)
+    plan = written(first, [message(value, 10), message(value, 11)])
     assert plan.counted == 4
 
     # A new worker restores what the old one persisted and sees offsets 10..12 again.
@@ -159,3 +166,23 @@ def test_bad_messages_never_raise_and_always_close_the_books(ingestor: Ingestor)
     assert plan.events_in == plan.counted + plan.deadlettered + plan.late_events
     assert plan.deadlettered >= len(values) - 5  # random bytes can, rarely, decode into a record
     assert all(dict(d.headers)["reason"] for d in plan.deadletters)
+
+
+def test_a_batch_whose_write_failed_plans_again_identically(ingestor: Ingestor) -> None:
+    """Nothing changes until commit: after a Redis failure the same batch is planned anew."""
+    cell = int(ingestor.areas.cell_ids[0])
+    msgs = [message(frame_bytes(records([WALL, WALL - 1], [cell, cell]), 1, 0), 0)]
+    first, again = ingestor.plan(msgs, WALL), ingestor.plan(msgs, WALL)
+    assert (first.stats, first.hll_adds, first.sequences) == (again.stats, again.hll_adds, again.sequences)
+    assert again.replayed == 0 and ingestor.partitions == {}
+    ingestor.commit(again)
+    assert ingestor.plan(msgs, WALL).replayed == 1
+
+
+def test_quarantine_dead_letters_every_message_whole(ingestor: Ingestor) -> None:
+    msgs = [message(b"anything", 0), message(b"else", 1, partition=2)]
+    plan = ingestor.quarantine(msgs, "ValueError: boom")
+    assert plan.events_in == plan.deadlettered == 2 and plan.counted == 0
+    assert [d.value for d in plan.deadletters] == [b"anything", b"else"]
+    assert {dict(d.headers)["reason"] for d in plan.deadletters} == {Reason.PROCESSING_ERROR.encode()}
+    assert {p: s.applied_offset for p, s in plan.partitions.items()} == {0: 0, 2: 1}
