@@ -53,12 +53,13 @@ class Framer:
             return
         index = np.searchsorted(self.sorted_cells, events["cell"])
         index = np.minimum(index, len(self.sorted_cells) - 1)
-        # Cells unknown to the map still get a partition (the worker dead-letters them).
-        part = np.where(
-            self.sorted_cells[index] == events["cell"],
-            self.partition_of[index],
-            events["cell"].astype(np.int64) % self.partitions,
-        )
+        known = self.sorted_cells[index] == events["cell"]
+        part = self.partition_of[index]
+        if not known.all():
+            # Cells unknown to the map (the worker dead-letters them) are keyed the same way.
+            unknown, inverse = np.unique(events["cell"][~known], return_inverse=True)
+            part = part.copy()
+            part[~known] = cell_partition(unknown, self.partitions)[inverse]
         order = np.argsort(part, kind="stable")  # stable: time order kept inside a partition
         events, part = events[order], part[order]
         bounds = np.flatnonzero(np.diff(part)) + 1
@@ -126,6 +127,8 @@ def read_frames_file(path: Path) -> Iterator[tuple[int, bytes]]:
     """Yield (partition, frame) from a file written by FileSink."""
     with open(path, "rb") as f:
         while header := f.read(_FILE_ENTRY.size):
+            if len(header) != _FILE_ENTRY.size:
+                raise ValueError(f"{path}: truncated frames file")
             length, partition = _FILE_ENTRY.unpack(header)
             frame = f.read(length)
             if len(frame) != length:

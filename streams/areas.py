@@ -8,6 +8,7 @@ belong to several areas. Pure: no Kafka, no Redis. Format: docs/areas.md.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,13 +134,17 @@ def parse_areas(doc: object, source: str = "<areas>") -> AreaMap:
         members = raw.get("cells")
         if not isinstance(members, list) or not members:
             raise fail(f"area {area_id!r}: cells must be a non-empty list")
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in members):
+            raise fail(f"area {area_id!r}: cells must be integer cell ids")
         unknown = [c for c in members if c not in seen_cells]
         if unknown:
             raise fail(f"area {area_id!r}: unknown cells {unknown[:5]}")
         if len(set(members)) != len(members):
             raise fail(f"area {area_id!r}: a cell is listed twice")
         size = raw.get("size_m2")
-        if size is not None and (not isinstance(size, (int, float)) or size <= 0):
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < math.inf
+        ):
             raise fail(f"area {area_id!r}: size_m2 must be a positive number")
         areas.append(
             Area(

@@ -1,6 +1,6 @@
 """Wire format v1 of `crowd.events`: the frame layout, and strict decoding of frames and JSON.
 
-This module owns the format (producers/wire.py encodes with the constants defined here) and the
+This module owns the format (producers/publisher.py builds frames with `frame_bytes`) and the
 shape checks: a message either decodes into a numpy array of RECORD_DTYPE plus a list of rejects
 with reasons, or is rejected whole. Semantic checks that need configuration (known cells, the
 time bounds) live in streams/ingest.py. Pure: no Kafka, no Redis. See docs/wire-format.md.
@@ -9,6 +9,7 @@ time bounds) live in streams/ingest.py. Pure: no Kafka, no Redis. See docs/wire-
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -56,6 +57,8 @@ MAX_SEGMENT = 2**16 - 1
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
 
+# Exactly 16 hex digits (bytes.fromhex alone would accept embedded spaces).
+PSEUDONYM_HEX = re.compile(r"[0-9a-fA-F]{16}")
 JSON_REQUIRED = ("device", "cell", "ts", "type")
 JSON_OPTIONAL = ("device_class", "segment")
 
@@ -161,6 +164,8 @@ def decode_json(value: bytes) -> Decoded:
         doc = json.loads(value, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         return _rejected("json", Reason.BAD_JSON, f"invalid JSON: {exc}", value)
+    except RecursionError:
+        return _rejected("json", Reason.BAD_JSON, "invalid JSON: nested too deeply", value)
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > MAX_RECORDS_PER_FRAME:
         return _rejected(
@@ -187,12 +192,9 @@ def _fill_record(records: np.ndarray, i: int, item: object) -> tuple[str, str] |
     if missing:
         return Reason.MISSING_FIELD, f"missing {', '.join(missing)}"
     device = item["device"]
-    if not isinstance(device, str) or len(device) != 16:
+    if not isinstance(device, str) or not PSEUDONYM_HEX.fullmatch(device):
         return Reason.BAD_FIELD, "device must be a 16-hex-character pseudonym"
-    try:
-        device_bytes = bytes.fromhex(device)
-    except ValueError:
-        return Reason.BAD_FIELD, "device must be a 16-hex-character pseudonym"
+    device_bytes = bytes.fromhex(device)
     cell = item["cell"]
     if not _is_int(cell) or not 0 <= cell <= MAX_CELL_ID:
         return Reason.BAD_FIELD, "cell must be an unsigned 32-bit integer"
@@ -203,7 +205,7 @@ def _fill_record(records: np.ndarray, i: int, item: object) -> tuple[str, str] |
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         return Reason.UNKNOWN_TYPE, "type must be one of " + "|".join(EVENT_TYPES)
     device_class = item.get("device_class", "phone")
-    if device_class not in DEVICE_CLASSES:
+    if not isinstance(device_class, str) or device_class not in DEVICE_CLASSES:
         return Reason.BAD_FIELD, "device_class must be one of " + "|".join(DEVICE_CLASSES)
     segment = item.get("segment", 0)
     if not _is_int(segment) or not 0 <= segment <= MAX_SEGMENT:

@@ -188,6 +188,11 @@ def changed(path: tuple, value: object) -> dict:
         (changed(("areas", 0, "size_m2"), 0), "area 'town': size_m2 must be a positive number"),
         (changed(("areas", 0, "size_m2"), -1.5), "area 'town': size_m2 must be a positive number"),
         (changed(("areas", 0, "size_m2"), "big"), "area 'town': size_m2 must be a positive number"),
+        (changed(("areas", 0, "size_m2"), True), "area 'town': size_m2 must be a positive number"),
+        (changed(("areas", 0, "size_m2"), float("nan")), "area 'town': size_m2 must be a positive number"),
+        (changed(("areas", 0, "size_m2"), float("inf")), "area 'town': size_m2 must be a positive number"),
+        (changed(("areas", 1, "cells"), [2, True]), "area 'square': cells must be integer cell ids"),
+        (changed(("areas", 1, "cells"), [2, [3]]), "area 'square': cells must be integer cell ids"),
     ],
 )
 def test_parse_areas_rejects_bad_documents(doc: object, message: str) -> None:

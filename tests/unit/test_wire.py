@@ -392,25 +392,15 @@ def test_frame_bytes_refuses_more_records_than_a_frame_holds() -> None:
         frame_bytes(np.zeros(MAX_RECORDS_PER_FRAME + 1, dtype=RECORD_DTYPE), 1, 0)
 
 
-# --- known defects: decode() promises never to raise and to accept only 16-hex-digit devices --
+# --- found by review: decode() never raises, and accepts only 16-hex-digit devices ---------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="wire.py:205 `device_class not in DEVICE_CLASSES` raises TypeError for a list/object value",
-)
 def test_unhashable_device_class_is_a_bad_field_not_an_exception() -> None:
     reject = only_reject(decode(event_bytes(device_class=["phone"]), MAX_BYTES))
 
     assert reject.reason == Reason.BAD_FIELD
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="wire.py:161 catches ValueError/UnicodeDecodeError only; deeply nested JSON raises RecursionError",
-)
 def test_deeply_nested_json_is_bad_json_not_an_exception() -> None:
     value = b"[" * 100_000  # 100 kB: well under the default 1 MiB message limit
 
@@ -419,10 +409,6 @@ def test_deeply_nested_json_is_bad_json_not_an_exception() -> None:
     assert reject.reason == Reason.BAD_JSON
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wire.py:192 bytes.fromhex skips whitespace: '0011223344 55 66' becomes 7 bytes, zero-padded",
-)
 def test_device_with_spaces_is_rejected() -> None:
     decoded = decode(event_bytes(device="0011223344 55 66"), MAX_BYTES)
 

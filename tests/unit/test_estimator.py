@@ -1,0 +1,150 @@
+"""Estimates from distinct counts (streams/estimator.py): range, capacity level, suppression."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from streams.areas import Area
+from streams.estimator import HLL_STANDARD_ERROR, EstimateRange, build_estimate, hll_range, level
+
+STADIUM = Area(id="stadium", name="Stadium", capacity=60_000, cells=(1038, 1039), kind="venue")
+AS_OF = 1_700_000_040_000
+CONTRACT_KEYS = {
+    "area", "window_s", "as_of", "devices", "people", "people_low", "people_high", "suppressed", "capacity", "level",
+}
+
+
+# --- the HyperLogLog range -------------------------------------------------------------------
+
+
+def test_standard_error_is_that_of_16384_registers() -> None:
+    assert HLL_STANDARD_ERROR == 1.04 / 128 == 0.008125
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        (0, EstimateRange(0, 0, 0)),
+        (1, EstimateRange(1, 0, 2)),
+        (15, EstimateRange(15, 14, 16)),
+        (100, EstimateRange(100, 98, 102)),
+        (10_000, EstimateRange(10_000, 9_866, 10_134)),  # spread 133.65
+        (52_000, EstimateRange(52_000, 51_305, 52_695)),  # spread 694.97
+    ],
+)
+def test_hll_range_exact_values(devices: int, expected: EstimateRange) -> None:
+    assert hll_range(devices) == expected
+
+
+def test_hll_range_is_the_90_percent_spread_rounded_outwards() -> None:
+    for devices in range(0, 2_000_000, 9_973):
+        spread = 1.6449 * 0.008125 * devices
+
+        estimate = hll_range(devices)
+
+        assert estimate.low <= estimate.people == devices <= estimate.high
+        assert 0 <= (estimate.high - devices) - spread < 1 + 1e-6, devices
+        assert 0 <= (devices - estimate.low) - min(spread, devices) < 1 + 1e-6, devices
+
+
+def test_hll_range_with_a_wider_z() -> None:
+    assert hll_range(10_000, z=3.0) == EstimateRange(10_000, 9_756, 10_244)  # spread 243.75
+
+
+# --- capacity level --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("people_high", "expected"),
+    [
+        (0, "ok"),
+        (47_999, "ok"),
+        (48_000, "warn"),  # 80% of 60,000
+        (56_999, "warn"),
+        (57_000, "critical"),  # 95% of 60,000
+        (60_000, "critical"),
+        (90_000, "critical"),
+    ],
+)
+def test_level_thresholds(people_high: int, expected: str) -> None:
+    assert level(people_high, 60_000) == expected
+
+
+def test_level_thresholds_for_a_capacity_that_does_not_divide_evenly() -> None:
+    # 80% of 7 is 5.6, 95% is 6.65.
+    assert [level(n, 7) for n in range(9)] == ["ok"] * 6 + ["warn", "critical", "critical"]
+
+
+# --- the published estimate ------------------------------------------------------------------
+
+
+def test_estimate_below_min_count_is_suppressed_on_every_channel() -> None:
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=14, min_count=15)
+
+    assert estimate == {
+        "area": "stadium",
+        "window_s": 900,
+        "as_of": AS_OF,
+        "devices": None,
+        "people": None,
+        "people_low": None,
+        "people_high": None,
+        "suppressed": True,
+        "capacity": 60_000,
+        "level": "ok",
+    }
+
+
+def test_estimate_at_min_count_is_published() -> None:
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=15, min_count=15)
+
+    assert estimate == {
+        "area": "stadium",
+        "window_s": 900,
+        "as_of": AS_OF,
+        "devices": 15,
+        "people": 15,
+        "people_low": 14,
+        "people_high": 16,
+        "suppressed": False,
+        "capacity": 60_000,
+        "level": "ok",
+    }
+
+
+@pytest.mark.parametrize(("devices", "min_count"), [(0, 15), (14, 15), (15, 15), (52_000, 15), (0, 0)])
+def test_estimate_has_the_contract_shape(devices: int, min_count: int) -> None:
+    estimate = build_estimate(STADIUM, 300, AS_OF, devices=devices, min_count=min_count)
+
+    assert set(estimate) == CONTRACT_KEYS
+    assert type(estimate["area"]) is str
+    assert type(estimate["window_s"]) is int
+    assert type(estimate["as_of"]) is int
+    assert type(estimate["suppressed"]) is bool
+    assert type(estimate["capacity"]) is int
+    assert estimate["level"] in {"ok", "warn", "critical"}
+    counts = [estimate[k] for k in ("devices", "people", "people_low", "people_high")]
+    if estimate["suppressed"]:
+        assert counts == [None] * 4
+    else:
+        assert all(type(c) is int for c in counts)
+    assert json.loads(json.dumps(estimate)) == estimate
+
+
+def test_no_devices_with_no_threshold_is_a_published_zero() -> None:
+    estimate = build_estimate(STADIUM, 300, AS_OF, devices=0, min_count=0)
+
+    assert (estimate["suppressed"], estimate["people"], estimate["people_low"], estimate["people_high"]) == (
+        False, 0, 0, 0,
+    )
+
+
+def test_level_is_decided_by_the_upper_end_of_the_range() -> None:
+    # 47,700 people is below 80% of 60,000, but the range reaches 48,338.
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=47_700, min_count=15)
+
+    assert (estimate["people"], estimate["people_high"], estimate["level"]) == (47_700, 48_338, "warn")
+    assert math.isclose(estimate["people_high"] - 47_700, 1.6449 * 0.008125 * 47_700, abs_tol=1)
