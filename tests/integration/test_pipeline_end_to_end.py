@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections import defaultdict
 
 import numpy as np
@@ -87,6 +88,7 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
         (json.dumps({"device": "00112233445566ff", "cell": 1001}).encode(), "missing_field"),
         (b'{"device":"00112233445566ff","cell":1001,"ts":NaN,"type":"tau"}', "bad_json"),
         (json.dumps(dict(json_event, cell="1001")).encode(), "bad_field"),
+        (json.dumps(dict(json_event, ts=10**30)).encode(), "bad_event_time"),
         (json.dumps(dict(json_event, ts=int(time.time() * 1000) + 86_400_000)).encode(), "future_event_time"),
         (frame_bytes(unknown_cell, 0xBAD, 0), "unknown_cell"),
         (frame_bytes(bad_type, 0xBAD, 1), "unknown_event_type"),
@@ -176,3 +178,10 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     detail = worker.get("/api/areas/stadium")
     assert detail["area"] == "stadium" and set(detail["series"]) == {str(w) for w in settings.windows_s}  # type: ignore[index]
     assert worker.process.poll() is None, "the worker must survive every bad input"
+
+    # Prometheus sees the same books.
+    with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
+        exposition = response.read().decode()
+    assert f'crowdpulse_events_total{{outcome="counted"}} {float(stats["counted"])}' in exposition
+    assert f'crowdpulse_events_total{{outcome="deadletter"}} {float(stats["deadletter"])}' in exposition
+    assert 'crowdpulse_deadletter_events_total{reason="oversized_message"} 1.0' in exposition
