@@ -4,6 +4,7 @@ as one process tree that stops cleanly on Ctrl-C or after --duration."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.error
 from pathlib import Path
+from typing import Iterator
 
 from .areas import load_areas
 from .cli import http_json, topic_partitions
@@ -22,6 +24,44 @@ from .topics import TopicNames
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    with _terminal_foreground():
+        return _run_demo(args)
+
+
+@contextlib.contextmanager
+def _terminal_foreground() -> Iterator[None]:
+    """Make this process the terminal's foreground process group while the demo runs.
+
+    Ctrl-C signals the whole foreground group. Under `make demo` that includes make, which then
+    dies by SIGINT (exit 130) however cleanly the demo stops. Taking the foreground for our own
+    group means Ctrl-C reaches only the demo, which stops everything and exits 0, and so does
+    make. Without a terminal (CI, pipes) there is nothing to do.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        yield
+        return
+    try:
+        previous = os.tcgetpgrp(fd)
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not take the tty otherwise
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        os.close(fd)
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            os.tcsetpgrp(fd, previous)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     from producers.publisher import KafkaSink
     from producers.simulate import SimulationRun, run_simulation
 
