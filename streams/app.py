@@ -22,7 +22,7 @@ import faust
 import redis
 
 from .areas import AreaMap, load_areas
-from .estimator import build_estimate
+from .estimator import build_estimate, points_to_refresh
 from .hll_store import HllStore, connect
 from .ingest import BatchPlan, Ingestor, Message, Output
 from .keys import KeyLayout, as_of_ms
@@ -45,7 +45,6 @@ class Pipeline:
         self.ingestor = Ingestor(settings, areas)
         self.metrics = Metrics()
         self._store: HllStore | None = None
-        self.last_bucket: int | None = None
         self.last_publish_wall: float | None = None
 
     @property
@@ -106,40 +105,46 @@ class Pipeline:
         m.batch_seconds.observe(seconds)
 
     async def estimate(self) -> list[dict]:
-        """Recompute the windows that changed: areas with new events, or all when a bucket rolled."""
+        """Recompute the window points that changed; see estimator.points_to_refresh."""
         started = time.perf_counter()
+        settings = self.settings
         store = self.store
         stream_now = await store.stream_now_ms()
         if stream_now is None:
             return []
-        newest = stream_now // self.settings.bucket_ms
-        dirty = await store.pop_dirty_areas()
-        if newest != self.last_bucket:
-            # The window slid: every area's oldest bucket dropped out, so every area changed.
-            area_ids = list(self.areas.area_ids)
-        else:
-            area_ids = [a for a in self.areas.area_ids if a in dirty]
-        self.last_bucket = newest
-        if not area_ids:
+        newest = stream_now // settings.bucket_ms
+        dirty = await store.pop_dirty()
+        published_through = await store.published_through()
+        points, skipped = points_to_refresh(
+            self.areas.area_ids,
+            dirty,
+            published_through,
+            newest,
+            max(settings.windows_s) // settings.bucket_s,
+            settings.max_catchup_buckets,
+        )
+        self.metrics.skipped_points.inc(skipped)
+        if not points:
             return []
-        counts = await store.window_counts(area_ids, newest, self.settings.windows_s)
-        as_of = as_of_ms(newest, self.settings.bucket_ms)
+        counts = await store.window_counts(points, settings.windows_s)
         estimates = [
-            build_estimate(self.areas.area_by_id[area], window, as_of, devices, self.settings.min_count)
-            for (area, window), devices in counts.items()
+            build_estimate(
+                self.areas.area_by_id[area], window, as_of_ms(bucket, settings.bucket_ms), devices, settings.min_count
+            )
+            for (area, bucket, window), devices in counts.items()
         ]
-        span = self.settings.series_points * self.settings.bucket_ms
-        await store.save_estimates(estimates, span)
-        self._observe(estimates, stream_now)
+        await store.save_estimates(estimates, as_of_ms(newest, settings.bucket_ms), settings.series_points * settings.bucket_ms)
+        await store.set_published_through(max(newest, published_through or newest))
+        self._observe(estimates, stream_now, as_of_ms(newest, settings.bucket_ms))
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
 
-    def _observe(self, estimates: list[dict], stream_now: int) -> None:
+    def _observe(self, estimates: list[dict], stream_now: int, current_as_of: int) -> None:
         m = self.metrics
         m.windows_published.inc(len(estimates))
         m.stream_time.set(stream_now / 1000)
         self.last_publish_wall = time.time()
-        for e in estimates:
+        for e in (e for e in estimates if e["as_of"] == current_as_of):
             labels = (e["area"], str(e["window_s"]))
             if e["suppressed"]:
                 # A suppressed count must not linger on /metrics from an earlier, larger value.

@@ -43,6 +43,33 @@ def level(people_high: int, capacity: int) -> str:
     return "ok"
 
 
+def points_to_refresh(
+    area_ids: list[str],
+    dirty: set[tuple[str, int]],
+    published_through: int | None,
+    newest: int,
+    window_buckets: int,
+    max_catchup: int,
+) -> tuple[list[tuple[str, int]], int]:
+    """Which (area, newest bucket) window points to (re)compute, and how many were skipped.
+
+    - Every bucket that stream time entered since the last pass gets a point for every area,
+      so an accelerated replay yields the same per-minute series as a live run (at most
+      `max_catchup` buckets back; older ones are skipped and counted).
+    - A bucket that received events (dirty) changes every window that contains it: the points
+      from that bucket up to `window_buckets - 1` later, as far as stream time has reached.
+      That is how late events within grace republish the windows they belong to.
+    """
+    oldest_allowed = newest - max_catchup + 1
+    first_new = newest if published_through is None else published_through + 1
+    skipped = max(0, oldest_allowed - first_new)
+    points = {(a, b) for b in range(max(first_new, oldest_allowed), newest + 1) for a in area_ids}
+    for area, bucket in dirty:
+        last = min(newest, bucket + window_buckets - 1)
+        points.update((area, b) for b in range(max(bucket, oldest_allowed), last + 1))
+    return sorted(points, key=lambda p: (p[1], p[0])), skipped
+
+
 def build_estimate(area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int) -> dict:
     """The published JSON estimate (CONTRACT.md shape). Below min_count every count is null."""
     if devices < min_count:

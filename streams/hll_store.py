@@ -50,8 +50,8 @@ class HllStore:
             for key, members in plan.hll_adds:
                 pipe.pfadd(key, *members)
                 pipe.pexpireat(key, plan.expire_at[key])
-            if plan.dirty_areas:
-                pipe.sadd(self.keys.dirty_areas, *sorted(plan.dirty_areas))
+            if plan.dirty_buckets:
+                pipe.sadd(self.keys.dirty_buckets, *sorted(f"{a}|{b}" for a, b in plan.dirty_buckets))
             await pipe.execute()
         if not plan.partitions:
             return
@@ -86,31 +86,44 @@ class HllStore:
         return max(known) if known else None
 
     # --- estimator ----------------------------------------------------------------------------
-    async def pop_dirty_areas(self) -> set[str]:
+    async def pop_dirty(self) -> set[tuple[str, int]]:
+        """The (area, bucket) pairs that received events since the last call."""
         tx = self.redis.pipeline(transaction=True)
-        tx.smembers(self.keys.dirty_areas)
-        tx.delete(self.keys.dirty_areas)
+        tx.smembers(self.keys.dirty_buckets)
+        tx.delete(self.keys.dirty_buckets)
         members, _ = await tx.execute()
-        return {m.decode() for m in members}
+        pairs = (m.decode().rpartition("|") for m in members)
+        return {(area, int(bucket)) for area, _, bucket in pairs}
+
+    async def published_through(self) -> int | None:
+        raw = await self.redis.hget(self.keys.estimator_state, "published_through")
+        return int(raw) if raw is not None else None
+
+    async def set_published_through(self, bucket: int) -> None:
+        await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
 
     async def window_counts(
-        self, areas: Sequence[str], newest_bucket: int, windows_s: Sequence[int]
-    ) -> dict[tuple[str, int], int]:
-        """PFCOUNT over each (area, window)'s bucket keys, pipelined; Redis merges on the fly."""
+        self, points: Sequence[tuple[str, int]], windows_s: Sequence[int]
+    ) -> dict[tuple[str, int, int], int]:
+        """PFCOUNT over each (area, newest bucket, window)'s bucket keys, pipelined; Redis
+        merges the registers on the fly and they never leave Redis."""
         pipe = self.redis.pipeline(transaction=False)
-        pairs = [(area, w) for area in areas for w in windows_s]
-        for area, window in pairs:
-            pipe.pfcount(*self.keys.area_window(area, newest_bucket, window))
-        counts = await pipe.execute() if pairs else []
-        return {pair: int(count) for pair, count in zip(pairs, counts)}
+        triples = [(area, bucket, w) for area, bucket in points for w in windows_s]
+        for area, bucket, window in triples:
+            pipe.pfcount(*self.keys.area_window(area, bucket, window))
+        counts = await pipe.execute() if triples else []
+        return {triple: int(count) for triple, count in zip(triples, counts)}
 
-    async def save_estimates(self, estimates: Iterable[dict], series_span_ms: int) -> None:
-        """The snapshot the API serves, and each (area, window)'s recent series."""
+    async def save_estimates(self, estimates: Iterable[dict], current_as_of: int, series_span_ms: int) -> None:
+        """Each (area, window)'s recent series, and the snapshot the API serves: the latter
+        only from points at the current window end (a republished older point must not
+        replace a newer one)."""
         pipe = self.redis.pipeline(transaction=False)
         latest: dict[str, str] = {}
         for estimate in estimates:
             body = json.dumps(estimate, separators=(",", ":"))
-            latest[f"{estimate['area']}|{estimate['window_s']}"] = body
+            if estimate["as_of"] == current_as_of:
+                latest[f"{estimate['area']}|{estimate['window_s']}"] = body
             series = self.keys.area_series(estimate["area"], estimate["window_s"])
             as_of = estimate["as_of"]
             # A republished window replaces its earlier point instead of adding a second one.
@@ -120,7 +133,7 @@ class HllStore:
             pipe.pexpire(series, series_span_ms + 3_600_000)
         if latest:
             pipe.hset(self.keys.latest_estimates, mapping=latest)
-            await pipe.execute()
+        await pipe.execute()
 
     async def latest_estimates(self) -> list[dict]:
         raw = await self.redis.hgetall(self.keys.latest_estimates)

@@ -74,7 +74,7 @@ class BatchPlan:
 
     hll_adds: list[tuple[str, list[bytes]]] = field(default_factory=list)
     expire_at: dict[str, int] = field(default_factory=dict)
-    dirty_areas: set[str] = field(default_factory=set)
+    dirty_buckets: set[tuple[str, int]] = field(default_factory=set)
     deadletters: list[Output] = field(default_factory=list)
     late: list[Output] = field(default_factory=list)
     partitions: dict[int, PartitionState] = field(default_factory=dict)
@@ -268,7 +268,7 @@ class Ingestor:
             key = keys.area_bucket(area, bucket)
             plan.hll_adds.append((key, members))
             plan.expire_at[key] = expiry(bucket)
-            plan.dirty_areas.add(area)
+            plan.dirty_buckets.add((area, bucket))
 
     def _deadletter(self, plan: BatchPlan, message: Message, reject: Reject) -> None:
         plan.deadlettered += reject.events

@@ -80,12 +80,13 @@ class KeyLayout:
         return f"{self.namespace}:{{ingest}}:sequences"
 
     @property
-    def dirty_areas(self) -> str:
-        """Set of area ids whose buckets changed since the estimator last looked."""
+    def dirty_buckets(self) -> str:
+        """Set of "<area>|<bucket>" that received events since the estimator last looked."""
         return f"{self.namespace}:{{estimator}}:dirty"
 
     @property
     def estimator_state(self) -> str:
+        """Hash: published_through (the newest bucket every area has a point for)."""
         return f"{self.namespace}:{{estimator}}:state"
 
     @property

@@ -46,6 +46,11 @@ class Metrics:
         self.windows_published = Counter(
             "crowdpulse_estimates_published_total", "Window estimates published.", registry=r
         )
+        self.skipped_points = Counter(
+            "crowdpulse_estimate_points_skipped_total",
+            "Window points not computed because stream time jumped further than the catch-up limit.",
+            registry=r,
+        )
         self.stream_time = Gauge(
             "crowdpulse_stream_time_seconds", "Stream time (highest event-time watermark), epoch seconds.", registry=r
         )

@@ -51,6 +51,8 @@ class Settings:
     batch_within_s: float = 0.05
     #: Consumer-group session and rebalance timeout of the workers.
     group_timeout_s: float = 6.0
+    #: Buckets the estimator catches up on in one pass when stream time jumps (replays).
+    max_catchup_buckets: int = 240
     #: Points kept in each area's recent series (per window).
     series_points: int = 180
     #: Faust's data directory (Faust creates one even with in-memory tables); None: a temporary

@@ -123,7 +123,7 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     assert stats["sequence_gaps"] == 0
 
     # Quiescence: nothing left for the estimator, then one more pass.
-    wait_until(lambda: not worker.redis.exists(worker.keys.dirty_areas), timeout=30, what="estimator to catch up")
+    wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator to catch up")
     time.sleep(2 * settings.publish_interval_s + 0.5)
 
     all_events = np.concatenate([events, np.array([(bytes.fromhex(json_event["device"]), json_event["ts"], json_event["cell"], EVENT_TYPES["tau"], 0, 0)], dtype=RECORD_DTYPE)])
@@ -155,13 +155,21 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     assert checked_counts >= 10
     worker.redis.delete(reference_key)
 
-    # A plain Kafka consumer sees the same estimates on crowd.occupancy (the latest per window).
+    # A plain Kafka consumer sees the same estimates on crowd.occupancy: per area and window,
+    # the last message for the newest window end; and a point for every minute of the replay.
     latest: dict[tuple[str, int], dict] = {}
+    points: dict[tuple[str, int], set[int]] = defaultdict(set)
     for message in consume_all(endpoints.kafka, worker.topics.occupancy, settings.partitions):
         body = json.loads(message.value)
         assert message.key.decode() == body["area"]
-        latest[(body["area"], body["window_s"])] = body
+        key = (body["area"], body["window_s"])
+        points[key].add(body["as_of"])
+        if key not in latest or body["as_of"] >= latest[key]["as_of"]:
+            latest[key] = body
     assert latest == published
+    first_bucket = START_MS // settings.bucket_ms
+    every_minute = {(b + 1) * settings.bucket_ms for b in range(first_bucket, newest_bucket + 1)}
+    assert all(points[key] == every_minute for key in published), "one point per minute of stream time"
 
     # Every bad input is in crowd.deadletter with its reason and source coordinates.
     dead = consume_all(endpoints.kafka, worker.topics.deadletter, settings.partitions)

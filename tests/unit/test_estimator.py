@@ -8,7 +8,7 @@ import math
 import pytest
 
 from streams.areas import Area
-from streams.estimator import HLL_STANDARD_ERROR, EstimateRange, build_estimate, hll_range, level
+from streams.estimator import HLL_STANDARD_ERROR, EstimateRange, build_estimate, hll_range, level, points_to_refresh
 
 STADIUM = Area(id="stadium", name="Stadium", capacity=60_000, cells=(1038, 1039), kind="venue")
 AS_OF = 1_700_000_040_000
@@ -148,3 +148,25 @@ def test_level_is_decided_by_the_upper_end_of_the_range() -> None:
 
     assert (estimate["people"], estimate["people_high"], estimate["level"]) == (47_700, 48_338, "warn")
     assert math.isclose(estimate["people_high"] - 47_700, 1.6449 * 0.008125 * 47_700, abs_tol=1)
+
+
+def test_points_to_refresh_first_pass_is_the_current_bucket_only() -> None:
+    points, skipped = points_to_refresh(["a", "b"], set(), None, newest=100, window_buckets=60, max_catchup=240)
+    assert points == [("a", 100), ("b", 100)] and skipped == 0
+
+
+def test_points_to_refresh_catches_up_every_bucket_stream_time_entered() -> None:
+    points, skipped = points_to_refresh(["a"], set(), published_through=100, newest=104, window_buckets=60, max_catchup=240)
+    assert points == [("a", b) for b in range(101, 105)] and skipped == 0
+    points, skipped = points_to_refresh(["a"], set(), published_through=100, newest=110, window_buckets=60, max_catchup=3)
+    assert points == [("a", 108), ("a", 109), ("a", 110)] and skipped == 7
+
+
+def test_points_to_refresh_republishes_every_window_a_late_event_changed() -> None:
+    # Stream time is in bucket 200; an event within grace landed in bucket 198 of area "b".
+    points, _ = points_to_refresh(["a", "b"], {("b", 198)}, published_through=200, newest=200, window_buckets=60, max_catchup=240)
+    assert points == [("b", 198), ("b", 199), ("b", 200)]
+    # A 5-bucket window containing bucket 190 ends at 190..194 at the latest.
+    points, _ = points_to_refresh(["a"], {("a", 190)}, published_through=200, newest=200, window_buckets=5, max_catchup=240)
+    assert points == [("a", b) for b in range(190, 195)]
+    assert points_to_refresh(["a"], set(), 200, 200, 60, 240) == ([], 0)

@@ -69,8 +69,12 @@ def test_adds_match_a_plain_python_grouping(ingestor: Ingestor) -> None:
     assert all(len(v) == len(set(v)) for v in got.values()), "devices deduplicated inside a key"
     assert set(plan.expire_at) == set(expected)
     assert plan.counted == n and plan.events_in == n
-    touched_areas = {area for cell in set(batch["cell"].tolist()) for area in ingestor.areas.areas_of_cell(cell)}
-    assert plan.dirty_areas == touched_areas
+    touched = {
+        (area, ts // BUCKET_MS)
+        for cell, ts in zip(batch["cell"].tolist(), batch["ts"].tolist())
+        for area in ingestor.areas.areas_of_cell(cell)
+    }
+    assert plan.dirty_buckets == touched
 
 
 def test_late_and_future_events_use_the_partition_watermark(ingestor: Ingestor) -> None:

@@ -161,7 +161,7 @@ def test_every_key_starts_with_the_namespace() -> None:
         keys.ingest_state,
         keys.ingest_stats,
         keys.producer_sequences,
-        keys.dirty_areas,
+        keys.dirty_buckets,
         keys.estimator_state,
         keys.latest_estimates,
     ]
