@@ -22,7 +22,7 @@ import faust
 import redis
 
 from .areas import AreaMap, load_areas
-from .estimator import build_estimate, points_to_refresh
+from .estimator import WindowBook, points_to_refresh
 from .hll_store import HllStore, connect
 from .ingest import BatchPlan, Ingestor, Message, Output
 from .keys import KeyLayout, as_of_ms
@@ -45,6 +45,9 @@ class Pipeline:
         self.ingestor = Ingestor(settings, areas)
         self.metrics = Metrics()
         self._store: HllStore | None = None
+        # Window ends that can still change: grace, plus the current and one more bucket.
+        keep = settings.grace_s // settings.bucket_s + 3
+        self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep)
         self.last_publish_wall: float | None = None
 
     @property
@@ -126,13 +129,8 @@ class Pipeline:
         self.metrics.skipped_points.inc(skipped)
         if not points:
             return []
-        counts = await store.window_counts(points, settings.windows_s)
-        estimates = [
-            build_estimate(
-                self.areas.area_by_id[area], window, as_of_ms(bucket, settings.bucket_ms), devices, settings.min_count
-            )
-            for (area, bucket, window), devices in counts.items()
-        ]
+        counts = await store.window_counts(self.book.needed(points), settings.windows_s)
+        estimates = self.book.update(counts, newest)
         await store.save_estimates(estimates, as_of_ms(newest, settings.bucket_ms), settings.series_points * settings.bucket_ms)
         await store.set_published_through(max(newest, published_through or newest))
         self._observe(estimates, stream_now, as_of_ms(newest, settings.bucket_ms))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .areas import Area
+from .areas import Area, AreaMap
+from .privacy import Item, containment_pairs, suppressed_items
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
 # Two-sided 90% range of a normal error: +-1.645 standard errors.
@@ -70,9 +71,12 @@ def points_to_refresh(
     return sorted(points, key=lambda p: (p[1], p[0])), skipped
 
 
-def build_estimate(area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int) -> dict:
-    """The published JSON estimate (CONTRACT.md shape). Below min_count every count is null."""
-    if devices < min_count:
+def build_estimate(
+    area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int, suppressed: bool = False
+) -> dict:
+    """The published JSON estimate (CONTRACT.md shape). Below min_count, or when the privacy
+    rule withholds it (streams/privacy.py), every count is null."""
+    if suppressed or devices < min_count:
         return {
             "area": area.id,
             "window_s": window_s,
@@ -98,3 +102,59 @@ def build_estimate(area: Area, window_s: int, as_of_ms: int, devices: int, min_c
         "capacity": area.capacity,
         "level": level(estimate.high, area.capacity),
     }
+
+
+class WindowBook:
+    """The raw counts and published estimates of recent window ends.
+
+    A pass recomputes only the points that changed, yet the privacy rule must see every area of
+    a window end at once (a neighbour's change can withhold or release an unchanged area). The
+    book keeps each recent window end's counts, applies the rule over all of them, and returns
+    only the estimates whose published form changed. It forgets window ends older than
+    `keep_buckets`; a point that comes back later makes it count every area of that end again.
+    """
+
+    def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], min_count: int, bucket_ms: int, keep_buckets: int) -> None:
+        self.areas = areas
+        self.windows_s = windows_s
+        self.min_count = min_count
+        self.bucket_ms = bucket_ms
+        self.keep_buckets = keep_buckets
+        self.pairs = containment_pairs({a.id: a.cells for a in areas.areas}, windows_s)
+        self.counts: dict[int, dict[Item, int]] = {}
+        self.published: dict[int, dict[Item, dict]] = {}
+
+    def needed(self, points: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The points to count: the given ones, plus every area of a window end not in the book."""
+        out: list[tuple[str, int]] = []
+        by_bucket: dict[int, list[str]] = {}
+        for area, bucket in points:
+            by_bucket.setdefault(bucket, []).append(area)
+        for bucket in sorted(by_bucket):
+            areas = self.areas.area_ids if bucket not in self.counts else by_bucket[bucket]
+            out.extend((area, bucket) for area in areas)
+        return out
+
+    def update(self, counts: dict[tuple[str, int, int], int], newest: int) -> list[dict]:
+        """Merge new counts; return the estimates to publish (new or changed), oldest first."""
+        touched: set[int] = set()
+        for (area, bucket, window), devices in counts.items():
+            self.counts.setdefault(bucket, {})[(area, window)] = devices
+            touched.add(bucket)
+        changed: list[dict] = []
+        for bucket in sorted(touched):
+            book = self.counts[bucket]
+            withheld = suppressed_items(book, self.pairs, self.min_count)
+            before = self.published.setdefault(bucket, {})
+            as_of = (bucket + 1) * self.bucket_ms
+            for (area, window), devices in sorted(book.items()):
+                estimate = build_estimate(
+                    self.areas.area_by_id[area], window, as_of, devices, self.min_count, (area, window) in withheld
+                )
+                if before.get((area, window)) != estimate:
+                    before[(area, window)] = estimate
+                    changed.append(estimate)
+        for bucket in [b for b in self.counts if b <= newest - self.keep_buckets]:
+            del self.counts[bucket]
+            self.published.pop(bucket, None)
+        return changed
