@@ -33,6 +33,7 @@ from .wire import (
     Reject,
     decode,
     frame_bytes,
+    raw_identifier_mask,
     records_to_json,
 )
 
@@ -216,6 +217,7 @@ class Ingestor:
         ts = records["ts"]
         reference = wall_now_ms if state.watermark_ms is None else max(wall_now_ms, state.watermark_ms)
         checks = [
+            (raw_identifier_mask(records), Reason.RAW_IDENTIFIER, "device bytes are a raw identifier in clear"),
             (~np.isin(records["type"], _KNOWN_TYPES), Reason.UNKNOWN_TYPE, "event type code not in v1"),
             (~np.isin(records["device_class"], _KNOWN_CLASSES), Reason.BAD_FIELD, "device class code not in v1"),
             ((ts < MIN_TS_MS) | (ts > MAX_TS_MS), Reason.BAD_TIME, "event time outside 2000-2100"),
@@ -226,7 +228,11 @@ class Ingestor:
         for mask, reason, detail in checks:
             mask = mask & ~bad  # each record is rejected once, for its first failing check
             if mask.any():
-                payload = self._encode_like(decoded, records[mask])
+                rejected = records[mask]
+                if reason == Reason.RAW_IDENTIFIER:
+                    rejected = rejected.copy()
+                    rejected["device"] = np.zeros(1, dtype="V8")  # never forwarded in clear
+                payload = self._encode_like(decoded, rejected)
                 self._deadletter(plan, message, Reject(reason, detail, payload, int(mask.sum())))
                 bad |= mask
         if state.watermark_ms is not None:

@@ -59,6 +59,10 @@ MAX_TS_MS = 4_102_444_800_000
 
 # Exactly 16 hex digits (bytes.fromhex alone would accept embedded spaces).
 PSEUDONYM_HEX = re.compile(r"[0-9a-fA-F]{16}")
+# What a raw subscriber identifier looks like: an IMSI (15 digits) or an MSISDN in E.164 form
+# (up to 15 digits, optionally with "+"). Such a value must never travel further.
+RAW_IDENTIFIER = re.compile(r"\+?[0-9]{6,15}")
+REDACTED = "<redacted>"
 JSON_REQUIRED = ("device", "cell", "ts", "type")
 JSON_OPTIONAL = ("device_class", "segment")
 
@@ -82,6 +86,7 @@ class Reason:
     BAD_TIME = "bad_event_time"
     FUTURE_TIME = "future_event_time"
     UNKNOWN_CELL = "unknown_cell"
+    RAW_IDENTIFIER = "raw_identifier"  # an IMSI/MSISDN where a keyed pseudonym belongs
     PROCESSING_ERROR = "processing_error"  # the worker failed on this message (a bug, not input)
 
 
@@ -180,7 +185,7 @@ def decode_json(value: bytes) -> Decoded:
             good[i] = True
         else:
             reason, detail = problem
-            rejects.append(Reject(reason, detail, _dump(item), 1))
+            rejects.append(Reject(reason, detail, _dump(_without_bad_device(item)), 1))
     return Decoded("json", records[good], rejects=rejects)
 
 
@@ -192,6 +197,8 @@ def _fill_record(records: np.ndarray, i: int, item: object) -> tuple[str, str] |
     if missing:
         return Reason.MISSING_FIELD, f"missing {', '.join(missing)}"
     device = item["device"]
+    if _looks_raw(device):
+        return Reason.RAW_IDENTIFIER, "device looks like a raw IMSI/MSISDN, not a keyed pseudonym"
     if not isinstance(device, str) or not PSEUDONYM_HEX.fullmatch(device):
         return Reason.BAD_FIELD, "device must be a 16-hex-character pseudonym"
     device_bytes = bytes.fromhex(device)
@@ -240,6 +247,31 @@ def frame_bytes(records: np.ndarray, producer: int, sequence: int) -> bytes:
         raise ValueError(f"{len(records)} records > {MAX_RECORDS_PER_FRAME} per frame")
     header = HEADER.pack(MAGIC, VERSION, 0, producer, sequence, len(records))
     return header + records.tobytes()
+
+
+def _looks_raw(device: object) -> bool:
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = str(device)
+    return isinstance(device, str) and RAW_IDENTIFIER.fullmatch(device.replace(" ", "")) is not None
+
+
+def _without_bad_device(item: object) -> object:
+    """A rejected JSON event as it may be dead-lettered: a device field that is not a valid
+    pseudonym might be a raw identifier, so it never leaves in clear."""
+    if isinstance(item, dict) and "device" in item:
+        device = item["device"]
+        if not (isinstance(device, str) and PSEUDONYM_HEX.fullmatch(device)):
+            return {**item, "device": REDACTED}
+    return item
+
+
+def raw_identifier_mask(records: np.ndarray) -> np.ndarray:
+    """Frame records whose 8 device bytes are ASCII digits or '+': an identifier typed in clear.
+
+    A keyed pseudonym is uniformly random, so this misfires on 1 in 10^11 devices.
+    """
+    raw = np.frombuffer(records["device"].tobytes(), dtype=np.uint8).reshape(-1, 8)
+    return (((raw >= ord("0")) & (raw <= ord("9"))) | (raw == ord("+"))).all(axis=1)
 
 
 def _is_int(value: object) -> bool:

@@ -190,3 +190,22 @@ def test_quarantine_dead_letters_every_message_whole(ingestor: Ingestor) -> None
     assert [d.value for d in plan.deadletters] == [b"anything", b"else"]
     assert {dict(d.headers)["reason"] for d in plan.deadletters} == {Reason.PROCESSING_ERROR.encode()}
     assert {p: s.applied_offset for p, s in plan.partitions.items()} == {0: 0, 2: 1}
+
+
+def test_raw_identifiers_are_refused_and_never_forwarded_in_clear(ingestor: Ingestor) -> None:
+    cell = int(ingestor.areas.cell_ids[0])
+    imsi = "001011234567890"
+    batch = records([WALL, WALL], [cell, cell])
+    batch["device"][0] = np.frombuffer(b"00101123", dtype="V8")[0]  # ASCII digits in the device field
+    docs = [
+        {"device": imsi, "cell": cell, "ts": WALL, "type": "tau"},
+        {"device": "+447700900123", "cell": cell, "ts": WALL, "type": "tau"},
+        {"device": 447700900123, "cell": cell, "ts": WALL, "type": "tau"},
+        {"device": "not-a-pseudonym", "cell": cell, "ts": WALL, "type": "tau"},
+    ]
+    plan = ingestor.plan([message(frame_bytes(batch, 1, 0), 0), message(json.dumps(docs).encode(), 1)], WALL)
+    assert plan.reasons == {Reason.RAW_IDENTIFIER: 4, Reason.BAD_FIELD: 1}
+    assert plan.counted == 1
+    everything = b"".join(d.value + b"".join(v for _, v in d.headers) for d in plan.deadletters)
+    for secret in (imsi.encode(), b"00101123", b"447700900123", b"not-a-pseudonym"):
+        assert secret not in everything

@@ -277,6 +277,7 @@ def test_json_array_longer_than_a_frame_is_rejected_whole() -> None:
 # --- per-event JSON rejections ---------------------------------------------------------------
 
 DEVICE_DETAIL = "device must be a 16-hex-character pseudonym"
+RAW_DETAIL = "device looks like a raw IMSI/MSISDN, not a keyed pseudonym"
 CELL_DETAIL = "cell must be an unsigned 32-bit integer"
 TS_DETAIL = "ts must be an integer epoch-ms time between 2000 and 2100"
 TYPE_DETAIL = "type must be one of attach|detach|handover|tau|paging|data"
@@ -292,7 +293,7 @@ SEGMENT_DETAIL = "segment must be an unsigned 16-bit integer"
         (without("ts"), Reason.MISSING_FIELD, "missing ts"),
         (without("type"), Reason.MISSING_FIELD, "missing type"),
         (b"{}", Reason.MISSING_FIELD, "missing device, cell, ts, type"),
-        (event_bytes(device="001122334455667"), Reason.BAD_FIELD, DEVICE_DETAIL),
+        (event_bytes(device="001122334455667"), Reason.RAW_IDENTIFIER, RAW_DETAIL),  # 15 digits: an IMSI
         (event_bytes(device="00112233445566778"), Reason.BAD_FIELD, DEVICE_DETAIL),
         (event_bytes(device="001122334455667g"), Reason.BAD_FIELD, DEVICE_DETAIL),
         (event_bytes(device="zzzzzzzzzzzzzzzz"), Reason.BAD_FIELD, DEVICE_DETAIL),
@@ -333,9 +334,12 @@ def test_bad_event_is_rejected_with_its_reason(value: bytes, reason: str, detail
     reject = only_reject(decoded)
     assert decoded.kind == "json"
     assert (reject.reason, reject.detail, reject.events) == (reason, detail, 1)
-    # The payload is the event itself, re-serialised compactly (a single object is not wrapped).
+    # The payload is the event itself, re-serialised compactly (a single object is not wrapped),
+    # except that a device field which is not a valid pseudonym is redacted: it may be a raw id.
     item = json.loads(value)
     item = item[0] if isinstance(item, list) else item
+    if reason in (Reason.RAW_IDENTIFIER,) or detail == DEVICE_DETAIL:
+        item = {**item, "device": "<redacted>"}
     assert reject.payload == json.dumps(item, separators=(",", ":")).encode()
 
 
@@ -412,4 +416,6 @@ def test_deeply_nested_json_is_bad_json_not_an_exception() -> None:
 def test_device_with_spaces_is_rejected() -> None:
     decoded = decode(event_bytes(device="0011223344 55 66"), MAX_BYTES)
 
-    assert decoded.rejects and decoded.rejects[0].reason == Reason.BAD_FIELD
+    # Digits with spaces are how a phone number is written: refused as a raw identifier.
+    assert decoded.rejects and decoded.rejects[0].reason == Reason.RAW_IDENTIFIER
+    assert b"0011223344" not in decoded.rejects[0].payload
