@@ -27,7 +27,8 @@ from .hll_store import HllStore, connect
 from .ingest import BatchPlan, Ingestor, Message, Output
 from .keys import KeyLayout, as_of_ms
 from .metrics import Metrics
-from .settings import Settings
+from .auth import TokenSet, middlewares
+from .settings import LOOPBACK_HOSTS, Settings
 from .topics import TopicNames
 from .web import add_views
 
@@ -165,6 +166,9 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
     if not settings.kafka:
         raise RuntimeError("no Kafka configured (CROWDPULSE_KAFKA)")
     areas = areas or load_areas(settings.areas_path)
+    tokens = TokenSet.from_config(settings.api_tokens, settings.api_tokens_file)
+    if settings.http_host not in LOOPBACK_HOSTS and not tokens:
+        raise ValueError(f"the tokens configured for {settings.http_host} are empty (docs/security.md)")
     topics = TopicNames(settings.topic_prefix)
     app = faust.App(
         settings.app_id,
@@ -178,6 +182,7 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
         web_port=settings.http_port,
         web_bind=settings.http_host,
         web_host=settings.http_host,
+        web_application_options={"middlewares": middlewares(tokens)},
         datadir=str(_datadir(settings)),
         producer_max_request_size=2 * settings.max_message_bytes,
         consumer_auto_offset_reset="earliest",

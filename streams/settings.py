@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 DEFAULT_AREAS = Path(__file__).parent / "data" / "example-city.json"
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class Settings:
     #: Port and bind address of the HTTP API, dashboard and /metrics.
     http_port: int = 6066
     http_host: str = "127.0.0.1"
+    #: API bearer tokens, inline ("<token>:<scope>+<scope>,...") and/or a file of SHA-256
+    #: digests (docs/security.md). Required when http_host is not a loopback address.
+    api_tokens: str | None = None
+    api_tokens_file: Path | None = None
     #: Faust application id (also the consumer group).
     app_id: str = "crowdpulse"
     #: Prefix of every Redis key, so several deployments or tests can share one Redis.
@@ -75,6 +80,11 @@ class Settings:
             raise ValueError(f"http_port {self.http_port} is not a TCP port")
         if self.partitions <= 0 or self.batch_messages <= 0:
             raise ValueError("partitions and batch_messages must be positive")
+        if self.http_host not in LOOPBACK_HOSTS and not (self.api_tokens or self.api_tokens_file):
+            raise ValueError(
+                f"refusing to serve the API on {self.http_host} without access control: set "
+                "CROWDPULSE_API_TOKENS or CROWDPULSE_API_TOKENS_FILE (docs/security.md), or bind to 127.0.0.1"
+            )
         if ":" in self.namespace or not self.namespace:
             raise ValueError("namespace must be non-empty and contain no ':'")
 
@@ -104,6 +114,10 @@ class Settings:
             values["http_port"] = _int(env, "CROWDPULSE_HTTP_PORT")
         if env.get("CROWDPULSE_HTTP_HOST"):
             values["http_host"] = env["CROWDPULSE_HTTP_HOST"]
+        if env.get("CROWDPULSE_API_TOKENS"):
+            values["api_tokens"] = env["CROWDPULSE_API_TOKENS"]
+        if env.get("CROWDPULSE_API_TOKENS_FILE"):
+            values["api_tokens_file"] = Path(env["CROWDPULSE_API_TOKENS_FILE"])
         if env.get("CROWDPULSE_APP_ID"):
             values["app_id"] = env["CROWDPULSE_APP_ID"]
         if env.get("CROWDPULSE_NAMESPACE"):

@@ -96,6 +96,8 @@ def start_worker(endpoints: Endpoints, log_dir: Path, tag: str, **env_overrides:
         try:
             worker.stats()
             break
+        except urllib.error.HTTPError:
+            break  # it answered (with tokens configured, an anonymous probe gets a 401)
         except (OSError, urllib.error.URLError, ValueError):
             if time.monotonic() > deadline:
                 process.stop()
