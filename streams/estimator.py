@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass
 
 from .areas import Area, AreaMap
-from .privacy import Item, containment_pairs, suppressed_items
+from .privacy import DiscreteLaplace, Item, containment_pairs, noisy_release, suppressed_items
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
+DAY_MS = 86_400_000
 # Two-sided 90% range of a normal error: +-1.645 standard errors.
 Z_90 = 1.6449
 WARN_SHARE = 0.80
@@ -158,3 +159,36 @@ class WindowBook:
             del self.counts[bucket]
             self.published.pop(bucket, None)
         return changed
+
+
+def private_releases(
+    estimates: list[dict],
+    mechanism: DiscreteLaplace,
+    spent: dict[tuple[str, int], float],
+    daily_budget: float,
+) -> tuple[list[dict], dict[tuple[str, int], float]]:
+    """Differential privacy at publication, with a per-area daily epsilon budget.
+
+    Each release of a (changed) point costs `mechanism.epsilon` from its area's budget for the
+    stream-time day of its window end; `spent` is what was already spent. A release that would
+    overspend is withheld instead (suppressed, reason privacy_budget). Returns the releases and
+    the new charges to record.
+    """
+    charges: dict[tuple[str, int], float] = {}
+    out: list[dict] = []
+    for estimate in estimates:
+        if estimate["suppressed"]:
+            out.append(estimate)
+            continue
+        key = (estimate["area"], estimate["as_of"] // DAY_MS)
+        total = spent.get(key, 0.0) + charges.get(key, 0.0)
+        if total + mechanism.epsilon > daily_budget + 1e-9:
+            withheld = {**estimate, "devices": None, "people": None, "people_low": None, "people_high": None}
+            withheld.update(suppressed=True, level="ok", suppressed_reason="privacy_budget")
+            out.append(withheld)
+            continue
+        charges[key] = charges.get(key, 0.0) + mechanism.epsilon
+        noisy = noisy_release(estimate, mechanism)
+        noisy["level"] = level(noisy["people_high"], estimate["capacity"])
+        out.append(noisy)
+    return out, charges

@@ -21,6 +21,9 @@ either direction, and a difference near zero still says the outer group is tiny.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 from typing import Hashable, Iterable, Mapping, Sequence
 
 Item = tuple[str, int]  # (area id, window seconds)
@@ -58,3 +61,55 @@ def suppressed_items(counts: Mapping[Hashable, int], pairs: Sequence[tuple[Hasha
                 suppressed.add(outer if counts[outer] < counts[inner] else inner)
                 changed = True
     return suppressed
+
+
+class DiscreteLaplace:
+    """Optional differential privacy at publication: two-sided geometric noise.
+
+    P(noise = z) is proportional to exp(-epsilon * |z| / sensitivity). `sensitivity` is how many
+    devices one person can add to a count (SIMs per person); epsilon is spent per release.
+
+    The noise of a release is a pseudo-random function of (secret, item, window end, raw count):
+    republishing an unchanged point repeats the identical value (nothing new is learned, nothing
+    is spent), while a changed count gets fresh noise (and is charged as a new release, because
+    two noisy values of related counts are two observations).
+    """
+
+    def __init__(self, epsilon: float, sensitivity: int, secret: bytes) -> None:
+        if epsilon <= 0 or sensitivity < 1:
+            raise ValueError("epsilon must be > 0 and sensitivity >= 1")
+        self.epsilon = epsilon
+        self.sensitivity = sensitivity
+        self.secret = secret
+        self.alpha = math.exp(-epsilon / sensitivity)
+
+    def noise(self, label: str) -> int:
+        digest = hmac.new(self.secret, label.encode(), hashlib.sha256).digest()
+        u1, u2 = (((int.from_bytes(digest[i : i + 8], "big") >> 11) + 0.5) / 2**53 for i in (0, 8))
+        # Difference of two geometric variables (inverse CDF) is discrete Laplace.
+        return self._geometric(u1) - self._geometric(u2)
+
+    def _geometric(self, u: float) -> int:
+        return int(math.floor(math.log(u) / math.log(self.alpha)))
+
+    def quantile(self, level: float = 0.90) -> int:
+        """Half-width h with P(|noise| <= h) >= level: how far the range must widen."""
+        a = self.alpha
+        # P(|Z| <= h) = 1 - 2 a^(h+1) / (1 + a)
+        h = math.log((1 - level) * (1 + a) / 2) / math.log(a) - 1
+        return max(0, math.ceil(h))
+
+
+def noisy_release(estimate: dict, mechanism: DiscreteLaplace) -> dict:
+    """The estimate with noise on its counts and its range widened by the noise's 90% interval
+    (the capacity level is left to the caller, which recomputes it from the noisy range)."""
+    label = f"{estimate['area']}|{estimate['window_s']}|{estimate['as_of']}|{estimate['devices']}"
+    z = mechanism.noise(label)
+    widen = mechanism.quantile(0.90)
+    out = dict(estimate)
+    out["devices"] = max(0, estimate["devices"] + z)
+    out["people"] = max(0, estimate["people"] + z)
+    out["people_low"] = max(0, estimate["people_low"] + z - widen)
+    out["people_high"] = max(out["people"], estimate["people_high"] + z + widen)
+    out["noise"] = "discrete-laplace"
+    return out

@@ -83,3 +83,38 @@ def test_window_book_republishes_an_unchanged_area_when_a_neighbour_withholds_it
     assert book.update({("stadium", 10, 3600): east - 5}, newest=10) == []  # nothing new to say
     book.update({}, newest=20)
     assert book.counts == {}  # old window ends are forgotten
+
+
+def test_discrete_laplace_has_the_promised_spread_and_interval() -> None:
+    import math
+
+    from streams.privacy import DiscreteLaplace
+
+    mechanism = DiscreteLaplace(epsilon=0.5, sensitivity=1, secret=b"test")
+    z = np.array([mechanism.noise(f"point-{i}") for i in range(40_000)])
+    alpha = math.exp(-0.5)
+    assert abs(z.mean()) < 0.1
+    assert abs(z.var() / (2 * alpha / (1 - alpha) ** 2) - 1) < 0.05
+    h = mechanism.quantile(0.90)
+    assert (np.abs(z) <= h).mean() >= 0.89 and (np.abs(z) <= h - 1).mean() < 0.90
+    assert mechanism.noise("same") == mechanism.noise("same")  # a repeated release repeats its value
+    assert DiscreteLaplace(0.5, 2, b"test").quantile() > h  # two SIMs per person: more noise
+
+
+def test_private_releases_spend_and_enforce_the_daily_budget() -> None:
+    from streams.estimator import DAY_MS, build_estimate, private_releases
+    from streams.privacy import DiscreteLaplace
+
+    mechanism = DiscreteLaplace(epsilon=1.0, sensitivity=1, secret=b"k")
+    stadium = CITY.area_by_id["stadium"]
+    day = 20_000
+    estimates = [build_estimate(stadium, 300, day * DAY_MS + m * 60_000, 5000, K) for m in range(1, 5)]
+    released, charges = private_releases(estimates, mechanism, {("stadium", day): 1.0}, daily_budget=3.0)
+    assert charges == {("stadium", day): 2.0}
+    assert [e["suppressed"] for e in released] == [False, False, True, True]
+    assert released[2]["suppressed_reason"] == "privacy_budget" and released[2]["people"] is None
+    for raw, noisy in zip(estimates[:2], released[:2]):
+        assert noisy["people_low"] <= noisy["people"] <= noisy["people_high"]
+        assert noisy["people_high"] - noisy["people_low"] > raw["people_high"] - raw["people_low"]
+    suppressed = build_estimate(stadium, 300, day * DAY_MS, 3, K)
+    assert private_releases([suppressed], mechanism, {}, 3.0) == ([suppressed], {})  # nothing to spend on
