@@ -65,3 +65,37 @@ class Metrics:
             "crowdpulse_area_capacity_ratio", "Latest people estimate / capacity (unset while suppressed).",
             ["area", "window_s"], registry=r,
         )
+        # Consumer lag and alert state are read at scrape time (streams/web.py), so every
+        # worker reports them, not only the leader: aggregate alert gauges with max(), not sum().
+        self.consumer_lag = Gauge(
+            "crowdpulse_consumer_lag_messages",
+            "crowd.events messages not yet processed, per partition this worker owns "
+            "(highwater - applied offset - 1).",
+            ["partition"], registry=r,
+        )
+        self.alerts_active = Gauge(
+            "crowdpulse_alerts_active", "Active (firing or acknowledged) alerts by area, level and state.",
+            ["area", "level", "state"], registry=r,
+        )
+        self.alerts_fired = Counter(
+            "crowdpulse_alerts_fired_total", "Alerts fired by this worker (as leader), by rule and level.",
+            ["rule", "level"], registry=r,
+        )
+        self.alert_errors = Counter(
+            "crowdpulse_alert_evaluation_errors_total",
+            "Alert passes that failed (logged; estimates are still published).", registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "crowdpulse_webhook_deliveries_total", "Webhook deliveries by outcome (delivered, dropped).",
+            ["outcome"], registry=r,
+        )
+        self.webhook_failures = Counter(
+            "crowdpulse_webhook_failures_total",
+            "Failed webhook attempts by reason (timeout, connection, http_4xx, http_5xx).", ["reason"], registry=r,
+        )
+        self.webhook_queue = Gauge(
+            "crowdpulse_webhook_queue_messages", "Alert events waiting for the webhook.", registry=r
+        )
+        self.sse_clients = Gauge(
+            "crowdpulse_sse_clients", "Open /api/stream connections on this worker.", registry=r
+        )

@@ -1,0 +1,228 @@
+"""Traffic and helpers for the alert and dashboard tests.
+
+`CityFeed` publishes one minute of events at a time to a running worker: in every cell a set of
+people who stay and a few who pass through (the churn matters: the privacy rules suppress a
+window whose count differs from a containing one by fewer than k, so without passers-by every
+area would look like its neighbour and be suppressed), plus, when asked, a crowd in the stadium.
+The example city is used with the stadium's capacity cut to 1,000, so a crowd of 900 puts it over
+its critical level (95%) without publishing tens of thousands of events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from producers.publisher import Framer, KafkaSink
+from streams.areas import AreaMap, load_areas
+from streams.cli import parse_time, topic_partitions
+from streams.services import Endpoints, ManagedProcess, ensure_topics, free_port
+from streams.settings import DEFAULT_AREAS, Settings
+from streams.wire import EVENT_TYPES, RECORD_DTYPE
+
+from .conftest import REPO, RunningWorker
+
+START_MS = parse_time("2026-01-05T18:00:00Z")  # a replay of the past: stream time, not wall time
+MIN = 60_000
+STADIUM_CELLS = (1038, 1039)
+STADIUM_CAPACITY = 1_000
+
+
+def small_stadium_city(directory: Path) -> Path:
+    """The example city with the stadium's capacity cut to STADIUM_CAPACITY."""
+    doc = json.loads(DEFAULT_AREAS.read_text())
+    for area in doc["areas"]:
+        if area["id"] == "stadium":
+            area["capacity"] = STADIUM_CAPACITY
+    path = directory / "city-small-stadium.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def five_minute_rules(directory: Path) -> Path:
+    """Alert rules on the 5-minute window: the tests' streams are minutes long, and for the
+    first 15 minutes the privacy rules withhold the 15-minute window (it equals the 60-minute
+    one), so the default (15-minute) window would have nothing to alert on yet."""
+    path = directory / "rules-5min.json"
+    path.write_text(json.dumps({"defaults": {"window_s": 300}}))
+    return path
+
+
+def pseudonyms(label: str, n: int) -> np.ndarray:
+    """n stable 8-byte keyed-looking pseudonyms (no digits in clear: the worker refuses those)."""
+    return np.array([hashlib.blake2b(f"{label}:{i}".encode(), digest_size=8).digest() for i in range(n)], dtype="V8")
+
+
+def minute_events(
+    areas: AreaMap, minute: int, crowd: int = 0, stayers: int = 20, passers: int = 16, start_ms: int = START_MS
+) -> np.ndarray:
+    """One minute of events, in time order: per cell `stayers` (the same people every minute)
+    and `passers` (new ones each minute); `crowd` more people spread over the stadium's cells.
+
+    With 16 passers per cell, an area's 5-minute count differs from its 60-minute count by at
+    least k (15) from minute 5 on, so the privacy rules publish the 5-minute windows from then."""
+    parts = []
+    for cell in areas.cell_ids.tolist():
+        parts.append((pseudonyms(f"stay:{cell}", stayers), cell))
+        parts.append((pseudonyms(f"pass:{cell}:{minute}", passers), cell))
+    if crowd:
+        people = pseudonyms("crowd", crowd)
+        for i, cell in enumerate(STADIUM_CELLS):
+            parts.append((people[i :: len(STADIUM_CELLS)], cell))
+    n = sum(len(devices) for devices, _ in parts)
+    records = np.zeros(n, dtype=RECORD_DTYPE)
+    at = 0
+    for devices, cell in parts:
+        records["device"][at : at + len(devices)] = devices
+        records["cell"][at : at + len(devices)] = cell
+        at += len(devices)
+    records["type"] = EVENT_TYPES["tau"]
+    records["ts"] = start_ms + minute * MIN + (np.arange(n) * 59_000) // n
+    return records
+
+
+class CityFeed:
+    """Publishes minutes of events and waits until the worker has taken them in."""
+
+    def __init__(self, endpoints: Endpoints, worker: RunningWorker, areas: AreaMap) -> None:
+        self.areas = areas
+        self.worker = worker
+        self.framer = Framer(producer_id=0xFEED, partitions=worker.settings.partitions, cell_ids=areas.cell_ids)
+        self.sink = KafkaSink(endpoints.kafka, worker.topics.events)
+        self.sent = 0
+
+    def minute(self, minute: int, crowd: int = 0, timeout: float = 30) -> None:
+        events = minute_events(self.areas, minute, crowd)
+        self.sink.send(self.framer.frames(events))
+        self.sink.producer.flush()
+        self.sent += len(events)
+        deadline = time.monotonic() + timeout
+        while self.worker.stats()["events_in"] < self.sent:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker took in fewer than {self.sent} events in {timeout:.0f}s:\n{self.worker.log_tail()}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def start_worker_with(endpoints: Endpoints, log_dir: Path, settings_env: dict[str, str]) -> RunningWorker:
+    """A worker with exactly these CROWDPULSE_* settings (tests/integration/conftest.py picks
+    fresh ones for every worker; a restart must keep the namespace, topics and group)."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.update(settings_env)
+    env.update(CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url, CROWDPULSE_HTTP_PORT=str(port))
+    settings = Settings.from_env(env)
+    ensure_topics(endpoints.kafka, topic_partitions(settings))
+    process = ManagedProcess()
+    log_path = log_dir / f"worker-{settings.app_id}-{port}.log"
+    process.start([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], "worker", log_path, env=env, stop_signal=signal.SIGINT)
+    worker = RunningWorker(settings, f"http://127.0.0.1:{port}", process, log_path, redis.Redis.from_url(endpoints.redis_url))
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.poll()}:\n{worker.log_tail()}")
+        try:
+            worker.stats()
+            return worker
+        except (OSError, urllib.error.URLError, ValueError):
+            if time.monotonic() > deadline:
+                process.stop()
+                raise RuntimeError(f"worker did not answer in 60 s:\n{worker.log_tail()}") from None
+            time.sleep(0.3)
+
+
+def settings_env(worker: RunningWorker, **extra: str) -> dict[str, str]:
+    s = worker.settings
+    env = {
+        "CROWDPULSE_APP_ID": s.app_id,
+        "CROWDPULSE_TOPIC_PREFIX": s.topic_prefix,
+        "CROWDPULSE_NAMESPACE": s.namespace,
+        "CROWDPULSE_AREAS": str(s.areas_path),
+    }
+    if s.alert_rules_path is not None:
+        env["CROWDPULSE_ALERT_RULES"] = str(s.alert_rules_path)
+    env.update(extra)
+    return env
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int) -> list:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    messages = list(consumer)
+    consumer.close()
+    return messages
+
+
+def alert_events(endpoints: Endpoints, worker: RunningWorker) -> list[dict]:
+    """Every message on the worker's crowd.alerts, checked to be keyed by its area."""
+    out = []
+    for m in consume_all(endpoints.kafka, worker.topics.alerts, worker.settings.partitions):
+        body = json.loads(m.value)
+        assert m.key.decode() == body["area"]
+        out.append(body)
+    return out
+
+
+class SseReader:
+    """Reads /api/stream in a thread and keeps every (event, data) it sees."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        self.conn.request("GET", parsed.path, headers={"Accept": "text/event-stream"})
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200, self.response.status
+        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
+        self.events: list[tuple[str, dict]] = []
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        event = None
+        try:
+            while True:
+                raw = self.response.fp.readline()
+                if not raw:
+                    return
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if line.startswith("event: "):
+                    event = line[len("event: "):]
+                elif line.startswith("data: ") and event:
+                    self.events.append((event, json.loads(line[len("data: "):])))
+                    event = None
+        except (OSError, ValueError, AttributeError):  # closed under us: the test is done
+            return
+
+    def alerts(self) -> list[dict]:
+        return [d for e, d in list(self.events) if e == "alert"]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def stop(worker: RunningWorker) -> None:
+    worker.process.stop(timeout=15)
+    worker.redis.close()
+
+
+def load_test_city(path: Path) -> AreaMap:
+    return load_areas(path)
