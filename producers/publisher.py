@@ -18,7 +18,7 @@ import numpy as np
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from streams.wire import HEADER_SIZE, MAX_RECORDS_PER_FRAME, RECORD_SIZE, frame_bytes
+from streams.wire import FLAG_SHADOW, HEADER_SIZE, MAX_RECORDS_PER_FRAME, RECORD_SIZE, frame_bytes
 
 DEFAULT_FRAME_RECORDS = 1000
 # A frames file is a sequence of (u32 length, u32 partition, frame bytes).
@@ -47,8 +47,12 @@ class Framer:
         self.partition_of = cell_partition(self.sorted_cells, partitions)
         self.sequence = [0] * partitions
 
-    def frames(self, events: np.ndarray) -> Iterator[tuple[int, bytes, bytes]]:
-        """Yield (partition, key, frame) for a batch of events; the key is the first event's cell."""
+    def frames(self, events: np.ndarray, shadow: bool = False) -> Iterator[tuple[int, bytes, bytes]]:
+        """Yield (partition, key, frame) for a batch of events; the key is the first event's cell.
+
+        `shadow`: the events carry next-epoch pseudonyms (key rotation overlap, FLAG_SHADOW).
+        """
+        flags = FLAG_SHADOW if shadow else 0
         if not len(events):
             return
         index = np.searchsorted(self.sorted_cells, events["cell"])
@@ -68,7 +72,7 @@ class Framer:
                 records = chunk[start : start + self.frame_records]
                 seq = self.sequence[p]
                 self.sequence[p] += 1
-                yield p, str(int(records["cell"][0])).encode(), frame_bytes(records, self.producer_id, seq)
+                yield p, str(int(records["cell"][0])).encode(), frame_bytes(records, self.producer_id, seq, flags)
 
 
 class KafkaSink:

@@ -1,22 +1,22 @@
 """`crowdpulse simulate`: runs a Simulation and publishes its frames, paced to a speed-up over
-real time (or as fast as possible), optionally writing the exact per-window truth."""
+real time (or as fast as possible), optionally writing the ground truth as JSON lines, with a
+progress line on long runs."""
 
 from __future__ import annotations
 
 import json
-import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol, TextIO
 
 from streams.areas import AreaMap
 
 from .publisher import Framer
-from .simulator import Simulation, WindowTruth
-
-log = logging.getLogger(__name__)
+from .scenarios import configure
+from .simulator import Simulation
 
 
 class Sink(Protocol):
@@ -39,31 +39,50 @@ class SimulationRun:
     bucket_s: int = 60
     windows_s: tuple[int, ...] = (300, 900, 3600)
     truth_path: Path | None = None
+    scenario: str = "steady"
+    #: name=value overrides of scenario, population and signalling parameters (scenarios.configure).
+    overrides: tuple[tuple[str, str], ...] = ()
+    quick: bool = False
+
+    def simulation(self, areas: AreaMap, truth: bool = False) -> Simulation:
+        config = configure(self.scenario, dict(self.overrides), quick=self.quick)
+        return Simulation(
+            areas, self.devices, self.seed, self.start_ms, config=config, truth=truth,
+            bucket_s=self.bucket_s, windows_s=self.windows_s,
+        )
 
 
-def run_simulation(run: SimulationRun, areas: AreaMap, sink: Sink, stop: threading.Event | None = None) -> dict:
-    """Publish the run's events through `sink`; returns a summary (events, frames, rates)."""
+def run_simulation(
+    run: SimulationRun,
+    areas: AreaMap,
+    sink: Sink,
+    stop: threading.Event | None = None,
+    progress: "Progress | None" = None,
+    sim: Simulation | None = None,
+    on_step: Callable[[Simulation], None] | None = None,
+) -> dict:
+    """Publish the run's events through `sink`; returns a summary (events, frames, rates).
+
+    `sim` may be built by the caller (to keep its ground truth); `on_step` is called after each
+    step has been sent (pacing or back-pressure hooks).
+    """
     stop = stop or threading.Event()
-    sim = Simulation(areas, run.devices, run.seed, run.start_ms)
+    sim = sim or run.simulation(areas, truth=run.truth_path is not None)
     framer = Framer(run.producer_id, run.partitions, areas.cell_ids)
-    truth = WindowTruth(areas, run.bucket_s, run.windows_s) if run.truth_path else None
     truth_file = open(run.truth_path, "w") if run.truth_path else None
     end_ms = run.start_ms + int(run.duration_s * 1000)
     wall_start = time.monotonic()
-    bucket_ms = run.bucket_s * 1000
-    last_bucket = run.start_ms // bucket_ms
     try:
         while sim.now_ms < end_ms and not stop.is_set():
-            events = sim.step()
-            events = events[events["ts"] < end_ms]
+            events = sim.step(end_ms)
             sink.send(framer.frames(events))
-            if truth is not None and truth_file is not None:
-                truth.add(events)
-                current = sim.now_ms // bucket_ms
-                for done in range(last_bucket, current):
-                    for row in truth.rows(done):
-                        truth_file.write(json.dumps(row) + "\n")
-                last_bucket = current
+            if truth_file is not None and sim.truth is not None:
+                for row in sim.truth.pop_rows():
+                    truth_file.write(json.dumps(row, separators=(",", ":")) + "\n")
+            if progress is not None:
+                progress.update(sim.now_ms, sink.events)
+            if on_step is not None:
+                on_step(sim)
             if run.speedup > 0:
                 due = wall_start + (sim.now_ms - run.start_ms) / 1000 / run.speedup
                 delay = due - time.monotonic()
@@ -73,25 +92,75 @@ def run_simulation(run: SimulationRun, areas: AreaMap, sink: Sink, stop: threadi
         sink.close()
         if truth_file is not None:
             truth_file.close()
+        if progress is not None:
+            progress.done(sim.now_ms, sink.events)
     wall = time.monotonic() - wall_start
     return {
+        "scenario": run.scenario,
         "events": sink.events,
         "frames": sink.frames,
         "simulated_s": (sim.now_ms - run.start_ms) / 1000,
         "wall_s": round(wall, 3),
         "events_per_s": round(sink.events / wall, 1) if wall > 0 else None,
+        "population": sim.population.summary(),
+        "event_types": dict(sim.event_counts),
     }
 
 
 def frames_for(run: SimulationRun, areas: AreaMap) -> list[tuple[int, bytes, bytes]]:
     """All frames of a (small) run in memory: for tests that need the exact input."""
-    sim = Simulation(areas, run.devices, run.seed, run.start_ms)
+    sim = run.simulation(areas)
     framer = Framer(run.producer_id, run.partitions, areas.cell_ids)
     end_ms = run.start_ms + int(run.duration_s * 1000)
     out: list[tuple[int, bytes, bytes]] = []
     for events in sim.run(end_ms):
-        out.extend(framer.frames(events[events["ts"] < end_ms]))
+        out.extend(framer.frames(events))
     return out
 
 
-__all__ = ["SimulationRun", "run_simulation", "frames_for"]
+class Progress:
+    """One line of progress on stderr: share done, simulated clock, events, rate.
+
+    On a terminal the line is rewritten in place (at most 4 times a second); otherwise a line
+    is printed every `every_s` seconds. Nothing is printed for runs shorter than `after_s`.
+    """
+
+    def __init__(self, start_ms: int, end_ms: int | None, stream: TextIO | None = None,
+                 every_s: float = 10.0, after_s: float = 2.0) -> None:
+        self.start_ms, self.end_ms = start_ms, end_ms
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every_s = 0.25 if self.tty else every_s
+        self.after_s = after_s
+        self.began = time.monotonic()
+        self.last = self.began
+        self.shown = False
+
+    def line(self, now_ms: int, events: int) -> str:
+        wall = max(time.monotonic() - self.began, 1e-9)
+        clock = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now_ms / 1000))
+        speed = (now_ms - self.start_ms) / 1000 / wall
+        head = ""
+        if self.end_ms and self.end_ms > self.start_ms:
+            share = min(1.0, (now_ms - self.start_ms) / (self.end_ms - self.start_ms))
+            bar = "#" * int(share * 20)
+            head = f"[{bar:<20}] {share:4.0%} "
+        return f"{head}sim {clock} UTC | {events:,} events | {events / wall:,.0f} events/s | {speed:,.0f}x real time"
+
+    def update(self, now_ms: int, events: int) -> None:
+        t = time.monotonic()
+        if t - self.last < self.every_s or t - self.began < self.after_s:
+            return
+        self.last = t
+        self.shown = True
+        end = "\r" if self.tty else "\n"
+        self.stream.write(self.line(now_ms, events) + end)
+        self.stream.flush()
+
+    def done(self, now_ms: int, events: int) -> None:
+        if self.shown:
+            self.stream.write(self.line(now_ms, events) + "\n")
+            self.stream.flush()
+
+
+__all__ = ["SimulationRun", "run_simulation", "frames_for", "Progress"]

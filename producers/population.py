@@ -1,0 +1,212 @@
+"""Who lives in the simulated city and what they carry: people (residents, in-commuters,
+visitors), their SIMs, which of those the simulated operator sees, and M2M devices.
+
+Two tables. *Carriers* are things with a position: a person, a car (with a telematics unit) or
+a meter. *Devices* are the simulated operator's subscriptions only (the ones whose events reach
+crowdpulse); each belongs to one carrier. SIMs of other operators are never simulated, only
+counted per person (`n_devices`), so the truth can say how many devices were really there.
+Pure and deterministic: everything is drawn from the Generator passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .city import City
+
+# Carrier kinds.
+WORKER = 0  # resident with a job
+RESIDENT = 1  # resident without one (retired, students, at home)
+IN_COMMUTER = 2  # lives outside, works in the city (weekdays)
+VISITOR = 3  # lives outside, comes for an event (scenario)
+CAR = 4  # connected car: M2M, moves by car between places
+METER = 5  # smart meter and other fixed M2M: never moves
+KIND_NAMES = {WORKER: "worker", RESIDENT: "resident", IN_COMMUTER: "in-commuter", VISITOR: "visitor", CAR: "car", METER: "meter"}
+PERSON_KINDS = (WORKER, RESIDENT, IN_COMMUTER, VISITOR)
+
+PHONE, M2M = 0, 1  # wire device_class codes
+
+
+@dataclass(frozen=True)
+class PopulationParams:
+    #: Subscriptions per person, all operators (the first SIM plus Poisson extras).
+    sims_per_person: float = 1.35
+    #: The simulated operator's market share, default and per area of the home cell (the first
+    #: listed area that holds the home cell wins; areas missing from the areas file are ignored).
+    market_share: float = 0.32
+    market_share_by_area: tuple[tuple[str, float], ...] = (("east-district", 0.36), ("west-district", 0.28))
+    #: Share of residents with a job.
+    worker_share: float = 0.55
+    #: M2M devices, as a share of the operator's resident devices; of those, the share in cars.
+    m2m_share: float = 0.08
+    car_share_of_m2m: float = 0.3
+    #: People who switch their phones off at night (detach at bedtime, attach in the morning).
+    night_off_share: float = 0.06
+
+
+@dataclass
+class Population:
+    """Carriers (position holders) and the operator's devices, with the carrier -> devices CSR."""
+
+    kind: np.ndarray  # int8, carrier kind
+    home_xy: np.ndarray  # (n, 2) float64: home (residents), base (cars), position (meters)
+    work_xy: np.ndarray  # (n, 2) float64: workplace (workers, in-commuters)
+    home_cell: np.ndarray  # int32 cell index of home_xy, -1 for people from outside
+    n_devices: np.ndarray  # int16, devices of all operators carried (people), 1 (M2M)
+    train: np.ndarray  # bool: comes by train (in-commuters, visitors)
+    night_off: np.ndarray  # bool: phones off at night
+    # Devices of the simulated operator, sorted by carrier.
+    carrier: np.ndarray  # int32
+    device_class: np.ndarray  # uint8 (PHONE / M2M)
+    segment: np.ndarray  # uint16 wire segment: 1 + home cell index, 0 = lives outside the city
+    pseudonym: np.ndarray  # V8
+    device_ptr: np.ndarray = field(init=False)  # devices of carrier c: device_ptr[c]:device_ptr[c+1]
+
+    def __post_init__(self) -> None:
+        counts = np.bincount(self.carrier, minlength=len(self.kind))
+        self.device_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def n_carriers(self) -> int:
+        return len(self.kind)
+
+    @property
+    def n_visible(self) -> int:
+        return len(self.carrier)
+
+    @property
+    def is_person(self) -> np.ndarray:
+        return self.kind <= VISITOR
+
+    @property
+    def visible_per_carrier(self) -> np.ndarray:
+        return np.diff(self.device_ptr)
+
+    def devices_of(self, carriers: np.ndarray) -> np.ndarray:
+        """Device indexes of the given carriers, concatenated (vectorised CSR expansion)."""
+        starts = self.device_ptr[carriers]
+        counts = self.device_ptr[carriers + 1] - starts
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        run_starts = np.repeat(np.cumsum(counts) - counts, counts)
+        return np.repeat(starts, counts) + (np.arange(total) - run_starts)
+
+    def summary(self) -> dict[str, int]:
+        people = int(self.is_person.sum())
+        return {
+            "people": people,
+            **{f"{KIND_NAMES[k]}s": int((self.kind == k).sum()) for k in KIND_NAMES},
+            "devices_all_operators": int(self.n_devices[self.is_person].sum()) + int((~self.is_person).sum()),
+            "visible_devices": self.n_visible,
+            "visible_phones": int((self.device_class == PHONE).sum()),
+            "visible_m2m": int((self.device_class == M2M).sum()),
+        }
+
+
+def pseudonyms(identities: np.ndarray, key: bytes) -> np.ndarray:
+    """HMAC-SHA256(key, identity) truncated to 8 bytes, per device, as 'V8'.
+
+    Computed once per device at the producer edge: no raw identifier ever reaches Kafka.
+    """
+    out = bytearray()
+    for identity in identities.tolist():
+        out += hmac.new(key, str(identity).encode(), hashlib.sha256).digest()[:8]
+    return np.frombuffer(bytes(out), dtype="V8")
+
+
+def build_population(
+    city: City,
+    devices: int,
+    rng: np.random.Generator,
+    params: PopulationParams = PopulationParams(),
+    in_commuters: float = 0.0,
+    visitors: int = 0,
+    train_share: float = 0.7,
+    pseudonym_key: bytes = b"crowdpulse-demo-key",
+) -> Population:
+    """A population whose residents carry about `devices` of the operator's subscriptions.
+
+    `devices` sizes the resident city: residents = operator phones / (SIMs per person x share),
+    plus M2M. `in_commuters` (a share of residents) and `visitors` (a number) come on top.
+    """
+    if devices <= 0:
+        raise ValueError("devices must be positive")
+    share = _share_by_cell(city, params)
+    mean_share = float(share @ city.residential_weight)
+    n_m2m = int(round(devices * params.m2m_share))
+    n_residents = max(1, int(round((devices - n_m2m) / (params.sims_per_person * mean_share))))
+    n_workers = int(round(n_residents * params.worker_share))
+    n_in = int(round(n_residents * in_commuters))
+    n_cars = int(round(n_m2m * params.car_share_of_m2m))
+    n_meters = n_m2m - n_cars
+    kind = np.concatenate(
+        [
+            np.full(n_workers, WORKER),
+            np.full(n_residents - n_workers, RESIDENT),
+            np.full(n_in, IN_COMMUTER),
+            np.full(visitors, VISITOR),
+            np.full(n_cars, CAR),
+            np.full(n_meters, METER),
+        ]
+    ).astype(np.int8)
+    n = len(kind)
+    resident = (kind == WORKER) | (kind == RESIDENT) | (kind == CAR) | (kind == METER)
+    home = np.full((n, 2), np.nan)
+    home[resident] = city.sample_cells(city.residential_weight, int(resident.sum()), rng)
+    work = np.full((n, 2), np.nan)
+    commuting = (kind == WORKER) | (kind == IN_COMMUTER)
+    work[commuting] = city.sample_cells(city.work_weight, int(commuting.sum()), rng)
+    home_cell = np.full(n, -1, dtype=np.int32)
+    home_cell[resident] = city.locate(home[resident])
+
+    person = kind <= VISITOR
+    n_devices = np.ones(n, dtype=np.int16)
+    n_devices[person] = 1 + rng.poisson(params.sims_per_person - 1.0, size=int(person.sum()))
+    # Each SIM of a person is the operator's with the market share of the home area.
+    p_visible = np.where(home_cell >= 0, share[np.maximum(home_cell, 0)], params.market_share)
+    visible = np.zeros(n, dtype=np.int16)
+    visible[person] = rng.binomial(n_devices[person], p_visible[person])
+    visible[~person] = 1  # only the operator's M2M devices are simulated at all
+    train = np.zeros(n, dtype=bool)
+    outsiders = (kind == IN_COMMUTER) | (kind == VISITOR)
+    train[outsiders] = rng.random(int(outsiders.sum())) < train_share
+    night_off = person & (rng.random(n) < params.night_off_share)
+
+    carrier = np.repeat(np.arange(n, dtype=np.int32), visible)
+    device_class = np.where(person[carrier], PHONE, M2M).astype(np.uint8)
+    segment = np.where(home_cell[carrier] >= 0, home_cell[carrier] + 1, 0).astype(np.uint16)
+    # Simulated IMSIs (MCC 001, MNC 01: the test network) turned into keyed pseudonyms.
+    first = int(rng.integers(0, 10**9))
+    imsi = 1_010_000_000_000_000 + first + np.arange(len(carrier), dtype=np.int64)
+    return Population(
+        kind=kind,
+        home_xy=home,
+        work_xy=work,
+        home_cell=home_cell,
+        n_devices=n_devices,
+        train=train,
+        night_off=night_off,
+        carrier=carrier,
+        device_class=device_class,
+        segment=segment,
+        pseudonym=pseudonyms(imsi, pseudonym_key),
+    )
+
+
+def _share_by_cell(city: City, params: PopulationParams) -> np.ndarray:
+    share = np.full(city.n_cells, params.market_share)
+    assigned = np.zeros(city.n_cells, dtype=bool)
+    for area_id, value in params.market_share_by_area:
+        if area_id not in city.areas.area_by_id:
+            continue
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"market share of {area_id} must be in (0, 1]")
+        cells = city.membership[:, city.area_index(area_id)] & ~assigned
+        share[cells] = value
+        assigned |= cells
+    return share

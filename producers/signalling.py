@@ -1,0 +1,354 @@
+"""What the network hears from each of the operator's devices: the LTE/5G signalling that
+decides what a HyperLogLog window can see.
+
+- An idle phone is silent except for its periodic tracking-area update (TAU) when T3412 runs
+  out (54 minutes by default, random phase), a paging response, or the start of a data
+  session. Leaving connected mode restarts T3412; so does any TAU.
+- Moving between cells of the same tracking area is silent while idle; entering another
+  tracking area costs a TAU; in a data session every change of serving cell is a handover.
+- Coverage overlaps: where the two nearest cells are nearly as close (the distance ratio below
+  `edge_ratio`), a phone's own shadowing decides which serves it, a connected phone ping-pongs
+  between them (handovers), and an idle one reselects now and then, which costs a TAU only
+  when the two cells are in different tracking areas.
+- Power: attach at power-on, detach at power-off (people who switch off at night). A device
+  entering the city from outside (a train, a road) registers with a TAU at its first cell.
+- M2M: meters report on a fixed period and otherwise sleep on a long T3412 (power saving);
+  a car's telematics unit connects for each trip (handovers along the road) and is idle parked.
+
+Data sessions and pagings are Poisson processes whose rate follows the scenario's activity
+(diurnal pattern, venue phases), sampled by thinning: candidates at the peak rate, accepted in
+proportion to the activity at that moment. Every timer is a per-device deadline, and each step
+touches only the devices whose earliest deadline falls in it, so the cost follows the events.
+Pure: numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from streams.wire import EVENT_TYPES
+
+from .city import City
+from .mobility import INF, Moves, Mobility
+from .population import CAR, METER, Population
+
+ATTACH, DETACH, HANDOVER, TAU, PAGING, DATA = (EVENT_TYPES[k] for k in ("attach", "detach", "handover", "tau", "paging", "data"))
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Signalling:
+    """Signalling parameters; rates per device and hour of an ordinary daytime hour."""
+
+    #: Periodic TAU timer of phones and cars (3GPP default 54 minutes).
+    t3412_s: float = 3240.0
+    #: Data sessions started from idle (background apps, messaging, browsing).
+    data_sessions_per_hour: float = 3.0
+    session_mean_s: float = 90.0
+    #: Mobile-terminated pagings (calls, messages) of an idle phone; each opens a short session.
+    pagings_per_hour: float = 0.4
+    paging_session_s: float = 60.0
+    #: Activity of people on the move, relative to standing still.
+    travelling_activity: float = 1.4
+    #: Coverage edges: distance ratio (second nearest / nearest cell) below which two cells
+    #: overlap; shadowing spread (log-distance) that decides who is served by the second one.
+    edge_ratio: float = 1.12
+    shadow_sigma: float = 0.08
+    #: Handovers per hour of a connected phone at an edge (ping-pong), and idle reselections.
+    ping_pong_per_hour: float = 40.0
+    idle_reselections_per_hour: float = 2.0
+    #: M2M: meters report every `meter_report_s` (random phase) and sleep on a long T3412.
+    meter_report_s: float = 1800.0
+    meter_t3412_s: float = 12 * 3600.0
+    #: Parked cars: remote pings per hour (a trip always opens a session).
+    car_pings_per_hour: float = 0.2
+    #: Bedtime and wake-up of people who switch their phones off at night (UTC hours, sd minutes).
+    bedtime_h: float = 23.5
+    wake_h: float = 7.0
+    power_sd_min: float = 45.0
+
+    def __post_init__(self) -> None:
+        for name in ("t3412_s", "session_mean_s", "paging_session_s", "meter_report_s", "meter_t3412_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("data_sessions_per_hour", "pagings_per_hour", "ping_pong_per_hour",
+                     "idle_reselections_per_hour", "car_pings_per_hour", "shadow_sigma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.edge_ratio < 1.0:
+            raise ValueError("edge_ratio must be >= 1")
+
+
+class EventLog:
+    """Events of one step, as parallel arrays (device index, time, cell index, type)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+
+    def add(self, devices: np.ndarray, ts: np.ndarray, cells: np.ndarray, kind: int) -> None:
+        if len(devices):
+            self.parts.append((devices, np.asarray(ts, dtype=np.int64), cells, kind))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.parts:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, np.zeros(0, dtype=np.uint8)
+        device = np.concatenate([p[0] for p in self.parts]).astype(np.int64)
+        ts = np.concatenate([p[1] for p in self.parts])
+        cell = np.concatenate([p[2] for p in self.parts]).astype(np.int64)
+        kind = np.concatenate([np.full(len(p[0]), p[3], dtype=np.uint8) for p in self.parts])
+        order = np.argsort(ts, kind="stable")
+        return device[order], ts[order], cell[order], kind[order]
+
+
+class Radio:
+    """Per-device radio state and timers; `step` turns a time slice and the moves into events."""
+
+    def __init__(self, city: City, pop: Population, mobility: Mobility, params: Signalling,
+                 activity: Callable[[np.ndarray, np.ndarray], np.ndarray], activity_max: float,
+                 start_ms: int, rng: np.random.Generator) -> None:
+        self.city, self.pop, self.mob, self.p, self.rng = city, pop, mobility, params, rng
+        self.activity, self.activity_max = activity, max(activity_max, 1e-9)
+        n = pop.n_visible
+        carrier = pop.carrier
+        kind = pop.kind[carrier]
+        self.meter = kind == METER
+        self.car = kind == CAR
+        self.t3412 = np.where(self.meter, int(params.meter_t3412_s * 1000), int(params.t3412_s * 1000)).astype(np.int64)
+        # Peak candidate rates (per ms) for thinning; meters have none, parked cars few.
+        peak = self.activity_max * max(1.0, params.travelling_activity)
+        data = np.where(self.car, params.car_pings_per_hour, params.data_sessions_per_hour * peak)
+        self.data_rate = np.where(self.meter, 0.0, data) / 3_600_000
+        self.page_rate = np.where(self.meter | self.car, 0.0, params.pagings_per_hour * peak) / 3_600_000
+        self.shadow = rng.normal(0.0, params.shadow_sigma, n) if params.shadow_sigma > 0 else np.zeros(n)
+        self.serving = np.full(n, -1, dtype=np.int64)
+        self.alt = np.full(n, -1, dtype=np.int64)
+        self.edge = np.zeros(n, dtype=bool)
+        present = mobility.present[carrier]
+        self._cover(np.flatnonzero(present))
+        # Power: some people switch off at night.
+        night = pop.night_off[carrier]
+        self.bed = np.full(n, -1, dtype=np.int64)
+        self.wake = np.full(n, -1, dtype=np.int64)
+        per_person_bed = rng.normal(params.bedtime_h * 3_600_000, params.power_sd_min * 60_000, pop.n_carriers)
+        per_person_wake = rng.normal(params.wake_h * 3_600_000, params.power_sd_min * 60_000, pop.n_carriers)
+        self.bed[night] = (per_person_bed[carrier[night]] % DAY_MS).astype(np.int64)
+        self.wake[night] = (per_person_wake[carrier[night]] % DAY_MS).astype(np.int64)
+        self.on = ~night | ~_between(start_ms % DAY_MS, self.bed, self.wake)
+        # Timers (absolute ms; INF = not running).
+        self.next_power = np.full(n, INF, dtype=np.int64)
+        self.next_power[night] = _next_time_of_day(start_ms, np.where(self.on[night], self.bed[night], self.wake[night]))
+        self.session_end = np.full(n, INF, dtype=np.int64)
+        self.next_tau = np.full(n, INF, dtype=np.int64)
+        self.next_data = np.full(n, INF, dtype=np.int64)
+        self.next_page = np.full(n, INF, dtype=np.int64)
+        self.next_pp = np.full(n, INF, dtype=np.int64)
+        self.next_report = np.full(n, INF, dtype=np.int64)
+        live = np.flatnonzero(present & self.on)
+        # Random phases: the population has been running for a while at the start.
+        self.next_tau[live] = start_ms + (rng.random(len(live)) * self.t3412[live]).astype(np.int64)
+        self._start_timers(live, start_ms)
+        period = int(params.meter_report_s * 1000)
+        meters = np.flatnonzero(self.meter)
+        self.next_report[meters] = start_ms + rng.integers(0, period, len(meters))
+        self.next_due = self._earliest(np.arange(n))
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _earliest(self, d: np.ndarray) -> np.ndarray:
+        return np.minimum.reduce([self.next_power[d], self.session_end[d], self.next_tau[d], self.next_data[d],
+                                  self.next_page[d], self.next_pp[d], self.next_report[d]])
+
+    def _exp(self, rate_per_ms: np.ndarray) -> np.ndarray:
+        """Exponential waits (ms, >= 1); INF where the rate is 0."""
+        with np.errstate(divide="ignore"):
+            wait = self.rng.exponential(1.0, len(rate_per_ms)) / rate_per_ms
+        return np.where(rate_per_ms > 0, np.maximum(1, np.minimum(wait, 1e15)), np.inf)
+
+    def _after(self, t: np.ndarray, rate: np.ndarray) -> np.ndarray:
+        wait = self._exp(rate)
+        return np.where(np.isinf(wait), INF, t + np.where(np.isinf(wait), 0, wait).astype(np.int64))
+
+    def _start_timers(self, d: np.ndarray, t: np.ndarray | int) -> None:
+        t = np.broadcast_to(np.asarray(t, dtype=np.int64), d.shape)
+        self.next_data[d] = self._after(t, self.data_rate[d])
+        self.next_page[d] = self._after(t, self.page_rate[d])
+        self._schedule_pp(d, t)
+
+    def _schedule_pp(self, d: np.ndarray, t: np.ndarray) -> None:
+        connected = self.session_end[d] != INF
+        other_ta = self.city.tracking_area[np.maximum(self.alt[d], 0)] != self.city.tracking_area[np.maximum(self.serving[d], 0)]
+        rate = np.where(connected, self.p.ping_pong_per_hour, np.where(other_ta, self.p.idle_reselections_per_hour, 0.0))
+        rate = np.where(self.edge[d] & (self.alt[d] >= 0), rate, 0.0) / 3_600_000
+        self.next_pp[d] = self._after(t, rate)
+
+    def _cover(self, d: np.ndarray) -> np.ndarray:
+        """Re-evaluate the serving cell of devices whose carrier moved; returns the old cells."""
+        old = self.serving[d].copy()
+        if not len(d):
+            return old
+        pos = self.mob.pos[self.pop.carrier[d]]
+        first, second, ratio = self.city.coverage(pos)
+        use_second = np.log(ratio) < self.shadow[d]
+        self.serving[d] = np.where(use_second, second, first)
+        self.alt[d] = np.where(use_second, first, second)
+        self.edge[d] = (ratio < self.p.edge_ratio) & (first != second)
+        return old
+
+    def _open_session(self, d: np.ndarray, t: np.ndarray, length: np.ndarray) -> None:
+        self.session_end[d] = np.maximum(np.where(self.session_end[d] == INF, 0, self.session_end[d]), t + length)
+        self.next_tau[d] = INF  # T3412 does not run in connected mode
+        self._schedule_pp(d, t)
+
+    def _context(self, d: np.ndarray, t: np.ndarray) -> np.ndarray:
+        carrier = self.pop.carrier[d]
+        a = self.activity(t, self.mob.place_kind[carrier])
+        return np.where(self.mob.travelling[carrier], a * self.p.travelling_activity, a)
+
+    # --- one step ------------------------------------------------------------------------------
+    def step(self, t0: int, t1: int, moves: Moves, log: EventLog) -> None:
+        touched = [self._mobility(t0, t1, moves, log)]
+        self.next_due[touched[0]] = self._earliest(touched[0])
+        for _ in range(32):  # a device may fire several timers in one step
+            due = np.flatnonzero(self.next_due < t1)
+            if not len(due):
+                break
+            self._fire(due, t0, t1, log)
+            touched.append(due)
+            self.next_due[due] = self._earliest(due)
+        touched_all = np.concatenate(touched)  # repeats are harmless: the same value is written
+        self.next_due[touched_all] = self._earliest(touched_all)
+
+    def _mobility(self, t0: int, t1: int, moves: Moves, log: EventLog) -> np.ndarray:
+        pop = self.pop
+        # Leaving the city: no event here (it re-registers elsewhere); everything stops.
+        gone = pop.devices_of(moves.vanished)
+        for timer in (self.session_end, self.next_tau, self.next_data, self.next_page, self.next_pp):
+            timer[gone] = INF
+        self.serving[gone] = -1
+        moved = pop.devices_of(moves.moved)
+        if not len(moved):
+            return gone
+        when = t0 + self.rng.integers(0, max(1, t1 - t0), len(moved))
+        came = np.isin(pop.carrier[moved], moves.appeared)
+        old = self._cover(moved)
+        changed = (old != self.serving[moved]) & ~came
+        on = self.on[moved]
+        connected = self.session_end[moved] != INF
+        ho = changed & on & connected
+        log.add(moved[ho], when[ho], self.serving[moved[ho]], HANDOVER)
+        ta = self.city.tracking_area
+        new_ta = changed & on & ~connected & (ta[np.maximum(old, 0)] != ta[self.serving[moved]])
+        arrive = came & on
+        tau = moved[new_ta | arrive]
+        log.add(tau, when[new_ta | arrive], self.serving[tau], TAU)
+        self.next_tau[tau] = when[new_ta | arrive] + self.t3412[tau]
+        # Devices that just entered the city start their processes now.
+        entered = moved[arrive]
+        self._start_timers(entered, when[arrive])
+        # Cars connect for the whole trip (telematics).
+        departed = pop.devices_of(moves.departed)
+        cars = departed[self.car[departed] & self.on[departed]]
+        if len(cars):
+            carrier = pop.carrier[cars]
+            t_dep = np.clip(self.mob.trip_dep[carrier], t0, t1 - 1)
+            idle = self.session_end[cars] == INF
+            log.add(cars[idle], t_dep[idle], self.serving[cars[idle]], DATA)
+            self._open_session(cars, t_dep, np.maximum(self.mob.trip_arr[carrier] - t_dep, 1000))
+        # Moving changes who is at a coverage edge: redraw the ping-pong timers of the movers.
+        self._schedule_pp(moved, when)
+        return np.concatenate([gone, moved])
+
+    def _fire(self, due: np.ndarray, t0: int, t1: int, log: EventLog) -> None:
+        p = self.p
+        rng = self.rng
+
+        def pick(timer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            sel = due[timer[due] < t1]
+            # A deadline left over from an earlier step fires at this step's start, never
+            # earlier: events of a closed minute stay closed (the truth depends on it).
+            return sel, np.maximum(timer[sel], t0)
+
+        # Power off / on (people who switch off at night).
+        d, t = pick(self.next_power)
+        if len(d):
+            turning_on = ~self.on[d]
+            self.next_power[d] = t + _next_offset(t, np.where(turning_on, self.bed[d], self.wake[d]))
+            self.on[d] = turning_on
+            # Only a device inside the city is heard; one outside just changes state.
+            here = self.serving[d] >= 0
+            off = ~turning_on & here
+            log.add(d[off], t[off], self.serving[d[off]], DETACH)
+            for timer in (self.session_end, self.next_tau, self.next_data, self.next_page, self.next_pp):
+                timer[d[~turning_on]] = INF
+            on = turning_on & here
+            log.add(d[on], t[on], self.serving[d[on]], ATTACH)
+            self.next_tau[d[on]] = t[on] + self.t3412[d[on]]
+            self._start_timers(d[on], t[on])
+        # Sessions ending: back to idle, T3412 restarts.
+        d, t = pick(self.session_end)
+        if len(d):
+            self.session_end[d] = INF
+            self.next_tau[d] = t + self.t3412[d]
+            self._schedule_pp(d, t)
+        # Data session candidates (thinning by the activity at that moment).
+        d, t = pick(self.next_data)
+        if len(d):
+            self.next_data[d] = self._after(t, self.data_rate[d])
+            keep = self.car[d] | (rng.random(len(d)) * self.activity_max * max(1.0, p.travelling_activity) < self._context(d, t))
+            d, t = d[keep], t[keep]
+            idle = self.session_end[d] == INF
+            log.add(d[idle], t[idle], self.serving[d[idle]], DATA)
+            self._open_session(d, t, rng.exponential(p.session_mean_s * 1000, len(d)).astype(np.int64) + 1000)
+        # Pagings: only an idle phone is paged; a connected one just receives.
+        d, t = pick(self.next_page)
+        if len(d):
+            self.next_page[d] = self._after(t, self.page_rate[d])
+            keep = rng.random(len(d)) * self.activity_max * max(1.0, p.travelling_activity) < self._context(d, t)
+            d, t = d[keep], t[keep]
+            idle = self.session_end[d] == INF
+            d, t = d[idle], t[idle]
+            log.add(d, t, self.serving[d], PAGING)
+            self._open_session(d, t, rng.exponential(p.paging_session_s * 1000, len(d)).astype(np.int64) + 1000)
+        # Meter reports: a short session on a fixed period.
+        d, t = pick(self.next_report)
+        if len(d):
+            self.next_report[d] = t + int(p.meter_report_s * 1000)
+            live = self.on[d] & (self.serving[d] >= 0)
+            d, t = d[live], t[live]
+            idle = self.session_end[d] == INF
+            log.add(d[idle], t[idle], self.serving[d[idle]], DATA)
+            self._open_session(d, t, np.full(len(d), 5000, dtype=np.int64))
+        # Periodic TAU.
+        d, t = pick(self.next_tau)
+        if len(d):
+            log.add(d, t, self.serving[d], TAU)
+            self.next_tau[d] = t + self.t3412[d]
+        # Ping-pong at coverage edges.
+        d, t = pick(self.next_pp)
+        if len(d):
+            self.serving[d], self.alt[d] = self.alt[d].copy(), self.serving[d].copy()
+            connected = self.session_end[d] != INF
+            log.add(d[connected], t[connected], self.serving[d[connected]], HANDOVER)
+            ta = self.city.tracking_area
+            idle_ta = ~connected & (ta[self.serving[d]] != ta[self.alt[d]])
+            log.add(d[idle_ta], t[idle_ta], self.serving[d[idle_ta]], TAU)
+            self.next_tau[d[idle_ta]] = t[idle_ta] + self.t3412[d[idle_ta]]
+            self._schedule_pp(d, t)
+
+
+def _between(tod: int, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Is time of day `tod` inside [start, end) (intervals may wrap midnight)?"""
+    return np.where(start <= end, (tod >= start) & (tod < end), (tod >= start) | (tod < end))
+
+
+def _next_offset(t: np.ndarray, tod: np.ndarray) -> np.ndarray:
+    """Milliseconds from t to the next occurrence of time of day `tod` (1 ms .. 1 day)."""
+    wait = (tod - t % DAY_MS) % DAY_MS
+    return np.where(wait == 0, DAY_MS, wait)
+
+
+def _next_time_of_day(t: int, tod: np.ndarray) -> np.ndarray:
+    return t + _next_offset(np.full(len(tod), t, dtype=np.int64), tod)
