@@ -21,16 +21,20 @@ from typing import Any, Awaitable, Callable, TypeVar
 import faust
 import redis
 
+from .alert_store import AlertService
 from .areas import AreaMap, load_areas
-from .estimator import WindowBook, points_to_refresh
+from .estimator import DAY_MS, WindowBook, points_to_refresh, private_releases
+from .privacy import DiscreteLaplace
 from .hll_store import HllStore, connect
 from .ingest import BatchPlan, Ingestor, Message, Output
+from .kafka_transport import transport_class
 from .keys import KeyLayout, as_of_ms
 from .metrics import Metrics
 from .auth import TokenSet, middlewares
 from .settings import LOOPBACK_HOSTS, Settings
 from .topics import TopicNames
 from .web import add_views
+from .webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,8 +50,16 @@ class Pipeline:
         self.ingestor = Ingestor(settings, areas)
         self.metrics = Metrics()
         self._store: HllStore | None = None
+        # Alerts share the HLL store's Redis client (created lazily in the worker's loop).
+        self.alerting = AlertService(settings, areas, self.keys, self.metrics, lambda: self.store.redis)
+        self.webhook = WebhookSender(settings, self.metrics) if settings.webhook_url else None
         # Window ends that can still change: grace, plus the current and one more bucket.
         keep = settings.grace_s // settings.bucket_s + 3
+        self.noise = (
+            DiscreteLaplace(settings.dp_epsilon, settings.dp_sensitivity, settings.dp_secret.encode())
+            if settings.dp_epsilon is not None and settings.dp_secret
+            else None
+        )
         self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep)
         self.last_publish_wall: float | None = None
 
@@ -68,6 +80,12 @@ class Pipeline:
         Redis answers: the batch is acknowledged to Kafka only after it is written.
         """
         started = time.perf_counter()
+        plan = await self.plan_batch(messages)
+        return await self.write_batch(plan, len(messages), started)
+
+    async def plan_batch(self, messages: list[Message]) -> BatchPlan:
+        """Plan one batch and adopt its partition states and sequences right away, so the next
+        batch can be planned while this one is still being written (see write_batch)."""
         for partition in {m.partition for m in messages}:
             if not self.ingestor.known(partition):
                 state, sequences = await self._with_retry(lambda p=partition: self.store.load_partition(p))
@@ -77,9 +95,20 @@ class Pipeline:
         except Exception as exc:
             log.exception("planning a batch of %d messages failed; dead-lettering it", len(messages))
             plan = self.ingestor.quarantine(messages, f"{type(exc).__name__}: {exc}"[:200])
-        await self._with_retry(lambda: self.store.apply(plan))
         self.ingestor.commit(plan)
-        self._observe_batch(plan, len(messages), time.perf_counter() - started)
+        return plan
+
+    async def write_batch(self, plan: BatchPlan, messages: int, started: float) -> tuple[list[Output], list[Output]]:
+        """Write a planned batch (retrying while Redis is unreachable); returns (dead letters,
+        late events) to publish. A write that fails for good leaves Redis behind the states the
+        plan adopted: every partition is then forgotten, so the next batch reloads them from
+        Redis and nothing unwritten is ever taken as applied."""
+        try:
+            await self._with_retry(lambda: self.store.apply(plan))
+        except BaseException:
+            self.ingestor.forget_all()
+            raise
+        self._observe_batch(plan, messages, time.perf_counter() - started)
         return plan.deadletters, plan.late
 
     async def _with_retry(self, operation: Callable[[], Awaitable[T]]) -> T:
@@ -132,6 +161,12 @@ class Pipeline:
             return []
         counts = await store.window_counts(self.book.needed(points), settings.windows_s)
         estimates = self.book.update(counts, newest)
+        if self.noise is not None:
+            # Budget check and charge happen before anything is published: a crash in between
+            # can only overcharge, never release unpaid.
+            spent = await store.dp_spent((e["area"], e["as_of"] // DAY_MS) for e in estimates)
+            estimates, charges = private_releases(estimates, self.noise, spent, settings.dp_daily_budget)
+            await store.dp_charge(charges)
         await store.save_estimates(estimates, as_of_ms(newest, settings.bucket_ms), settings.series_points * settings.bucket_ms)
         await store.set_published_through(max(newest, published_through or newest))
         self._observe(estimates, stream_now, as_of_ms(newest, settings.bucket_ms))
@@ -155,6 +190,22 @@ class Pipeline:
             else:
                 m.people.labels(*labels).set(e["people"])
                 m.capacity_ratio.labels(*labels).set(e["people"] / e["capacity"])
+
+
+def batches_of_bytes(events: list, max_bytes: int) -> list[list]:
+    """Cut a taken batch into consecutive runs of at most `max_bytes` of message values (at
+    least one message each): 500 large frames would otherwise make one batch of 20 million
+    events and a worker of several GB."""
+    out: list[list] = [[]]
+    size = 0
+    for event in events:
+        length = len(event.message.value or b"")
+        if out[-1] and size + length > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(event)
+        size += length
+    return out if out[0] else []
 
 
 def wall_now_ms() -> int:
@@ -183,8 +234,10 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
         web_bind=settings.http_host,
         web_host=settings.http_host,
         web_application_options={"middlewares": middlewares(tokens)},
+        broker_credentials=settings.kafka_security.faust_credentials(),
         datadir=str(_datadir(settings)),
         producer_max_request_size=2 * settings.max_message_bytes,
+        producer_linger=settings.producer_linger_s,
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=3600.0,
         # Short group timeouts: the embedded broker holds a JoinGroup for the rebalance timeout.
@@ -192,6 +245,7 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
         broker_session_timeout=settings.group_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.group_timeout_s / 5),
     )
+    app.transport = transport_class(settings.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     pipeline = Pipeline(settings, areas)
     app.pipeline = pipeline  # type: ignore[attr-defined]
 
@@ -199,23 +253,42 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
     occupancy_topic = app.topic(topics.occupancy, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
     deadletter_topic = app.topic(topics.deadletter, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
     late_topic = app.topic(topics.late, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    alerts_topic = app.topic(topics.alerts, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
 
     @app.agent(events_topic, concurrency=1)
     async def record_events(stream: faust.StreamT) -> None:
         # noack_take: a batch is acknowledged (and so its offsets committed) only after it is
         # written to Redis and its outputs are sent; a crash or stop before that redelivers it.
-        async for events in stream.noack_take(settings.batch_messages, within=settings.batch_within_s):
-            messages = [
-                Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value or b"")
-                for e in events
-            ]
-            deadletters, late = await pipeline.ingest(messages)
+        # Two batches overlap: the next one is planned (CPU, here) while Redis applies the one
+        # before (CPU, in Redis). Writes, outputs and acks stay in batch order, one in flight.
+        in_flight: asyncio.Future | None = None
+
+        async def finish(events: list, plan: BatchPlan, started: float) -> None:
+            deadletters, late = await pipeline.write_batch(plan, len(events), started)
             for out in deadletters:
                 await deadletter_topic.send(key=out.key, value=out.value, headers=list(out.headers))
             for out in late:
                 await late_topic.send(key=out.key, value=out.value, headers=list(out.headers))
             for event in events:
                 await stream.ack(event)
+
+        try:
+            async for taken in stream.noack_take(settings.batch_messages, within=settings.batch_within_s):
+                for events in batches_of_bytes(taken, settings.batch_max_bytes):
+                    started = time.perf_counter()
+                    messages = [
+                        Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value or b"")
+                        for e in events
+                    ]
+                    plan = await pipeline.plan_batch(messages)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(finish(events, plan, started))
+            if in_flight is not None:
+                await in_flight
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()  # unacknowledged: redelivered, and skipped if already applied
 
     @app.timer(interval=settings.publish_interval_s, on_leader=True)
     async def publish_estimates() -> None:
@@ -226,6 +299,31 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             )
         if estimates:
             log.debug("published %d window estimates", len(estimates))
+        # Alerts run after the estimates are out, so a failing alert pass never holds them up;
+        # it is counted and logged, and the next pass evaluates the next points.
+        try:
+            await pipeline.alerting.evaluate(estimates)
+            await pipeline.alerting.publish_outbox(
+                lambda e: alerts_topic.send(key=e["area"].encode(), value=json.dumps(e, separators=(",", ":")).encode())
+            )
+        except Exception:
+            pipeline.metrics.alert_errors.inc()
+            log.exception("alert pass failed")
+
+    if pipeline.webhook is not None:
+        webhook = pipeline.webhook
+
+        # Its own timer: a slow or dead receiver (retries, backoff) delays only the webhook.
+        @app.timer(interval=1.0, on_leader=True)
+        async def deliver_webhooks() -> None:
+            try:
+                await webhook.drain(pipeline.alerting.store, keep_going=app.is_leader)
+            except Exception:
+                log.exception("webhook delivery failed")
+
+        @app.on_before_shutdown.connect
+        async def close_webhook(sender: Any, **kwargs: Any) -> None:
+            await webhook.close()
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:

@@ -28,7 +28,8 @@ SCOPES = ("estimates", "alerts", "ack", "metrics")
 RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"^/api/alerts/[^/]+/ack/?$"), "ack"),
     ("GET", re.compile(r"^/api/alerts/?$"), "alerts"),
-    ("GET", re.compile(r"^/api/(areas|stream|ingest)(/.*)?$"), "estimates"),
+    ("GET", re.compile(r"^/api/(areas|stream|ingest|map)(/.*)?$"), "estimates"),
+    ("GET", re.compile(r"^/api/alerts/[^/]+/?$"), "alerts"),
     ("GET", re.compile(r"^/metrics/?$"), "metrics"),
 )
 PUBLIC = re.compile(r"^/(static/.*|favicon\.ico)?$")
@@ -122,6 +123,9 @@ def middlewares(tokens: TokenSet) -> list:
 
     @web.middleware
     async def bearer_tokens(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Views that mix kinds of data (the SSE stream carries estimates and alerts) read the
+        # caller's scopes from the request to leave out what the token may not see.
+        request["scopes"] = frozenset(SCOPES)
         if not tokens:
             return await handler(request)
         scope = required_scope(request.method, request.path)
@@ -140,6 +144,7 @@ def middlewares(tokens: TokenSet) -> list:
             return json_error(401, "unknown token")
         if scope != "any" and scope not in scopes:
             return json_error(403, f"this token lacks the '{scope}' scope")
+        request["scopes"] = scopes
         return await handler(request)
 
     return [json_errors, bearer_tokens]

@@ -1,4 +1,4 @@
-"""The `crowdpulse` command: services, worker, simulate and demo. Settings are read here, once."""
+"""The `crowdpulse` command: services, worker, simulate, demo and bench. Settings are read here, once."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ ENV_HELP = (
     "CROWDPULSE_REDIS (redis:// URL; unset: start embedded Redis), CROWDPULSE_AREAS (areas file), "
     "CROWDPULSE_HTTP_PORT (HTTP port, default 6066)"
 )
-# Simulated runs written to a file start here unless --start is given, so the same seed gives
-# the same bytes (live runs start at the wall clock).
-DEFAULT_FILE_START = "2026-01-05T06:00:00Z"
+# Simulated runs written to a file start at their scenario's own start (producers/scenarios.py;
+# `steady`: 2026-01-05T06:00:00Z) unless --start is given, so the same seed gives the same bytes
+# (live runs start at the wall clock).
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     _simulation_args(p)
     p.add_argument("--truth", type=Path, help="write the exact distinct devices per area/window (JSON lines)")
     p.add_argument("--out", type=Path, help="write frames to this file instead of Kafka, as fast as possible")
-    p.add_argument("--start", help=f"simulated start time, ISO 8601 UTC (default: now; with --out {DEFAULT_FILE_START})")
+    p.add_argument("--start", help="simulated start time, ISO 8601 UTC (default: now; with --out the scenario's own start)")
 
     p = sub.add_parser("demo", help="services + worker + simulator + live table, until Ctrl-C or --duration", epilog=ENV_HELP)
     _simulation_args(p, default_speedup=60.0, default_devices=100_000)
+
+    p = sub.add_parser("evaluate", help="run a scenario through the real pipeline and score it against ground truth", epilog=ENV_HELP)
+    _evaluate_args(p)
+
+    p = sub.add_parser("bench", help="side-by-side throughput/latency benchmark (docs/performance.md)", epilog=ENV_HELP)
+    p.add_argument("--quick", action="store_true", help="smaller data sets, one repeat: under two minutes")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as one JSON object")
+    p.add_argument("--repeats", type=int, help="repeats of each throughput run (default: 1 with --quick, else 3)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args)
+        if args.command == "bench":
+            return run_bench_command(args)
+        if args.command == "evaluate":
+            from .evaluate import run_evaluate_command
+
+            return run_evaluate_command(args)
     except ValueError as exc:  # bad configuration or arguments: a clear message, no traceback
         print(f"crowdpulse: {exc}", file=sys.stderr)
         return 2
@@ -73,12 +87,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _simulation_args(p: argparse.ArgumentParser, default_speedup: float = 60.0, default_devices: int = 20_000) -> None:
-    p.add_argument("--scenario", default="steady", choices=["steady"], help="scenario (default steady)")
+    from producers.scenarios import SCENARIOS
+
+    p.add_argument("--scenario", default="steady", choices=list(SCENARIOS), help="scenario (default steady; docs/simulator.md)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
+                   help="override a scenario/population/signalling parameter, e.g. --set uplift_pct=30 (repeatable)")
     p.add_argument("--devices", type=int, default=default_devices, help=f"simulated devices (default {default_devices})")
     p.add_argument("--speedup", type=float, default=default_speedup,
                    help=f"simulated seconds per wall second; 0 = as fast as possible (default {default_speedup:g})")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds (with --out: simulated seconds, default 3600)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds (with --out: simulated seconds, default the scenario's)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    from producers.scenarios import SCENARIOS
+
+    p.add_argument("--scenario", default="match-day", choices=list(SCENARIOS), help="scenario (default match-day)")
+    p.add_argument("--quick", action="store_true", help="a small, short run for CI (well under two minutes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--out-dir", type=Path, help="where the plots and report go (default: a new temporary directory)")
+    p.add_argument("--devices", type=int, help="operator devices of the residents (default: the scenario's, smaller with --quick)")
+    p.add_argument("--duration", type=float, help="simulated seconds (default: the scenario's)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
+                   help="override a scenario/population/signalling parameter (repeatable; docs/simulator.md)")
+    p.add_argument("--pace", type=float,
+                   help="at most this many simulated seconds per wall second (default 3600: an hour a second)")
+    p.add_argument("--window", type=int, default=900, help="the window whose estimates the headline figures score (default 900)")
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -94,7 +129,7 @@ def run_worker(args: argparse.Namespace) -> int:
         if services.processes:
             print("\n".join(endpoints.env_lines()), flush=True)
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
-        ensure_topics(endpoints.kafka, topic_partitions(settings))
+        ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
         app = create_app(settings)
         worker = Worker(app, loglevel=args.loglevel, quiet=True)
         try:
@@ -104,6 +139,21 @@ def run_worker(args: argparse.Namespace) -> int:
         return 0
     finally:
         services.stop()
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .bench import FULL, QUICK, run_bench
+
+    config = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        if args.repeats <= 0:
+            raise ValueError("--repeats must be positive")
+        config = replace(config, repeats=args.repeats)
+    logging.getLogger().setLevel(logging.WARNING)  # the bench prints its own progress
+    run_bench(config, args.json, out=lambda line: print(line, flush=True))
+    return 0
 
 
 def topic_partitions(settings: Settings) -> dict[str, int]:
@@ -124,7 +174,8 @@ def parse_time(text: str) -> int:
 
 def run_simulate(args: argparse.Namespace) -> int:
     from producers.publisher import FileSink, KafkaSink
-    from producers.simulate import SimulationRun, run_simulation
+    from producers.scenarios import configure, parse_overrides
+    from producers.simulate import Progress, SimulationRun, run_simulation
 
     from .areas import load_areas
     from .services import ensure_topics
@@ -133,10 +184,12 @@ def run_simulate(args: argparse.Namespace) -> int:
     areas = load_areas(settings.areas_path)
     if args.devices <= 0:
         raise ValueError("--devices must be positive")
+    overrides = parse_overrides(args.set)
+    scenario = configure(args.scenario, overrides).scenario  # validates the overrides early
     if args.out:
-        start_ms = parse_time(args.start or DEFAULT_FILE_START)
+        start_ms = parse_time(args.start) if args.start else scenario.start_ms()
         speedup = 0.0
-        duration = args.duration if args.duration is not None else 3600.0
+        duration = args.duration if args.duration is not None else scenario.duration_s
         producer_id = args.seed  # deterministic file output
     else:
         start_ms = parse_time(args.start) if args.start else int(time.time() // 60 * 60 * 1000)
@@ -155,17 +208,20 @@ def run_simulate(args: argparse.Namespace) -> int:
         bucket_s=settings.bucket_s,
         windows_s=settings.windows_s,
         truth_path=args.truth,
+        scenario=args.scenario,
+        overrides=tuple(overrides.items()),
     )
     if args.out:
         sink = FileSink(args.out)
     else:
         if not settings.kafka:
             raise ValueError("set CROWDPULSE_KAFKA (e.g. from `crowdpulse services`) or use --out FILE")
-        ensure_topics(settings.kafka, topic_partitions(settings))
-        sink = KafkaSink(settings.kafka, TopicNames(settings.topic_prefix).events)
+        ensure_topics(settings.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
+        sink = KafkaSink(settings.kafka, TopicNames(settings.topic_prefix).events, **settings.kafka_security.kafka_python_config())
     stop = threading.Event()
+    end_ms = start_ms + int(duration * 1000) if duration < 365 * 86400 else None
     try:
-        summary = run_simulation(run, areas, sink, stop)
+        summary = run_simulation(run, areas, sink, stop, progress=Progress(start_ms, end_ms))
     except KeyboardInterrupt:
         stop.set()
         return 0

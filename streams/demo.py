@@ -63,6 +63,7 @@ def _terminal_foreground() -> Iterator[None]:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from producers.publisher import KafkaSink
+    from producers.scenarios import parse_overrides
     from producers.simulate import SimulationRun, run_simulation
 
     settings = Settings.from_env()
@@ -78,21 +79,22 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         endpoints = services.start()
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
-        ensure_topics(endpoints.kafka, topic_partitions(settings))
+        ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
         env = dict(os.environ, CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url)
         # A fresh consumer group per demo: the embedded broker can hold a dead member for a while.
         env.setdefault("CROWDPULSE_APP_ID", f"crowdpulse-demo-{secrets.token_hex(3)}")
         print(f"crowdpulse demo: broker {endpoints.kafka}, redis {endpoints.redis_url}, logs in {log_dir}", flush=True)
         worker.start([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], "worker", log_dir / "worker.log", env=env, stop_signal=signal.SIGINT)
         _wait_for_http(f"{base}/api/ingest", worker, timeout=90)
-        print(f"worker up: {base}/api/areas  (dashboard API), {base}/metrics", flush=True)
+        print(f"worker up: dashboard {base}/  API {base}/api/areas  alerts {base}/api/alerts  metrics {base}/metrics", flush=True)
 
         run = SimulationRun(
             devices=args.devices, seed=args.seed, start_ms=int(time.time() // 60 * 60 * 1000),
             duration_s=10 * 365 * 86400.0, speedup=args.speedup, partitions=settings.partitions,
             producer_id=secrets.randbits(63), bucket_s=settings.bucket_s, windows_s=settings.windows_s,
+            scenario=args.scenario, overrides=tuple(parse_overrides(args.set).items()),
         )
-        sink = KafkaSink(endpoints.kafka, TopicNames(settings.topic_prefix).events)
+        sink = KafkaSink(endpoints.kafka, TopicNames(settings.topic_prefix).events, **settings.kafka_security.kafka_python_config())
         simulator = threading.Thread(
             target=lambda: summary.update(run_simulation(run, areas, sink, stop)), name="simulator", daemon=True
         )
@@ -167,9 +169,26 @@ def _print_table(base: str, interactive: bool) -> None:
     if as_of is not None:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(as_of / 1000))
         lines.insert(0, f"stream time: windows ending {stamp} UTC")
+    lines.extend(_alert_lines(base))
     if interactive:
         sys.stdout.write("\x1b[2J\x1b[H")
     print("\n".join(lines) + "\n", flush=True)
+
+
+def _alert_lines(base: str) -> list[str]:
+    """The active alerts under the table (the dashboard at / shows them with ack buttons)."""
+    try:
+        active = http_json(f"{base}/api/alerts")["active"]  # type: ignore[index]
+    except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+        return []
+    if not active:
+        return ["", "alerts: none active"]
+    lines = ["", f"alerts: {len(active)} active"]
+    for a in active[:12]:
+        lines.append(f"  {a['level'].upper():<8} {a['state']:<12} {a['message']}")
+    if len(active) > 12:
+        lines.append(f"  ... and {len(active) - 12} more")
+    return lines
 
 
 def _print_summary(base: str, simulator: dict, wall_s: float) -> None:

@@ -9,12 +9,86 @@ from __future__ import annotations
 import json
 from typing import Iterable, Sequence
 
+import numpy as np
+import redis
 import redis.asyncio as aioredis
 
-from .ingest import BatchPlan, PartitionState
+from .ingest import BatchPlan, HllAdds, PartitionState
 from .keys import KeyLayout
 
 STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
+
+# One member as a RESP bulk string: "$8\r\n", the device's 8 bytes, "\r\n".
+_MEMBER_FRAME = np.frombuffer(b"$8\r\n" + bytes(8) + b"\r\n", dtype=np.uint8)
+_MEMBER_SIZE = len(_MEMBER_FRAME)
+#: A key with more members in one batch gets several PFADDs (0.9 MB each at most).
+MAX_MEMBERS_PER_PFADD = 1 << 16
+#: A batch's commands go out in pieces of about this many bytes, one piece queued behind the one
+#: Redis is running. Redis reads a pipeline only as fast as it runs it, and redis-py gives each
+#: socket write 5 s (its default socket_timeout): a batch of large frames sent whole could take
+#: Redis longer than that, time out, be retried, and time out again.
+PIPELINE_CHUNK_BYTES = 4 << 20
+#: A key that gets at least this many members in one batch is created dense. Redis starts every
+#: HyperLogLog in its sparse encoding, where each PFADD member costs a scan of the whole key, and
+#: converts it to dense once it outgrows hll-sparse-max-bytes (3,000 bytes by default, about
+#: 1,600 devices); a key this big would be converted anyway, so the quadratic sparse phase is
+#: pure cost (about a quarter of Redis' CPU on the bench data, docs/performance.md). Smaller
+#: keys keep the memory-saving sparse encoding.
+DENSE_FROM_MEMBERS = 2_000
+# An empty HyperLogLog in Redis' dense encoding: "HYLL", encoding 0 (dense), 3 unused bytes, an
+# 8-byte cached cardinality marked invalid (top bit of its last byte), 16,384 6-bit registers.
+# Written with SET NX only where the key does not exist yet, so it never replaces counts.
+EMPTY_DENSE_HLL = b"HYLL" + bytes(4) + bytes(7) + b"\x80" + bytes(16_384 * 6 // 8)
+
+
+def pack_hll_adds(
+    adds: HllAdds,
+    max_members: int = MAX_MEMBERS_PER_PFADD,
+    dense_from: int = DENSE_FROM_MEMBERS,
+    chunk_bytes: int = PIPELINE_CHUNK_BYTES,
+) -> list[tuple[bytes, int]]:
+    """The RESP bytes of every PFADD (and the key's PEXPIREAT) of a batch, as pieces of about
+    `chunk_bytes`, each with the number of commands it holds. A key with at least `dense_from`
+    members is first created dense.
+
+    redis-py packs a command argument by argument in Python, about a microsecond per member;
+    here numpy lays out all members in one array (a memory copy per member) and Python only
+    writes a header per key.
+    """
+    n = len(adds.members)
+    body = np.empty((n, _MEMBER_SIZE), dtype=np.uint8)
+    body[:] = _MEMBER_FRAME
+    body[:, 4:12] = adds.members.view(np.uint8).reshape(n, 8)
+    flat = memoryview(body.reshape(-1))
+    starts = adds.starts.tolist()
+    dense = b"$%d\r\n%s\r\n$2\r\nNX\r\n" % (len(EMPTY_DENSE_HLL), EMPTY_DENSE_HLL)
+    chunks: list[tuple[bytes, int]] = []
+    parts: list[bytes | memoryview] = []
+    size = commands = 0
+
+    def command(*pieces: bytes | memoryview) -> None:
+        nonlocal size, commands
+        parts.extend(pieces)
+        size += sum(len(piece) for piece in pieces)
+        commands += 1
+        if size >= chunk_bytes:
+            chunks.append((b"".join(parts), commands))
+            parts.clear()
+            size = commands = 0
+
+    for i, key in enumerate(adds.keys):
+        name = key.encode()
+        if starts[i + 1] - starts[i] >= dense_from:
+            command(b"*4\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(name), name), dense)
+        for lo in range(starts[i], starts[i + 1], max_members):
+            hi = min(starts[i + 1], lo + max_members)
+            header = b"*%d\r\n$5\r\nPFADD\r\n$%d\r\n%s\r\n" % (hi - lo + 2, len(name), name)
+            command(header, flat[lo * _MEMBER_SIZE : hi * _MEMBER_SIZE])
+        expire = b"%d" % adds.expire_at_ms[i]
+        command(b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(expire), expire))
+    if parts:
+        chunks.append((b"".join(parts), commands))
+    return chunks
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -45,14 +119,12 @@ class HllStore:
         The order matters for at-least-once delivery: if the process dies between the two, the
         batch is redelivered and re-added (PFADD is idempotent) and only then accounted for.
         """
-        if plan.hll_adds:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, members in plan.hll_adds:
-                pipe.pfadd(key, *members)
-                pipe.pexpireat(key, plan.expire_at[key])
+        if len(plan.adds):
+            chunks = pack_hll_adds(plan.adds)
             if plan.dirty_buckets:
-                pipe.sadd(self.keys.dirty_buckets, *sorted(f"{a}|{b}" for a, b in plan.dirty_buckets))
-            await pipe.execute()
+                dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
+                chunks.append((b"".join(_pack("SADD", self.keys.dirty_buckets, *dirty)), 1))
+            await self._pipeline_packed(chunks)
         if not plan.partitions:
             return
         tx = self.redis.pipeline(transaction=True)
@@ -71,6 +143,42 @@ class HllStore:
         if plan.sequences:
             tx.hset(self.keys.producer_sequences, mapping=plan.sequences)
         await tx.execute()
+
+    async def _pipeline_packed(self, chunks: list[tuple[bytes, int]]) -> None:
+        """Send pre-packed commands on one connection and read their replies, like a
+        non-transactional pipeline: a chunk's replies are read while the next chunk waits in
+        Redis' input, every reply is read even after an error reply (so the connection stays in
+        step) and the first error is raised. A connection that fails or is interrupted halfway
+        is closed, never handed back with replies pending."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()
+        error: redis.ResponseError | None = None
+
+        async def read_replies(count: int) -> None:
+            nonlocal error
+            for _ in range(count):
+                try:
+                    await connection.read_response()
+                except redis.ResponseError as exc:
+                    error = error or exc
+
+        try:
+            pending: list[int] = []
+            for payload, commands in chunks:
+                # A health-check PING must never be sent with replies still pending.
+                await connection.send_packed_command(payload, check_health=not pending)
+                pending.append(commands)
+                if len(pending) > 1:
+                    await read_replies(pending.pop(0))
+            for commands in pending:
+                await read_replies(commands)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        if error is not None:
+            raise error
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.ingest_stats)
@@ -135,6 +243,23 @@ class HllStore:
             pipe.hset(self.keys.latest_estimates, mapping=latest)
         await pipe.execute()
 
+    async def dp_spent(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """Epsilon already spent per (area, stream-time day)."""
+        pairs = sorted(set(keys))
+        pipe = self.redis.pipeline(transaction=False)
+        for area, day in pairs:
+            pipe.hget(self.keys.dp_budget(day), area)
+        values = await pipe.execute() if pairs else []
+        return {pair: float(v) for pair, v in zip(pairs, values) if v is not None}
+
+    async def dp_charge(self, charges: dict[tuple[str, int], float]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for (area, day), epsilon in charges.items():
+            pipe.hincrbyfloat(self.keys.dp_budget(day), area, epsilon)
+            pipe.expire(self.keys.dp_budget(day), 3 * 86_400)  # a day's budget outlives the day
+        if charges:
+            await pipe.execute()
+
     async def latest_estimates(self) -> list[dict]:
         raw = await self.redis.hgetall(self.keys.latest_estimates)
         estimates = [json.loads(v) for v in raw.values()]
@@ -143,6 +268,12 @@ class HllStore:
     async def series(self, area: str, window_s: int) -> list[dict]:
         raw = await self.redis.zrange(self.keys.area_series(area, window_s), 0, -1)
         return [json.loads(v) for v in raw]
+
+
+def _pack(*args: str) -> list[bytes]:
+    """RESP bytes of a small command."""
+    encoded = [a.encode() for a in args]
+    return [b"*%d\r\n" % len(encoded), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)]
 
 
 def _parse_partition(raw: bytes | None) -> PartitionState:

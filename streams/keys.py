@@ -45,20 +45,79 @@ def expire_at_ms(
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """The pseudonym-key rotation schedule, in event time (docs/privacy.md).
+
+    Epoch e runs from e * period + offset (epoch ms). During the `overlap` before each boundary
+    producers send every event twice: with the current epoch's pseudonym, and in a shadow frame
+    with the next epoch's. A window is counted in the epoch of its newest bucket, reading the
+    shadow HyperLogLogs for its buckets from before the boundary, so a window spanning a
+    rotation sees every device under one key: no double count. period 0 means no rotation.
+    """
+
+    period_s: int = 86_400
+    offset_s: int = 4 * 3600  # 04:00 UTC, the quietest hour in most cities
+    overlap_s: int = 3600  # at least the longest window
+
+    def __post_init__(self) -> None:
+        if self.period_s and not self.overlap_s < self.period_s:
+            raise ValueError("rotation overlap must be shorter than the rotation period")
+
+    @property
+    def enabled(self) -> bool:
+        return self.period_s > 0
+
+    def epoch(self, ts_ms: np.ndarray | int) -> np.ndarray | int:
+        if not self.enabled:
+            return ts_ms * 0
+        return (ts_ms - self.offset_s * 1000) // (self.period_s * 1000)
+
+    def boundary_ms(self, epoch: int) -> int:
+        """Start of `epoch` (epoch ms)."""
+        return epoch * self.period_s * 1000 + self.offset_s * 1000
+
+    def in_overlap(self, ts_ms: np.ndarray) -> np.ndarray:
+        """Events that must also be sent as shadows: within `overlap` before the next boundary."""
+        if not self.enabled:
+            return np.zeros(np.shape(ts_ms), dtype=bool)
+        next_start = (np.asarray(self.epoch(ts_ms)) + 1) * self.period_s * 1000 + self.offset_s * 1000
+        return np.asarray(ts_ms) >= next_start - self.overlap_s * 1000
+
+    def check(self, bucket_s: int, longest_window_s: int) -> None:
+        if not self.enabled:
+            return
+        if self.period_s % bucket_s or self.offset_s % bucket_s:
+            raise ValueError("rotation period and offset must be whole buckets")
+        if self.overlap_s < longest_window_s:
+            raise ValueError("rotation overlap must cover the longest window")
+
+
+NO_ROTATION = Rotation(period_s=0, offset_s=0, overlap_s=0)
+
+
+@dataclass(frozen=True)
 class KeyLayout:
     """Builds every Redis key; nothing else formats key strings."""
 
     namespace: str
     bucket_s: int
+    rotation: Rotation = NO_ROTATION
 
-    def area_bucket(self, area: str, bucket: int) -> str:
-        return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:{bucket}"
+    def area_bucket(self, area: str, bucket: int, shadow: bool = False) -> str:
+        """A bucket's HyperLogLog; `shadow`: the one holding next-epoch pseudonyms (rotation)."""
+        return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
 
-    def cell_bucket(self, cell: int, bucket: int) -> str:
-        return f"{self.namespace}:{{c:{cell}}}:hll:{self.bucket_s}s:{bucket}"
+    def cell_bucket(self, cell: int, bucket: int, shadow: bool = False) -> str:
+        return f"{self.namespace}:{{c:{cell}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
 
     def area_window(self, area: str, newest_bucket: int, window_s: int) -> list[str]:
-        return [self.area_bucket(area, b) for b in window_buckets(newest_bucket, window_s, self.bucket_s)]
+        """The keys of one window, all under the pseudonym epoch of its newest bucket."""
+        bucket_ms = self.bucket_s * 1000
+        epoch = self.rotation.epoch(newest_bucket * bucket_ms)
+        return [
+            self.area_bucket(area, b, shadow=self.rotation.epoch(b * bucket_ms) < epoch)
+            for b in window_buckets(newest_bucket, window_s, self.bucket_s)
+        ]
 
     def area_series(self, area: str, window_s: int) -> str:
         return f"{self.namespace}:{{a:{area}}}:series:{window_s}"
@@ -89,7 +148,33 @@ class KeyLayout:
         """Hash: published_through (the newest bucket every area has a point for)."""
         return f"{self.namespace}:{{estimator}}:state"
 
+    def dp_budget(self, day: int) -> str:
+        """Hash: area -> differential-privacy epsilon spent on that stream-time day."""
+        return f"{self.namespace}:{{privacy}}:budget:{day}"
+
     @property
     def latest_estimates(self) -> str:
         """Hash: "<area>|<window_s>" -> latest published estimate (JSON)."""
         return f"{self.namespace}:{{estimates}}:latest"
+
+    # Alert keys share the {alerts} hash tag: a pass's state, records and outbox change in one
+    # transaction (streams/alert_store.py).
+    @property
+    def alert_engine(self) -> str:
+        """Hash: area -> alert engine state (JSON: newest as_of evaluated, one tracker per check)."""
+        return f"{self.namespace}:{{alerts}}:engine"
+
+    @property
+    def alert_records(self) -> str:
+        """Hash: alert id -> the alert (JSON), active and recently resolved."""
+        return f"{self.namespace}:{{alerts}}:records"
+
+    @property
+    def alert_outbox(self) -> str:
+        """List: alert events (JSON) not yet published on crowd.alerts."""
+        return f"{self.namespace}:{{alerts}}:outbox"
+
+    @property
+    def alert_webhook_queue(self) -> str:
+        """List: alert events (JSON) not yet delivered to the webhook."""
+        return f"{self.namespace}:{{alerts}}:webhook"

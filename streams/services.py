@@ -297,13 +297,14 @@ def _split_host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _admin(bootstrap: str, timeout: float) -> KafkaAdminClient:
+def _admin(bootstrap: str, timeout: float, **security: object) -> KafkaAdminClient:
     timeout_ms = int(timeout * 1000)
     return KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id=_CLIENT_ID,
         bootstrap_timeout_ms=timeout_ms,
         request_timeout_ms=timeout_ms,
+        **security,
     )
 
 
@@ -337,14 +338,17 @@ def wait_for_redis(url: str, timeout: float = 15.0) -> None:
     _wait_until(f"Redis at {url}", lambda t: _probe_redis(url, t), timeout)
 
 
-def ensure_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 30.0) -> None:
+def ensure_topics(
+    bootstrap: str, topics: Mapping[str, int], timeout: float = 30.0, security: Mapping[str, object] | None = None
+) -> None:
     """Create the missing topics (name -> partition count, replication 1) and wait until metadata shows them.
 
     Existing topics are kept as they are, even if their partition count differs (logged as a warning).
+    `security`: kafka-python options for SASL_SSL/SSL (streams/kafka_security.py).
     """
     if not topics:
         return
-    admin = _admin(bootstrap, timeout)
+    admin = _admin(bootstrap, timeout, **(security or {}))
     try:
         result = admin.create_topics(
             {name: {"num_partitions": partitions, "replication_factor": 1} for name, partitions in topics.items()},

@@ -6,9 +6,11 @@ Every other module receives a Settings object; none reads os.environ itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping
+
+from .kafka_security import KafkaSecurity
 
 DEFAULT_AREAS = Path(__file__).parent / "data" / "example-city.json"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -29,6 +31,15 @@ class Settings:
     #: digests (docs/security.md). Required when http_host is not a loopback address.
     api_tokens: str | None = None
     api_tokens_file: Path | None = None
+    #: Kafka transport security (SASL_SSL/SCRAM or SSL) for every client; see docs/security.md.
+    kafka_security: KafkaSecurity = KafkaSecurity()
+    #: Optional differential privacy at publication (off when None): epsilon spent per release,
+    #: the per-area budget per stream-time day, devices one person can add (SIMs per person),
+    #: and the secret keying the noise (docs/privacy.md).
+    dp_epsilon: float | None = None
+    dp_daily_budget: float = 20.0
+    dp_sensitivity: int = 2
+    dp_secret: str | None = field(default=None, repr=False)
     #: Faust application id (also the consumer group).
     app_id: str = "crowdpulse"
     #: Prefix of every Redis key, so several deployments or tests can share one Redis.
@@ -54,12 +65,32 @@ class Settings:
     #: Messages per ingest batch (each may hold thousands of events) and the longest wait.
     batch_messages: int = 500
     batch_within_s: float = 0.05
+    #: A taken batch is planned and written in runs of at most this many bytes of messages
+    #: (24 MB: 1,000,000 binary records), so large frames cannot make a batch of gigabytes.
+    batch_max_bytes: int = 24_000_000
+    #: Longest a worker's Kafka fetch waits for data (Faust's own default is 1,500 ms; the
+    #: embedded broker holds a fetch that long when caught up, delaying every estimate).
+    fetch_max_wait_ms: int = 50
+    #: How long the worker's Kafka producer gathers messages into one request (Faust's default
+    #: 0 sends each estimate in a request of its own).
+    producer_linger_s: float = 0.005
     #: Consumer-group session and rebalance timeout of the workers.
     group_timeout_s: float = 6.0
     #: Buckets the estimator catches up on in one pass when stream time jumps (replays).
     max_catchup_buckets: int = 240
     #: Points kept in each area's recent series (per window).
     series_points: int = 180
+    #: Alert rules file (JSON, docs/operations.md); None: the built-in defaults plus any
+    #: per-area "alerts" objects in the areas file.
+    alert_rules_path: Path | None = None
+    #: Where alert events are POSTed (HMAC-signed); None: no webhook.
+    webhook_url: str | None = None
+    #: Key of the webhook's HMAC-SHA256 signature; required with webhook_url. Kept out of repr.
+    webhook_secret: str | None = field(default=None, repr=False)
+    #: Attempts per webhook delivery (exponential backoff between them) before it is dropped.
+    webhook_max_attempts: int = 6
+    #: Timeout of one webhook request.
+    webhook_timeout_s: float = 5.0
     #: Faust's data directory (Faust creates one even with in-memory tables); None: a temporary
     #: directory removed when the worker exits.
     datadir: Path | None = None
@@ -80,6 +111,15 @@ class Settings:
             raise ValueError(f"http_port {self.http_port} is not a TCP port")
         if self.partitions <= 0 or self.batch_messages <= 0:
             raise ValueError("partitions and batch_messages must be positive")
+        if self.fetch_max_wait_ms <= 0 or self.producer_linger_s < 0:
+            raise ValueError("fetch_max_wait_ms must be positive and producer_linger_s >= 0")
+        if not 0 < self.publish_interval_s < float("inf"):
+            raise ValueError("publish_interval_s must be a positive number of seconds")
+        if self.dp_epsilon is not None:
+            if not self.dp_epsilon > 0 or not self.dp_daily_budget > 0 or self.dp_sensitivity < 1:
+                raise ValueError("dp_epsilon and dp_daily_budget must be > 0, dp_sensitivity >= 1")
+            if not self.dp_secret:
+                raise ValueError("differential privacy needs a noise secret (CROWDPULSE_DP_SECRET)")
         if self.http_host not in LOOPBACK_HOSTS and not (self.api_tokens or self.api_tokens_file):
             raise ValueError(
                 f"refusing to serve the API on {self.http_host} without access control: set "
@@ -87,6 +127,13 @@ class Settings:
             )
         if ":" in self.namespace or not self.namespace:
             raise ValueError("namespace must be non-empty and contain no ':'")
+        if self.webhook_url is not None:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ValueError("webhook_url must be an http:// or https:// URL")
+            if not self.webhook_secret:
+                raise ValueError("a webhook needs a secret to sign with (CROWDPULSE_WEBHOOK_SECRET)")
+        if self.webhook_max_attempts < 1 or self.webhook_timeout_s <= 0:
+            raise ValueError("webhook_max_attempts must be >= 1 and webhook_timeout_s > 0")
 
     @property
     def bucket_ms(self) -> int:
@@ -118,6 +165,19 @@ class Settings:
             values["api_tokens"] = env["CROWDPULSE_API_TOKENS"]
         if env.get("CROWDPULSE_API_TOKENS_FILE"):
             values["api_tokens_file"] = Path(env["CROWDPULSE_API_TOKENS_FILE"])
+        for name, key, kind in (
+            ("CROWDPULSE_DP_EPSILON", "dp_epsilon", float),
+            ("CROWDPULSE_DP_DAILY_BUDGET", "dp_daily_budget", float),
+            ("CROWDPULSE_DP_SENSITIVITY", "dp_sensitivity", int),
+        ):
+            if env.get(name):
+                try:
+                    values[key] = kind(env[name])
+                except ValueError:
+                    raise ValueError(f"{name}={env[name]!r} is not a number") from None
+        values["kafka_security"] = KafkaSecurity.from_env(env)
+        if env.get("CROWDPULSE_DP_SECRET"):
+            values["dp_secret"] = env["CROWDPULSE_DP_SECRET"]
         if env.get("CROWDPULSE_APP_ID"):
             values["app_id"] = env["CROWDPULSE_APP_ID"]
         if env.get("CROWDPULSE_NAMESPACE"):
@@ -126,6 +186,11 @@ class Settings:
             values["topic_prefix"] = env["CROWDPULSE_TOPIC_PREFIX"]
         if env.get("CROWDPULSE_GRACE_S"):
             values["grace_s"] = _int(env, "CROWDPULSE_GRACE_S")
+        if env.get("CROWDPULSE_PUBLISH_INTERVAL_S"):
+            try:
+                values["publish_interval_s"] = float(env["CROWDPULSE_PUBLISH_INTERVAL_S"])
+            except ValueError:
+                raise ValueError(f"CROWDPULSE_PUBLISH_INTERVAL_S={env['CROWDPULSE_PUBLISH_INTERVAL_S']!r} is not a number") from None
         if env.get("CROWDPULSE_MIN_COUNT"):
             values["min_count"] = _int(env, "CROWDPULSE_MIN_COUNT")
         if env.get("CROWDPULSE_WINDOWS_S"):
@@ -134,6 +199,14 @@ class Settings:
                 values["windows_s"] = tuple(int(part) for part in raw.split(","))
             except ValueError:
                 raise ValueError(f"CROWDPULSE_WINDOWS_S={raw!r} is not a list of seconds") from None
+        if env.get("CROWDPULSE_ALERT_RULES"):
+            values["alert_rules_path"] = Path(env["CROWDPULSE_ALERT_RULES"])
+        if env.get("CROWDPULSE_WEBHOOK_URL"):
+            values["webhook_url"] = env["CROWDPULSE_WEBHOOK_URL"]
+        if env.get("CROWDPULSE_WEBHOOK_SECRET"):
+            values["webhook_secret"] = env["CROWDPULSE_WEBHOOK_SECRET"]
+        if env.get("CROWDPULSE_WEBHOOK_MAX_ATTEMPTS"):
+            values["webhook_max_attempts"] = _int(env, "CROWDPULSE_WEBHOOK_MAX_ATTEMPTS")
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:

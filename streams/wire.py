@@ -18,7 +18,7 @@ import numpy as np
 MAGIC = b"CP"
 VERSION = 1
 
-# Header: magic (2s), version (u8), flags (u8, must be 0 in v1), producer id (u64),
+# Header: magic (2s), version (u8), flags (u8, FLAG_* below), producer id (u64),
 # frame sequence number (u64), record count (u32). Little-endian, no padding: 24 bytes.
 HEADER = struct.Struct("<2sBBQQI")
 HEADER_SIZE = HEADER.size
@@ -50,6 +50,12 @@ EVENT_TYPE_NAMES: dict[int, str] = {code: name for name, code in EVENT_TYPES.ite
 DEVICE_CLASSES: dict[str, int] = {"phone": 0, "m2m": 1}
 DEVICE_CLASS_NAMES: dict[int, str] = {code: name for name, code in DEVICE_CLASSES.items()}
 
+# Frame flags. SHADOW: the records carry pseudonyms under the *next* rotation epoch's key, sent
+# during the overlap before a key rotation so windows spanning it count each device once
+# (docs/privacy.md, "Pseudonym rotation").
+FLAG_SHADOW = 0x01
+KNOWN_FLAGS = FLAG_SHADOW
+
 MAX_RECORDS_PER_FRAME = 65_536
 MAX_CELL_ID = 2**32 - 1
 MAX_SEGMENT = 2**16 - 1
@@ -64,7 +70,7 @@ PSEUDONYM_HEX = re.compile(r"[0-9a-fA-F]{16}")
 RAW_IDENTIFIER = re.compile(r"\+?[0-9]{6,15}")
 REDACTED = "<redacted>"
 JSON_REQUIRED = ("device", "cell", "ts", "type")
-JSON_OPTIONAL = ("device_class", "segment")
+JSON_OPTIONAL = ("device_class", "segment", "shadow")
 
 
 class Reason:
@@ -109,6 +115,11 @@ class Decoded:
     producer: int | None = None
     sequence: int | None = None
     rejects: list[Reject] = field(default_factory=list)
+    #: Per record: pseudonym under the next rotation epoch's key (FLAG_SHADOW / "shadow": true).
+    shadow: np.ndarray | None = None
+
+    def shadow_mask(self) -> np.ndarray:
+        return self.shadow if self.shadow is not None else np.zeros(len(self.records), dtype=bool)
 
 
 def empty_records() -> np.ndarray:
@@ -148,8 +159,8 @@ def decode_frame(value: bytes) -> Decoded:
         return _rejected("frame", Reason.BAD_MAGIC, "bad magic", value)
     if version != VERSION:
         return _rejected("frame", Reason.UNKNOWN_VERSION, f"version {version}", value)
-    if flags != 0:
-        return _rejected("frame", Reason.BAD_FLAGS, f"flags {flags} (must be 0 in v1)", value)
+    if flags & ~KNOWN_FLAGS:
+        return _rejected("frame", Reason.BAD_FLAGS, f"flags {flags:#04x} (v1 knows {KNOWN_FLAGS:#04x})", value)
     if count > MAX_RECORDS_PER_FRAME:
         return _rejected(
             "frame", Reason.TOO_MANY_RECORDS, f"{count} > {MAX_RECORDS_PER_FRAME}", value
@@ -160,7 +171,8 @@ def decode_frame(value: bytes) -> Decoded:
         detail = f"header says {count} records, body holds {body} bytes"
         return _rejected("frame", reason, detail, value)
     records = np.frombuffer(value, dtype=RECORD_DTYPE, offset=HEADER_SIZE, count=count)
-    return Decoded("frame", records, producer=producer, sequence=sequence)
+    shadow = np.full(count, bool(flags & FLAG_SHADOW))
+    return Decoded("frame", records, producer=producer, sequence=sequence, shadow=shadow)
 
 
 def decode_json(value: bytes) -> Decoded:
@@ -178,15 +190,17 @@ def decode_json(value: bytes) -> Decoded:
         )
     records = np.zeros(len(items), dtype=RECORD_DTYPE)
     good = np.zeros(len(items), dtype=bool)
+    shadow = np.zeros(len(items), dtype=bool)
     rejects: list[Reject] = []
     for i, item in enumerate(items):
         problem = _fill_record(records, i, item)
         if problem is None:
             good[i] = True
+            shadow[i] = item.get("shadow") is True  # type: ignore[union-attr]
         else:
             reason, detail = problem
             rejects.append(Reject(reason, detail, _dump(_without_bad_device(item)), 1))
-    return Decoded("json", records[good], rejects=rejects)
+    return Decoded("json", records[good], rejects=rejects, shadow=shadow[good])
 
 
 def _fill_record(records: np.ndarray, i: int, item: object) -> tuple[str, str] | None:
@@ -217,35 +231,41 @@ def _fill_record(records: np.ndarray, i: int, item: object) -> tuple[str, str] |
     segment = item.get("segment", 0)
     if not _is_int(segment) or not 0 <= segment <= MAX_SEGMENT:
         return Reason.BAD_FIELD, "segment must be an unsigned 16-bit integer"
+    if not isinstance(item.get("shadow", False), bool):
+        return Reason.BAD_FIELD, "shadow must be true or false"
     records[i] = (device_bytes, ts, cell, EVENT_TYPES[event_type], DEVICE_CLASSES[device_class], segment)
     return None
 
 
-def records_to_json(records: np.ndarray) -> bytes:
+def records_to_json(records: np.ndarray, shadow: np.ndarray | None = None) -> bytes:
     """Encode records as a JSON array (the interop shape); used for late and rejected records."""
-    return json.dumps(
-        [
-            {
-                "device": bytes(r["device"]).hex(),
-                "cell": int(r["cell"]),
-                "ts": int(r["ts"]),
-                "type": EVENT_TYPE_NAMES.get(int(r["type"]), str(int(r["type"]))),
-                "device_class": DEVICE_CLASS_NAMES.get(int(r["device_class"]), "phone"),
-                "segment": int(r["segment"]),
-            }
-            for r in records
-        ],
-        separators=(",", ":"),
-    ).encode()
+    events = [
+        {
+            "device": bytes(r["device"]).hex(),
+            "cell": int(r["cell"]),
+            "ts": int(r["ts"]),
+            "type": EVENT_TYPE_NAMES.get(int(r["type"]), str(int(r["type"]))),
+            "device_class": DEVICE_CLASS_NAMES.get(int(r["device_class"]), "phone"),
+            "segment": int(r["segment"]),
+        }
+        for r in records
+    ]
+    if shadow is not None:
+        for event, is_shadow in zip(events, shadow.tolist()):
+            if is_shadow:
+                event["shadow"] = True
+    return json.dumps(events, separators=(",", ":")).encode()
 
 
-def frame_bytes(records: np.ndarray, producer: int, sequence: int) -> bytes:
+def frame_bytes(records: np.ndarray, producer: int, sequence: int, flags: int = 0) -> bytes:
     """A v1 frame holding `records` (which must already have RECORD_DTYPE)."""
+    if flags & ~KNOWN_FLAGS:
+        raise ValueError(f"unknown frame flags {flags:#04x}")
     if records.dtype != RECORD_DTYPE:
         raise TypeError(f"records must have RECORD_DTYPE, not {records.dtype}")
     if len(records) > MAX_RECORDS_PER_FRAME:
         raise ValueError(f"{len(records)} records > {MAX_RECORDS_PER_FRAME} per frame")
-    header = HEADER.pack(MAGIC, VERSION, 0, producer, sequence, len(records))
+    header = HEADER.pack(MAGIC, VERSION, flags, producer, sequence, len(records))
     return header + records.tobytes()
 
 

@@ -50,6 +50,8 @@ def test_a_tokens_file_must_hold_digests_not_tokens(tmp_path: Path) -> None:
         ("GET", "/api/areas/stadium", "estimates"),
         ("GET", "/api/stream", "estimates"),
         ("GET", "/api/alerts", "alerts"),
+        ("GET", "/api/alerts/stadium.capacity.warn.1", "alerts"),
+        ("GET", "/api/map", "estimates"),
         ("POST", "/api/alerts/a1b2/ack", "ack"),
         ("GET", "/metrics", "metrics"),
         ("GET", "/", None),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from streams.wire import (
+    FLAG_SHADOW,
     EVENT_TYPES,
     HEADER_SIZE,
     MAX_RECORDS_PER_FRAME,
@@ -225,8 +226,8 @@ def test_bad_magic_is_rejected_by_the_frame_decoder() -> None:
     [
         (header(1, version=2) + bytes(24), Reason.UNKNOWN_VERSION, "version 2"),
         (header(1, version=0) + bytes(24), Reason.UNKNOWN_VERSION, "version 0"),
-        (header(1, flags=1) + bytes(24), Reason.BAD_FLAGS, "flags 1 (must be 0 in v1)"),
-        (header(1, flags=128) + bytes(24), Reason.BAD_FLAGS, "flags 128 (must be 0 in v1)"),
+        (header(1, flags=2) + bytes(24), Reason.BAD_FLAGS, "flags 0x02 (v1 knows 0x01)"),
+        (header(1, flags=128) + bytes(24), Reason.BAD_FLAGS, "flags 0x80 (v1 knows 0x01)"),
         (b"CP", Reason.TRUNCATED, "2 bytes < header 24"),
         (header(0)[:23], Reason.TRUNCATED, "23 bytes < header 24"),
         (header(3) + bytes(48), Reason.TRUNCATED, "header says 3 records, body holds 48 bytes"),
@@ -419,3 +420,16 @@ def test_device_with_spaces_is_rejected() -> None:
     # Digits with spaces are how a phone number is written: refused as a raw identifier.
     assert decoded.rejects and decoded.rejects[0].reason == Reason.RAW_IDENTIFIER
     assert b"0011223344" not in decoded.rejects[0].payload
+
+
+def test_shadow_flag_and_field_mark_next_epoch_pseudonyms() -> None:
+    records = np.zeros(2, dtype=RECORD_DTYPE)
+    records["ts"], records["cell"], records["type"] = TS, 1038, 4
+    assert decode(frame_bytes(records, 1, 0, flags=FLAG_SHADOW), MAX_BYTES).shadow_mask().tolist() == [True, True]
+    assert decode(frame_bytes(records, 1, 0), MAX_BYTES).shadow_mask().tolist() == [False, False]
+    doc = [json.loads(event_bytes()), {**json.loads(event_bytes()), "shadow": True}]
+    decoded = decode(json.dumps(doc).encode(), MAX_BYTES)
+    assert decoded.shadow_mask().tolist() == [False, True]
+    assert json.loads(records_to_json(decoded.records, decoded.shadow))[1]["shadow"] is True
+    bad = decode(event_bytes(shadow="yes"), MAX_BYTES)
+    assert bad.rejects[0].reason == Reason.BAD_FIELD and bad.rejects[0].detail == "shadow must be true or false"
