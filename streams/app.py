@@ -46,7 +46,7 @@ class Pipeline:
     def __init__(self, settings: Settings, areas: AreaMap) -> None:
         self.settings = settings
         self.areas = areas
-        self.keys = KeyLayout(settings.namespace, settings.bucket_s)
+        self.keys = KeyLayout(settings.namespace, settings.bucket_s, settings.rotation)
         self.ingestor = Ingestor(settings, areas)
         self.metrics = Metrics()
         self._store: HllStore | None = None

@@ -31,6 +31,7 @@ from .wire import (
     Reason,
     Reject,
     decode,
+    FLAG_SHADOW,
     frame_bytes,
     raw_identifier_mask,
     records_to_json,
@@ -118,6 +119,7 @@ class BatchPlan:
     sequence_repeats: int = 0
     replayed: int = 0
     frames: int = 0
+    shadow_events: int = 0  # counted events that were rotation shadows (included in counted)
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -196,6 +198,7 @@ class Ingestor:
         settings = self.settings
         entries: list[tuple[Message, PartitionState, Decoded]] = []
         blocks: list[np.ndarray] = []
+        shadows: list[np.ndarray] = []
         for message in messages:
             state = self._claim(plan, message)
             if state is None:
@@ -204,8 +207,10 @@ class Ingestor:
             entries.append((message, state, decoded))
             if len(decoded.records):
                 blocks.append(decoded.records)
+                shadows.append(decoded.shadow_mask())
         if blocks:
             records = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+            shadow = np.concatenate(shadows)
             sizes = np.fromiter((len(b) for b in blocks), dtype=np.int64, count=len(blocks))
             offsets = np.zeros(len(blocks), dtype=np.int64)
             np.cumsum(sizes[:-1], out=offsets[1:])
@@ -219,6 +224,7 @@ class Ingestor:
             oldest = np.minimum.reduceat(ts, offsets).tolist()
         fast = np.zeros(len(blocks), dtype=bool)
         slow_good: list[np.ndarray] = []
+        slow_shadow: list[np.ndarray] = []
         max_future_ms = settings.max_future_s * 1000
         grace_ms = settings.grace_s * 1000
         block = 0
@@ -240,22 +246,28 @@ class Ingestor:
                     if watermark is None or newest[i] > watermark:
                         state.watermark_ms = newest[i]
                     continue
-            slow_good.append(self._check_records(plan, message, decoded, state, wall_now_ms))
+            good, good_shadow = self._check_records(plan, message, decoded, state, wall_now_ms)
+            slow_good.append(good)
+            slow_shadow.append(good_shadow)
         if not blocks:
             return plan
         if fast.all():
-            good_ts, good_cells, good_devices = ts, cell_index, records["device"]
+            good_ts, good_cells, good_devices, good_shadow = ts, cell_index, records["device"], shadow
         else:
             take = np.repeat(fast, sizes)
             good_ts, good_cells, good_devices = ts[take], cell_index[take], records["device"][take]
+            good_shadow = shadow[take]
             if slow_good:
                 slow = np.concatenate(slow_good)
                 good_ts = np.concatenate([good_ts, slow["ts"]])
                 good_cells = np.concatenate([good_cells, self.areas.cell_index(slow["cell"])[0]])
                 good_devices = np.concatenate([good_devices, slow["device"]])
+                good_shadow = np.concatenate([good_shadow, *slow_shadow])
         plan.counted = len(good_ts)
+        plan.shadow_events = int(good_shadow.sum())
         if len(good_ts):
-            self._plan_hll_adds(plan, good_ts, good_cells, np.ascontiguousarray(good_devices).view("<u8"), wall_now_ms)
+            devices = np.ascontiguousarray(good_devices).view("<u8")
+            self._plan_hll_adds(plan, good_ts, good_cells, devices, wall_now_ms, good_shadow)
         return plan
 
     def quarantine(self, messages: Iterable[Message], error: str) -> BatchPlan:
@@ -305,9 +317,11 @@ class Ingestor:
 
     def _check_records(
         self, plan: BatchPlan, message: Message, decoded: Decoded, state: PartitionState, wall_now_ms: int
-    ) -> np.ndarray:
-        """Semantic checks on a message's records; returns the accepted ones and plans the rest."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Semantic checks on a message's records; returns the accepted ones (and their shadow
+        flags) and plans the rest."""
         records = decoded.records
+        shadow = decoded.shadow_mask()
         settings = self.settings
         _, known_cell = self.areas.cell_index(records["cell"])
         ts = records["ts"]
@@ -321,7 +335,7 @@ class Ingestor:
                 if reason == Reason.RAW_IDENTIFIER:
                     rejected = rejected.copy()
                     rejected["device"] = np.zeros(1, dtype="V8")  # never forwarded in clear
-                payload = self._encode_like(decoded, rejected)
+                payload = self._encode_like(decoded, rejected, shadow[mask])
                 self._deadletter(plan, message, Reject(reason, detail, payload, int(mask.sum())))
                 bad |= mask
         if state.watermark_ms is not None:
@@ -329,19 +343,29 @@ class Ingestor:
             if late.any():
                 n_late = int(late.sum())
                 plan.late_events += n_late
-                plan.late.append(Output(message.key, self._encode_like(decoded, records[late]), _source(message)))
+                payload = self._encode_like(decoded, records[late], shadow[late])
+                plan.late.append(Output(message.key, payload, _source(message)))
                 bad |= late
         good = records[~bad]
         if len(good):
             newest = int(good["ts"].max())
             if state.watermark_ms is None or newest > state.watermark_ms:
                 state.watermark_ms = newest
-        return good
+        return good, shadow[~bad]
 
     def _plan_hll_adds(
-        self, plan: BatchPlan, ts: np.ndarray, cell_index: np.ndarray, devices: np.ndarray, wall_now_ms: int
+        self,
+        plan: BatchPlan,
+        ts: np.ndarray,
+        cell_index: np.ndarray,
+        devices: np.ndarray,
+        wall_now_ms: int,
+        shadow: np.ndarray,
     ) -> None:
         """One PFADD per (key, batch), with the devices deduplicated inside each key.
+
+        Shadow records (next-epoch pseudonyms, key rotation) go to their bucket's shadow key:
+        the shadow bit is folded into the bucket dimension, so they group like any bucket.
 
         Sorting the events by device once, then stably by (cell, bucket) and by (area, bucket),
         leaves each key's devices in order, so repeats are neighbours. An event repeated in its
@@ -353,10 +377,11 @@ class Ingestor:
         bucket_ms = settings.bucket_ms
         buckets = ts // bucket_ms
         first_bucket = int(buckets.min())
-        n_buckets = int(buckets.max()) - first_bucket + 1
+        n_spans = int(buckets.max()) - first_bucket + 1
+        n_buckets = 2 * n_spans  # (bucket, shadow) pairs
         order = np.argsort(devices)
         devices, cell_index = devices[order], cell_index[order]
-        rel_bucket = buckets[order] - first_bucket
+        rel_bucket = (buckets[order] - first_bucket) * 2 + shadow[order]
         n_cells = len(self.areas.cell_ids)
         cell_keys, cell_starts, cell_members, cell_kept = _distinct_per_key(
             cell_index * n_buckets + rel_bucket, devices, n_cells * n_buckets
@@ -374,21 +399,21 @@ class Ingestor:
             first_bucket + b: expire_at_ms(
                 first_bucket + b, bucket_ms, settings.longest_window_ms, grace_ms, stream_now, wall_now_ms
             )
-            for b in range(n_buckets)
+            for b in range(n_spans)
         }
         names: list[str] = []
         expire: list[int] = []
         cell_ids = self.areas.cell_ids.tolist()
         for composite in cell_keys.tolist():
-            cell, bucket = divmod(composite, n_buckets)
-            bucket += first_bucket
-            names.append(keys.cell_bucket(cell_ids[cell], bucket))
+            cell, pair = divmod(composite, n_buckets)
+            bucket, is_shadow = first_bucket + pair // 2, pair % 2 == 1
+            names.append(keys.cell_bucket(cell_ids[cell], bucket, is_shadow))
             expire.append(expiry[bucket])
         area_ids = self.areas.area_ids
         for composite in area_keys.tolist():
-            area, bucket = divmod(composite, n_buckets)
-            bucket += first_bucket
-            names.append(keys.area_bucket(area_ids[area], bucket))
+            area, pair = divmod(composite, n_buckets)
+            bucket, is_shadow = first_bucket + pair // 2, pair % 2 == 1
+            names.append(keys.area_bucket(area_ids[area], bucket, is_shadow))
             expire.append(expiry[bucket])
             plan.dirty_buckets.add((area_ids[area], bucket))
         starts = np.concatenate([cell_starts[:-1], area_starts + len(cell_members)])
@@ -407,11 +432,12 @@ class Ingestor:
         plan.deadletters.append(Output(message.key, payload, tuple(headers)))
 
     @staticmethod
-    def _encode_like(decoded: Decoded, records: np.ndarray) -> bytes:
+    def _encode_like(decoded: Decoded, records: np.ndarray, shadow: np.ndarray) -> bytes:
         """Re-encode a subset of a message's records in the message's own format."""
         if decoded.kind == "frame":
-            return frame_bytes(np.ascontiguousarray(records), decoded.producer or 0, decoded.sequence or 0)
-        return records_to_json(records)
+            flags = FLAG_SHADOW if shadow.any() else 0  # a frame's records share its flag
+            return frame_bytes(np.ascontiguousarray(records), decoded.producer or 0, decoded.sequence or 0, flags)
+        return records_to_json(records, shadow)
 
 
 def _record_checks(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .kafka_security import KafkaSecurity
+from .keys import NO_ROTATION, Rotation
 
 DEFAULT_AREAS = Path(__file__).parent / "data" / "example-city.json"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -31,6 +32,11 @@ class Settings:
     #: digests (docs/security.md). Required when http_host is not a loopback address.
     api_tokens: str | None = None
     api_tokens_file: Path | None = None
+    #: Pseudonym-key rotation the producers follow (docs/privacy.md): period 0 = stable
+    #: pseudonyms (the default while the simulator does not rotate); offset and overlap in s.
+    rotation_period_s: int = 0
+    rotation_offset_s: int = 4 * 3600
+    rotation_overlap_s: int = 3600
     #: Kafka transport security (SASL_SSL/SCRAM or SSL) for every client; see docs/security.md.
     kafka_security: KafkaSecurity = KafkaSecurity()
     #: Optional differential privacy at publication (off when None): epsilon spent per release,
@@ -115,6 +121,7 @@ class Settings:
             raise ValueError("fetch_max_wait_ms must be positive and producer_linger_s >= 0")
         if not 0 < self.publish_interval_s < float("inf"):
             raise ValueError("publish_interval_s must be a positive number of seconds")
+        self.rotation.check(self.bucket_s, max(self.windows_s))
         if self.dp_epsilon is not None:
             if not self.dp_epsilon > 0 or not self.dp_daily_budget > 0 or self.dp_sensitivity < 1:
                 raise ValueError("dp_epsilon and dp_daily_budget must be > 0, dp_sensitivity >= 1")
@@ -134,6 +141,12 @@ class Settings:
                 raise ValueError("a webhook needs a secret to sign with (CROWDPULSE_WEBHOOK_SECRET)")
         if self.webhook_max_attempts < 1 or self.webhook_timeout_s <= 0:
             raise ValueError("webhook_max_attempts must be >= 1 and webhook_timeout_s > 0")
+
+    @property
+    def rotation(self) -> Rotation:
+        if not self.rotation_period_s:
+            return NO_ROTATION
+        return Rotation(self.rotation_period_s, self.rotation_offset_s, self.rotation_overlap_s)
 
     @property
     def bucket_ms(self) -> int:
@@ -176,6 +189,13 @@ class Settings:
                 except ValueError:
                     raise ValueError(f"{name}={env[name]!r} is not a number") from None
         values["kafka_security"] = KafkaSecurity.from_env(env)
+        for name, key in (
+            ("CROWDPULSE_ROTATION_PERIOD_S", "rotation_period_s"),
+            ("CROWDPULSE_ROTATION_OFFSET_S", "rotation_offset_s"),
+            ("CROWDPULSE_ROTATION_OVERLAP_S", "rotation_overlap_s"),
+        ):
+            if env.get(name):
+                values[key] = _int(env, name)
         if env.get("CROWDPULSE_DP_SECRET"):
             values["dp_secret"] = env["CROWDPULSE_DP_SECRET"]
         if env.get("CROWDPULSE_APP_ID"):
