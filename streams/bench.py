@@ -337,9 +337,10 @@ def process_cpu_s(pid: int) -> float:
 def cpu_meters(runs: list[Run], client: redis.Redis, broker_pid: int | None) -> dict[str, Callable[[], float]]:
     """Cumulative CPU-second readers for the workers, Redis and (if we started it) the broker."""
     meters: dict[str, Callable[[], float]] = {"redis": lambda: redis_cpu_s(client)}
-    meters["worker"] = lambda: sum(process_cpu_s(run.process.pid) for run in runs)
-    if broker_pid is not None and sys.platform.startswith("linux"):
-        meters["broker"] = lambda: process_cpu_s(broker_pid)
+    if Path("/proc/self/stat").exists():  # Linux; elsewhere only Redis' own figure
+        meters["worker"] = lambda: sum(process_cpu_s(run.process.pid) for run in runs)
+        if broker_pid is not None:
+            meters["broker"] = lambda: process_cpu_s(broker_pid)
     return meters
 
 
