@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from .ingest import BatchPlan, HllAdds, PartitionState
 from .keys import KeyLayout
 
+# Commands per pipeline round trip for the estimator's reads and writes.
+COMMANDS_PER_PIPELINE = 2000
 STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
 
 # One member as a RESP bulk string: "$8\r\n", the device's 8 bytes, "\r\n".
@@ -215,11 +217,15 @@ class HllStore:
     ) -> dict[tuple[str, int, int], int]:
         """PFCOUNT over each (area, newest bucket, window)'s bucket keys, pipelined; Redis
         merges the registers on the fly and they never leave Redis."""
-        pipe = self.redis.pipeline(transaction=False)
         triples = [(area, bucket, w) for area, bucket in points for w in windows_s]
-        for area, bucket, window in triples:
-            pipe.pfcount(*self.keys.area_window(area, bucket, window))
-        counts = await pipe.execute() if triples else []
+        counts: list[int] = []
+        # In slices: one pipeline of 30,000 multi-key PFCOUNTs can outlast the client's write
+        # timeout (seen at 10,000 areas in the bench).
+        for start in range(0, len(triples), COMMANDS_PER_PIPELINE):
+            pipe = self.redis.pipeline(transaction=False)
+            for area, bucket, window in triples[start : start + COMMANDS_PER_PIPELINE]:
+                pipe.pfcount(*self.keys.area_window(area, bucket, window))
+            counts.extend(await pipe.execute())
         return {triple: int(count) for triple, count in zip(triples, counts)}
 
     async def save_estimates(self, estimates: Iterable[dict], current_as_of: int, series_span_ms: int) -> None:
@@ -228,7 +234,10 @@ class HllStore:
         replace a newer one)."""
         pipe = self.redis.pipeline(transaction=False)
         latest: dict[str, str] = {}
-        for estimate in estimates:
+        for i, estimate in enumerate(estimates):
+            if i and i % (COMMANDS_PER_PIPELINE // 4) == 0:  # four commands per estimate
+                await pipe.execute()
+                pipe = self.redis.pipeline(transaction=False)
             body = json.dumps(estimate, separators=(",", ":"))
             if estimate["as_of"] == current_as_of:
                 latest[f"{estimate['area']}|{estimate['window_s']}"] = body
