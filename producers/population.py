@@ -10,13 +10,12 @@ Pure and deterministic: everything is drawn from the Generator passed in.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .city import City
+from .pseudonyms import pseudonymise
 
 # Carrier kinds.
 WORKER = 0  # resident with a job
@@ -108,17 +107,6 @@ class Population:
         }
 
 
-def pseudonyms(identities: np.ndarray, key: bytes) -> np.ndarray:
-    """HMAC-SHA256(key, identity) truncated to 8 bytes, per device, as 'V8'.
-
-    Computed once per device at the producer edge: no raw identifier ever reaches Kafka.
-    """
-    out = bytearray()
-    for identity in identities.tolist():
-        out += hmac.new(key, str(identity).encode(), hashlib.sha256).digest()[:8]
-    return np.frombuffer(bytes(out), dtype="V8")
-
-
 def build_population(
     city: City,
     devices: int,
@@ -194,7 +182,7 @@ def build_population(
         carrier=carrier,
         device_class=device_class,
         segment=segment,
-        pseudonym=pseudonyms(imsi, pseudonym_key),
+        pseudonym=pseudonymise(imsi, pseudonym_key),
     )
 
 

@@ -18,14 +18,14 @@ from streams.wire import EVENT_TYPE_NAMES, RECORD_DTYPE
 
 from .city import City
 from .mobility import DayPlanner, Mobility, WalkPlanner
-from .population import build_population, pseudonyms
+from .population import build_population
 from .scenarios import Config, Steady, configure
 from .signalling import EventLog, Radio
 from .truth import GroundTruth, TruthTable, WindowTruth
 
 T3412_MS = 54 * 60_000
 
-__all__ = ["Simulation", "WindowTruth", "GroundTruth", "TruthTable", "pseudonyms", "T3412_MS"]
+__all__ = ["Simulation", "WindowTruth", "GroundTruth", "TruthTable", "T3412_MS"]
 
 
 class Simulation:
