@@ -17,6 +17,7 @@ from typing import Iterator
 
 import pytest
 import redis
+from kafka import KafkaConsumer, TopicPartition
 
 from streams.cli import http_json, topic_partitions
 from streams.keys import KeyLayout
@@ -114,6 +115,17 @@ def worker(endpoints: Endpoints, tmp_path: Path) -> Iterator[RunningWorker]:
     finally:
         running.process.stop(timeout=15)
         running.redis.close()
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int) -> list:
+    """Every message of a topic, from the beginning, with a plain kafka-python consumer."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    messages = list(consumer)
+    consumer.close()
+    return messages
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.2):

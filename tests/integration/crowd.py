@@ -24,7 +24,6 @@ from urllib.parse import urlparse
 
 import numpy as np
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from producers.publisher import Framer, KafkaSink
 from streams.areas import AreaMap, load_areas
@@ -33,7 +32,7 @@ from streams.services import Endpoints, ManagedProcess, ensure_topics, free_port
 from streams.settings import DEFAULT_AREAS, Settings
 from streams.wire import EVENT_TYPES, RECORD_DTYPE
 
-from .conftest import REPO, RunningWorker
+from .conftest import REPO, RunningWorker, consume_all
 
 START_MS = parse_time("2026-01-05T18:00:00Z")  # a replay of the past: stream time, not wall time
 MIN = 60_000
@@ -158,16 +157,6 @@ def settings_env(worker: RunningWorker, **extra: str) -> dict[str, str]:
         env["CROWDPULSE_ALERT_RULES"] = str(s.alert_rules_path)
     env.update(extra)
     return env
-
-
-def consume_all(bootstrap: str, topic: str, partitions: int) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    messages = list(consumer)
-    consumer.close()
-    return messages
 
 
 def alert_events(endpoints: Endpoints, worker: RunningWorker) -> list[dict]:

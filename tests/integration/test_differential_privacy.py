@@ -17,8 +17,7 @@ from streams.cli import parse_time
 from streams.estimator import DAY_MS
 from streams.wire import RECORD_DTYPE
 
-from .conftest import start_worker, wait_until
-from .test_pipeline_end_to_end import consume_all
+from .conftest import consume_all, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 T0 = parse_time("2026-01-05T12:00:00Z")

@@ -14,7 +14,6 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from producers.publisher import Framer, KafkaSink
 from producers.simulator import Simulation
@@ -23,7 +22,7 @@ from streams.cli import parse_time
 from streams.privacy import containment_pairs, suppressed_items
 from streams.wire import EVENT_TYPES, HEADER, RECORD_DTYPE, frame_bytes
 
-from .conftest import RunningWorker, wait_until
+from .conftest import RunningWorker, consume_all, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,16 +48,6 @@ def exact_sets(events: np.ndarray, areas_doc: dict, bucket_ms: int) -> dict[tupl
         for area in areas_of_cell[cell]:
             sets[(area, ts // bucket_ms)].add(bytes(device))
     return sets
-
-
-def consume_all(bootstrap: str, topic: str, partitions: int) -> list:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    messages = list(consumer)
-    consumer.close()
-    return messages
 
 
 def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:

@@ -21,8 +21,7 @@ from streams.areas import load_areas
 from streams.cli import parse_time
 from streams.wire import RECORD_DTYPE
 
-from .conftest import RunningWorker, wait_until
-from .test_pipeline_end_to_end import consume_all
+from .conftest import RunningWorker, consume_all, wait_until
 
 pytestmark = pytest.mark.integration
 T0 = parse_time("2026-01-05T12:00:30Z")

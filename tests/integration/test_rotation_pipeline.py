@@ -17,8 +17,7 @@ from streams.areas import load_areas
 from streams.keys import Rotation
 from streams.wire import RECORD_DTYPE
 
-from .conftest import start_worker, wait_until
-from .test_pipeline_end_to_end import consume_all
+from .conftest import consume_all, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 ROTATION = Rotation(period_s=86_400, offset_s=4 * 3600, overlap_s=3600)
