@@ -66,22 +66,28 @@ class RunningWorker:
 def start_worker(endpoints: Endpoints, log_dir: Path, tag: str, **env_overrides: str) -> RunningWorker:
     """A `crowdpulse worker` subprocess on its own topics, Redis namespace and consumer group."""
     tag = f"{tag}-{secrets.token_hex(4)}"
-    port = free_port()
-    env = dict(
-        os.environ,
-        CROWDPULSE_KAFKA=endpoints.kafka,
-        CROWDPULSE_REDIS=endpoints.redis_url,
-        CROWDPULSE_APP_ID=f"cp-test-{tag}",
-        CROWDPULSE_TOPIC_PREFIX=f"{tag}.",
-        CROWDPULSE_NAMESPACE=f"t{tag}",
-        CROWDPULSE_HTTP_PORT=str(port),
-        PYTHONPATH=str(REPO),
-        **env_overrides,
+    return launch_worker(
+        endpoints,
+        log_dir,
+        {
+            "CROWDPULSE_APP_ID": f"cp-test-{tag}",
+            "CROWDPULSE_TOPIC_PREFIX": f"{tag}.",
+            "CROWDPULSE_NAMESPACE": f"t{tag}",
+            **env_overrides,
+        },
     )
+
+
+def launch_worker(endpoints: Endpoints, log_dir: Path, settings_env: dict[str, str]) -> RunningWorker:
+    """A worker with exactly these CROWDPULSE_* settings on the session's services and a free
+    HTTP port; returns once it answers HTTP."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO), **settings_env)
+    env.update(CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url, CROWDPULSE_HTTP_PORT=str(port))
     settings = Settings.from_env(env)
     ensure_topics(endpoints.kafka, topic_partitions(settings))
     process = ManagedProcess()
-    log_path = log_dir / f"worker-{tag}.log"
+    log_path = log_dir / f"worker-{settings.app_id}-{port}.log"
     process.start(
         [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
         "worker",

@@ -13,26 +13,21 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
-import signal
-import sys
 import threading
 import time
-import urllib.error
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-import redis
 
 from producers.publisher import Framer, KafkaSink
 from streams.areas import AreaMap, load_areas
-from streams.cli import parse_time, topic_partitions
-from streams.services import Endpoints, ManagedProcess, ensure_topics, free_port
-from streams.settings import DEFAULT_AREAS, Settings
+from streams.cli import parse_time
+from streams.services import Endpoints
+from streams.settings import DEFAULT_AREAS
 from streams.wire import EVENT_TYPES, RECORD_DTYPE
 
-from .conftest import REPO, RunningWorker, consume_all
+from .conftest import RunningWorker, consume_all, launch_worker
 
 START_MS = parse_time("2026-01-05T18:00:00Z")  # a replay of the past: stream time, not wall time
 MIN = 60_000
@@ -121,28 +116,7 @@ class CityFeed:
 def start_worker_with(endpoints: Endpoints, log_dir: Path, settings_env: dict[str, str]) -> RunningWorker:
     """A worker with exactly these CROWDPULSE_* settings (tests/integration/conftest.py picks
     fresh ones for every worker; a restart must keep the namespace, topics and group)."""
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.update(settings_env)
-    env.update(CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url, CROWDPULSE_HTTP_PORT=str(port))
-    settings = Settings.from_env(env)
-    ensure_topics(endpoints.kafka, topic_partitions(settings))
-    process = ManagedProcess()
-    log_path = log_dir / f"worker-{settings.app_id}-{port}.log"
-    process.start([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], "worker", log_path, env=env, stop_signal=signal.SIGINT)
-    worker = RunningWorker(settings, f"http://127.0.0.1:{port}", process, log_path, redis.Redis.from_url(endpoints.redis_url))
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited with {process.poll()}:\n{worker.log_tail()}")
-        try:
-            worker.stats()
-            return worker
-        except (OSError, urllib.error.URLError, ValueError):
-            if time.monotonic() > deadline:
-                process.stop()
-                raise RuntimeError(f"worker did not answer in 60 s:\n{worker.log_tail()}") from None
-            time.sleep(0.3)
+    return launch_worker(endpoints, log_dir, settings_env)
 
 
 def settings_env(worker: RunningWorker, **extra: str) -> dict[str, str]:
