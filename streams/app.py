@@ -235,7 +235,7 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
         web_host=settings.http_host,
         web_application_options={"middlewares": middlewares(tokens)},
         broker_credentials=settings.kafka_security.faust_credentials(),
-        datadir=str(_datadir(settings)),
+        datadir=str(faust_datadir(settings)),
         producer_max_request_size=2 * settings.max_message_bytes,
         producer_linger=settings.producer_linger_s,
         consumer_auto_offset_reset="earliest",
@@ -335,7 +335,8 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
     return app
 
 
-def _datadir(settings: Settings) -> Path:
+def faust_datadir(settings: Settings) -> Path:
+    """Faust's data directory: the configured one, else a temporary one removed at exit."""
     if settings.datadir is not None:
         settings.datadir.mkdir(parents=True, exist_ok=True)
         return settings.datadir

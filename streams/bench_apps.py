@@ -22,6 +22,7 @@ import time
 import faust
 import redis.asyncio as aioredis
 
+from .app import faust_datadir
 from .areas import AreaMap, load_areas
 from .keys import KeyLayout
 from .settings import Settings
@@ -41,6 +42,7 @@ def create_naive_app(settings: Settings, areas: AreaMap, progress_key: str) -> f
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=str(faust_datadir(settings)),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
