@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streams.segments import encode as encode_segment
+
 from .city import City
 from .pseudonyms import pseudonymise
 
@@ -45,6 +47,9 @@ class PopulationParams:
     car_share_of_m2m: float = 0.3
     #: People who switch their phones off at night (detach at bedtime, attach in the morning).
     night_off_share: float = 0.06
+    #: Age bands of the operator's subscribers (16-34, 35-64, 65+), as the edge knows them from
+    #: the customer records; visitors (match-day supporters, shoppers) draw from the same mix.
+    age_band_shares: tuple[float, float, float] = (0.33, 0.47, 0.20)
 
 
 @dataclass
@@ -61,7 +66,7 @@ class Population:
     # Devices of the simulated operator, sorted by carrier.
     carrier: np.ndarray  # int32
     device_class: np.ndarray  # uint8 (PHONE / M2M)
-    segment: np.ndarray  # uint16 wire segment: 1 + home cell index, 0 = lives outside the city
+    segment: np.ndarray  # uint16 wire segment (streams/segments.py): home cell code | age band << 12
     pseudonym: np.ndarray  # V8
     device_ptr: np.ndarray = field(init=False)  # devices of carrier c: device_ptr[c]:device_ptr[c+1]
 
@@ -167,7 +172,9 @@ def build_population(
 
     carrier = np.repeat(np.arange(n, dtype=np.int32), visible)
     device_class = np.where(person[carrier], PHONE, M2M).astype(np.uint8)
-    segment = np.where(home_cell[carrier] >= 0, home_cell[carrier] + 1, 0).astype(np.uint16)
+    shares = np.asarray(params.age_band_shares, dtype=float)
+    age_band = np.where(person, 1 + rng.choice(3, size=n, p=shares / shares.sum()), 0)
+    segment = encode_segment(home_cell[carrier], age_band[carrier])
     # Simulated IMSIs (MCC 001, MNC 01: the test network) turned into keyed pseudonyms.
     first = int(rng.integers(0, 10**9))
     imsi = 1_010_000_000_000_000 + first + np.arange(len(carrier), dtype=np.int64)

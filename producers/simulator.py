@@ -5,6 +5,11 @@ ground truth (truth.py), stepped together through time. docs/simulator.md explai
 Pure and deterministic: randomness comes from numpy Generators seeded from `seed` (one stream
 each for the population, the plans and the radio), time from `start_ms`, so a seeded run is
 exactly reproducible, event for event.
+
+The simulator is also the producer edge: each device's pseudonym is re-keyed at every rotation
+of the schedule (`rotation`, daily at 04:00 UTC by default), and in the overlap before a
+rotation every event also gets a shadow copy under the next epoch's pseudonym
+(producers/pseudonyms.py, docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from typing import Iterator
 import numpy as np
 
 from streams.areas import AreaMap
+from streams.keys import Rotation
 from streams.wire import EVENT_TYPE_NAMES, RECORD_DTYPE
 
 from .city import City
 from .mobility import DayPlanner, Mobility, WalkPlanner
-from .population import build_population
+from .population import PHONE, build_population
+from .pseudonyms import KeySchedule, Pseudonymiser
 from .scenarios import Config, Steady, configure
 from .signalling import EventLog, Radio
 from .truth import GroundTruth, TruthTable, WindowTruth
@@ -34,6 +41,8 @@ class Simulation:
     `devices` sizes the city: its residents carry about that many of the operator's devices
     (phones and M2M); scenario visitors and in-commuters come on top (see `population`).
     With `truth=True`, `truth` accumulates the ground truth per area and minute.
+    `pseudonym_key` is the edge's master secret and `rotation` the pseudonym-key schedule (the
+    worker must be given the same schedule: Settings.rotation).
     """
 
     def __init__(
@@ -46,6 +55,7 @@ class Simulation:
         scenario: str = "steady",
         config: Config | None = None,
         pseudonym_key: bytes = b"crowdpulse-demo-key",
+        rotation: Rotation = Rotation(),
         truth: bool = False,
         bucket_s: int = 60,
         windows_s: tuple[int, ...] = (300, 900, 3600),
@@ -81,13 +91,25 @@ class Simulation:
             activity=lambda t, kind: s.activity(t, kind, self.start_ms), activity_max=s.activity_max(),
             start_ms=self.start_ms, rng=radio_rng,
         )
-        self.device = pop.pseudonym
-        self.truth = GroundTruth(areas, pop.n_visible, bucket_s, windows_s, self.start_ms) if truth else None
+        # The population's keyed device id (from its simulated IMSI) is the stable identifier the
+        # edge re-keys per epoch; it never leaves the simulator. One HMAC per device and epoch.
+        self.rotation = rotation
+        self.pseudonyms = Pseudonymiser(pop.pseudonym.view("<u8"), KeySchedule(pseudonym_key, rotation))
+        # The windows' truth counts phones, as the pipeline does (M2M is in no area's HLL).
+        phones = pop.device_class == PHONE
+        self.truth = GroundTruth(areas, pop.n_visible, bucket_s, windows_s, self.start_ms, counted=phones) if truth else None
         self.event_counts = {name: 0 for name in EVENT_TYPE_NAMES.values()}
 
     def step(self, until_ms: int | None = None) -> np.ndarray:
         """Advance one step (to the next multiple of the step length, or `until_ms` if sooner);
-        return its events (RECORD_DTYPE) sorted by event time."""
+        return its events (RECORD_DTYPE) sorted by event time, without their rotation shadow
+        copies (for analysis and benchmarks: a publisher uses `step_with_shadows`)."""
+        return self.step_with_shadows(until_ms)[0]
+
+    def step_with_shadows(self, until_ms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Advance one step, as `step`; return its events and their shadow copies: the events in
+        the overlap before a key rotation again, under the next epoch's pseudonyms, to be sent
+        in shadow frames right after the events (empty outside the overlap)."""
         t0 = self.now_ms
         t1 = (t0 // self.step_ms + 1) * self.step_ms
         if until_ms is not None:
@@ -104,14 +126,17 @@ class Simulation:
             self.event_counts[EVENT_TYPE_NAMES[int(code)]] += int(n)
         self.now_ms = t1
         pop = self.population
+        pseudonyms, shadow_pos, shadow_pseudonyms = self.pseudonyms.label(device, ts)
         out = np.zeros(len(device), dtype=RECORD_DTYPE)
-        out["device"] = pop.pseudonym[device]
+        out["device"] = pseudonyms
         out["ts"] = ts
         out["cell"] = self.areas.cell_ids[cell]
         out["type"] = kind
         out["device_class"] = pop.device_class[device]
         out["segment"] = pop.segment[device]
-        return out
+        shadow = out[shadow_pos]  # a copy (fancy indexing)
+        shadow["device"] = shadow_pseudonyms
+        return out, shadow
 
     def run(self, until_ms: int) -> Iterator[np.ndarray]:
         while self.now_ms < until_ms:

@@ -2,7 +2,8 @@
 
 - people truly present, the operator's devices truly present, and devices of all operators
   present (at the end of the minute: the instant a window `as_of` that minute refers to);
-- the exact number of distinct devices that generated an event in each sliding window ending
+- the exact number of distinct devices (phones: M2M is not counted, as in the pipeline) that
+  generated an event in each sliding window ending
   with that minute, with the pipeline's window definition (event time [as_of - W, as_of),
   buckets of `bucket_s`): what a perfect HyperLogLog would report.
 
@@ -53,8 +54,11 @@ class TruthTable:
 class GroundTruth:
     """Accumulates the truth bucket by bucket while a simulation runs."""
 
-    def __init__(self, areas: AreaMap, n_devices: int, bucket_s: int, windows_s: tuple[int, ...], start_ms: int) -> None:
+    def __init__(self, areas: AreaMap, n_devices: int, bucket_s: int, windows_s: tuple[int, ...], start_ms: int,
+                 counted: np.ndarray | None = None) -> None:
         self.areas = areas
+        #: Which devices the windows count (by device index): the pipeline counts phones only.
+        self.counted = counted
         self.bucket_ms = bucket_s * 1000
         self.windows_s = tuple(windows_s)
         self.window_buckets = [w // bucket_s for w in self.windows_s]
@@ -71,6 +75,9 @@ class GroundTruth:
 
     def add(self, device: np.ndarray, ts: np.ndarray, cell_index: np.ndarray) -> None:
         """Events (device index, event time, cell index) of the open bucket."""
+        if self.counted is not None:
+            keep = self.counted[device]
+            device, ts, cell_index = device[keep], ts[keep], cell_index[keep]
         if not len(device):
             return
         bucket = ts // self.bucket_ms
@@ -138,6 +145,7 @@ class WindowTruth:
         self.sets: dict[tuple[int, int], np.ndarray] = {}
 
     def add(self, events: np.ndarray) -> None:
+        events = events[events["device_class"] == 0]  # phones only, as the pipeline counts
         if not len(events):
             return
         cell_index, _ = self.areas.cell_index(events["cell"])

@@ -23,7 +23,7 @@ import redis
 
 from .alert_store import AlertService
 from .areas import AreaMap, load_areas
-from .estimator import DAY_MS, WindowBook, points_to_refresh, private_releases
+from .estimator import DAY_MS, PeopleModel, WindowBook, points_to_refresh, private_releases
 from .privacy import DiscreteLaplace
 from .hll_store import HllStore, connect
 from .ingest import BatchPlan, Ingestor, Message, Output
@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .auth import TokenSet, middlewares
 from .settings import LOOPBACK_HOSTS, Settings
 from .topics import TopicNames
+from .visibility import VisibilityModel
 from .web import add_views
 from .webhook import WebhookSender
 
@@ -60,7 +61,9 @@ class Pipeline:
             if settings.dp_epsilon is not None and settings.dp_secret
             else None
         )
-        self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep)
+        self.book = WindowBook(
+            areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, people_model(settings, areas), settings.segments
+        )
         self.last_publish_wall: float | None = None
 
     @property
@@ -159,7 +162,7 @@ class Pipeline:
         self.metrics.skipped_points.inc(skipped)
         if not points:
             return []
-        counts = await store.window_counts(self.book.needed(points), settings.windows_s)
+        counts = await store.span_counts(self.book.needed(points), self.book.spans)
         estimates = self.book.update(counts, newest)
         if self.noise is not None:
             # Budget check and charge happen before anything is published: a crash in between
@@ -190,6 +193,14 @@ class Pipeline:
             else:
                 m.people.labels(*labels).set(e["people"])
                 m.capacity_ratio.labels(*labels).set(e["people"] / e["capacity"])
+
+
+def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
+    """The visibility model with the areas' market shares, or None for the naive model."""
+    if settings.people_model == "devices":
+        return None
+    model = VisibilityModel.load(settings.visibility_model_path)
+    return PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
 
 
 def batches_of_bytes(events: list, max_bytes: int) -> list[list]:

@@ -34,6 +34,8 @@ class Area:
     cells: tuple[int, ...]
     kind: str = "area"
     size_m2: float | None = None
+    #: The operator's share of the people in this area (None: the configured default).
+    market_share: float | None = None
 
 
 class AreaMap:
@@ -146,6 +148,9 @@ def parse_areas(doc: object, source: str = "<areas>") -> AreaMap:
             isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < math.inf
         ):
             raise fail(f"area {area_id!r}: size_m2 must be a positive number")
+        share = raw.get("market_share")
+        if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
+            raise fail(f"area {area_id!r}: market_share must be a number in (0, 1]")
         areas.append(
             Area(
                 id=area_id,
@@ -154,6 +159,7 @@ def parse_areas(doc: object, source: str = "<areas>") -> AreaMap:
                 cells=tuple(int(c) for c in members),
                 kind=str(raw.get("kind", "area")),
                 size_m2=float(size) if size is not None else None,
+                market_share=float(share) if share is not None else None,
             )
         )
     return AreaMap(str(doc.get("name", source)), cells, areas)

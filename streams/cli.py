@@ -1,4 +1,4 @@
-"""The `crowdpulse` command: services, worker, simulate, demo and bench. Settings are read here, once."""
+"""The `crowdpulse` command: services, worker, simulate, demo, evaluate, calibrate and bench. Settings are read here, once."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("evaluate", help="run a scenario through the real pipeline and score it against ground truth", epilog=ENV_HELP)
     _evaluate_args(p)
 
+    p = sub.add_parser("calibrate", help="build the visibility model's table from simulator runs (docs/estimation.md)", epilog=ENV_HELP)
+    from .calibrate import add_arguments as _calibrate_args
+
+    _calibrate_args(p)
+
     p = sub.add_parser("bench", help="side-by-side throughput/latency benchmark (docs/performance.md)", epilog=ENV_HELP)
     p.add_argument("--quick", action="store_true", help="smaller data sets, one repeat: under two minutes")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as one JSON object")
@@ -75,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args)
         if args.command == "bench":
             return run_bench_command(args)
+        if args.command == "calibrate":
+            from .calibrate import run_calibrate_command
+
+            return run_calibrate_command(args)
         if args.command == "evaluate":
             from .evaluate import run_evaluate_command
 
@@ -114,6 +123,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pace", type=float,
                    help="at most this many simulated seconds per wall second (default 3600: an hour a second)")
     p.add_argument("--window", type=int, default=900, help="the window whose estimates the headline figures score (default 900)")
+    p.add_argument("--rotate-at", type=clock_seconds, metavar="HH:MM",
+                   help="UTC time of day (stream time) at which the pseudonym key rotates; default: the middle of the run, "
+                        "so that every evaluation crosses a rotation (period and overlap: env CROWDPULSE_ROTATION_PERIOD_S, "
+                        "_OVERLAP_S; period 0 turns rotation off)")
+    p.add_argument("--dp", type=float, metavar="EPSILON",
+                   help="also run with differential privacy, epsilon per release, and report the accuracy cost against the "
+                        "run without noise (env CROWDPULSE_DP_DAILY_BUDGET, _SENSITIVITY, _SECRET; docs/privacy.md)")
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -159,6 +175,14 @@ def run_bench_command(args: argparse.Namespace) -> int:
 def topic_partitions(settings: Settings) -> dict[str, int]:
     names = TopicNames(settings.topic_prefix)
     return {name: settings.partitions for name in names.all()}
+
+
+def clock_seconds(text: str) -> int:
+    """"HH:MM" (a UTC time of day) to seconds after midnight."""
+    hours, sep, minutes = text.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+        raise ValueError(f"{text!r} is not a time of day HH:MM")
+    return int(hours) * 3600 + int(minutes) * 60
 
 
 def parse_time(text: str) -> int:
@@ -210,6 +234,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         truth_path=args.truth,
         scenario=args.scenario,
         overrides=tuple(overrides.items()),
+        rotation=settings.rotation,  # the schedule the workers follow (CROWDPULSE_ROTATION_*)
     )
     if args.out:
         sink = FileSink(args.out)

@@ -1,9 +1,13 @@
-"""From window distinct counts to published estimates: the range, privacy suppression and the
-capacity level. Pure: the Faust timer in streams/app.py does the I/O.
+"""From window distinct counts to published estimates: people and their range, privacy
+suppression and the capacity level. Pure: the Faust timer in streams/app.py does the I/O.
 
-In this first model people = devices (one visible device per person); the estimation issue
-replaces it with a visibility- and market-share-corrected model. The range is HyperLogLog's
-alone: Redis uses 2^14 registers, a standard error of 1.04 / sqrt(16384) = 0.81%.
+`devices` is each window's distinct count of the operator's phones (HyperLogLog: 2^14
+registers, a standard error of 1.04 / sqrt(16384) = 0.81%). `people` is the estimate of
+everyone present at the window end, customers of other operators included (docs/estimation.md):
+the visibility model (streams/visibility.py) turns the area's window curve into phones present,
+the market share and SIMs per person turn phones into people, and the range combines the
+model's, HyperLogLog's and the scaling's errors. With people_model "devices" (the naive model),
+people = the window's devices and the range is HyperLogLog's alone.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .areas import Area, AreaMap
-from .privacy import DiscreteLaplace, Item, containment_pairs, noisy_release, suppressed_items
+from .privacy import DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
+from .segments import BANDS, PUBLISHED, RESIDENTS, STORED
+from .visibility import CURVE_SPANS_S, N60, VisibilityModel, curve_features, log_half_width, people_from
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
 DAY_MS = 86_400_000
@@ -33,6 +41,38 @@ def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
     """The 90% range of a HyperLogLog count (relative error ~ N(0, 0.81%))."""
     spread = z * HLL_STANDARD_ERROR * devices
     return EstimateRange(devices, max(0, math.floor(devices - spread)), math.ceil(devices + spread))
+
+
+@dataclass(frozen=True)
+class PeopleModel:
+    """Phones present from the visibility model, then people by market share and SIMs."""
+
+    visibility: VisibilityModel
+    #: The area every curve is compared with (the whole network; calibrate.reference_area).
+    reference: str
+    share: dict[str, float]
+    sims_per_person: float
+    scaling_se: float = 0.0
+
+    @classmethod
+    def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
+                  scaling_se: float = 0.0) -> "PeopleModel":
+        reference = max(areas.areas, key=lambda a: len(a.cells)).id
+        share = {a.id: a.market_share or default_share for a in areas.areas}
+        return cls(visibility, reference, share, sims, scaling_se)
+
+    def estimate(self, curves: dict[str, np.ndarray]) -> dict[str, EstimateRange]:
+        """People and 90% range per area, from the curves of one window end (which must include
+        the reference area's; without it nothing can be said and nothing is returned)."""
+        if self.reference not in curves:
+            return {}
+        ids = sorted(curves)
+        matrix = np.array([curves[a] for a in ids], dtype=np.float64)
+        z, half = self.visibility.predict(curve_features(matrix, curves[self.reference]), matrix[:, N60])
+        half = log_half_width(half, math.sqrt(2) * HLL_STANDARD_ERROR, self.scaling_se, Z_90)
+        share = np.array([self.share[a] for a in ids])
+        people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person)
+        return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}
 
 
 def level(people_high: int, capacity: int) -> str:
@@ -73,10 +113,14 @@ def points_to_refresh(
 
 
 def build_estimate(
-    area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int, suppressed: bool = False
+    area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int, suppressed: bool = False,
+    people: EstimateRange | None = None, segments: dict[str, int | None] | None = None,
 ) -> dict:
     """The published JSON estimate (CONTRACT.md shape). Below min_count, or when the privacy
-    rule withholds it (streams/privacy.py), every count is null."""
+    rule withholds it (streams/privacy.py), every count is null. `people`: the model's estimate
+    (None: the naive model, people = devices with HyperLogLog's range). `segments`: each
+    segment's device count, None where the privacy rule withholds it; published with its share
+    of the people estimate."""
     if suppressed or devices < min_count:
         return {
             "area": area.id,
@@ -89,8 +133,17 @@ def build_estimate(
             "suppressed": True,
             "capacity": area.capacity,
             "level": "ok",
+            **({"segments": None} if segments is not None else {}),
         }
-    estimate = hll_range(devices)
+    estimate = people if people is not None else hll_range(devices)
+    extra = {}
+    if segments is not None:
+        extra["segments"] = {
+            name: None if count is None else {
+                "devices": count, "people": round(estimate.people * count / devices) if devices else 0,
+            }
+            for name, count in segments.items()
+        }
     return {
         "area": area.id,
         "window_s": window_s,
@@ -102,28 +155,61 @@ def build_estimate(
         "suppressed": False,
         "capacity": area.capacity,
         "level": level(estimate.high, area.capacity),
+        **extra,
     }
+
+
+def segment_counts(totals: dict[int, int], stored: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    """Published segment counts per (window, segment) from the stored HyperLogLogs: residents
+    and the bands as counted (never above the total), visitors = total - residents."""
+    out: dict[tuple[int, str], int] = {}
+    for window, total in totals.items():
+        residents = min(stored.get((window, RESIDENTS), 0), total)
+        out[(window, "residents")] = residents
+        out[(window, "visitors")] = total - residents
+        for name in BANDS.values():
+            out[(window, name)] = min(stored.get((window, name), 0), total)
+    return out
 
 
 class WindowBook:
     """The raw counts and published estimates of recent window ends.
 
     A pass recomputes only the points that changed, yet the privacy rule must see every area of
-    a window end at once (a neighbour's change can withhold or release an unchanged area). The
+    a window end at once (a neighbour's change can withhold or release an unchanged area), and
+    the people model compares every area with the reference area of the same window end. The
     book keeps each recent window end's counts, applies the rule over all of them, and returns
     only the estimates whose published form changed. It forgets window ends older than
     `keep_buckets`; a point that comes back later makes it count every area of that end again.
     """
 
-    def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], min_count: int, bucket_ms: int, keep_buckets: int) -> None:
+    def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], min_count: int, bucket_ms: int, keep_buckets: int,
+                 people: PeopleModel | None = None, segments: bool = False) -> None:
         self.areas = areas
         self.windows_s = windows_s
         self.min_count = min_count
         self.bucket_ms = bucket_ms
         self.keep_buckets = keep_buckets
-        self.pairs = containment_pairs({a.id: a.cells for a in areas.areas}, windows_s)
+        self.people = people
+        self.segments = segments
+        area_cells = {a.id: a.cells for a in areas.areas}
+        self.pairs: list = containment_pairs(area_cells, windows_s)
+        if segments:
+            self.pairs += segment_pairs(area_cells, windows_s, PUBLISHED, nested=("residents", *BANDS.values()))
         self.counts: dict[int, dict[Item, int]] = {}
+        self.curves: dict[int, dict[str, np.ndarray]] = {}
         self.published: dict[int, dict[Item, dict]] = {}
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """The spans (skip_s, length_s) to count per point: the published windows, and the
+        visibility model's curve."""
+        spans: list[tuple] = [(0, w) for w in self.windows_s]
+        if self.people is not None:
+            spans += [span for span in CURVE_SPANS_S if span not in spans]
+        if self.segments:
+            spans += [(0, w, name) for w in self.windows_s for name in STORED]
+        return spans
 
     def needed(self, points: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The points to count: the given ones, plus every area of a window end not in the book."""
@@ -133,30 +219,59 @@ class WindowBook:
             by_bucket.setdefault(bucket, []).append(area)
         for bucket in sorted(by_bucket):
             areas = self.areas.area_ids if bucket not in self.counts else by_bucket[bucket]
+            if self.people is not None and self.people.reference not in self.curves.get(bucket, {}):
+                areas = sorted({*areas, self.people.reference})
             out.extend((area, bucket) for area in areas)
         return out
 
-    def update(self, counts: dict[tuple[str, int, int], int], newest: int) -> list[dict]:
-        """Merge new counts; return the estimates to publish (new or changed), oldest first."""
+    def update(self, counts: dict[tuple[str, int, tuple[int, int]], int], newest: int) -> list[dict]:
+        """Merge new span counts (area, bucket, (skip_s, length_s)); return the estimates to
+        publish (new or changed), oldest first."""
         touched: set[int] = set()
-        for (area, bucket, window), devices in counts.items():
-            self.counts.setdefault(bucket, {})[(area, window)] = devices
+        fresh: dict[tuple[str, int], dict[tuple, int]] = {}
+        for (area, bucket, span), devices in counts.items():
+            if len(span) == 2 and span[0] == 0 and span[1] in self.windows_s:
+                self.counts.setdefault(bucket, {})[(area, span[1])] = devices
+            fresh.setdefault((area, bucket), {})[span] = devices
             touched.add(bucket)
+        if self.segments:
+            for (area, bucket), spans in fresh.items():
+                totals = {span[1]: n for span, n in spans.items() if len(span) == 2 and span[0] == 0 and span[1] in self.windows_s}
+                stored = {(span[1], span[2]): n for span, n in spans.items() if len(span) == 3}
+                book = self.counts.setdefault(bucket, {})
+                for (window, name), n in segment_counts(totals, stored).items():
+                    book[(area, window, name)] = n
+        if self.people is not None:
+            for (area, bucket), spans in fresh.items():
+                if all(span in spans for span in CURVE_SPANS_S):
+                    self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
         changed: list[dict] = []
         for bucket in sorted(touched):
             book = self.counts[bucket]
             withheld = suppressed_items(book, self.pairs, self.min_count)
+            people = self.people.estimate(self.curves.get(bucket, {})) if self.people is not None else {}
             before = self.published.setdefault(bucket, {})
             as_of = (bucket + 1) * self.bucket_ms
-            for (area, window), devices in sorted(book.items()):
+            for item, devices in sorted(book.items()):
+                if len(item) != 2:
+                    continue  # a segment: published inside its total's estimate
+                area, window = item
+                segments = None
+                if self.segments:
+                    segments = {
+                        name: None if (area, window, name) in withheld else book.get((area, window, name))
+                        for name in PUBLISHED
+                    }
                 estimate = build_estimate(
-                    self.areas.area_by_id[area], window, as_of, devices, self.min_count, (area, window) in withheld
+                    self.areas.area_by_id[area], window, as_of, devices, self.min_count, (area, window) in withheld,
+                    people.get(area) if self.people is not None else None, segments,
                 )
                 if before.get((area, window)) != estimate:
                     before[(area, window)] = estimate
                     changed.append(estimate)
         for bucket in [b for b in self.counts if b <= newest - self.keep_buckets]:
             del self.counts[bucket]
+            self.curves.pop(bucket, None)
             self.published.pop(bucket, None)
         return changed
 
@@ -180,6 +295,9 @@ def private_releases(
         if estimate["suppressed"]:
             out.append(estimate)
             continue
+        if estimate.get("segments") is not None:
+            # Each segment would need noise and budget of its own: with DP on, none is released.
+            estimate = {**estimate, "segments": None}
         key = (estimate["area"], estimate["as_of"] // DAY_MS)
         total = spent.get(key, 0.0) + charges.get(key, 0.0)
         if total + mechanism.epsilon > daily_budget + 1e-9:

@@ -217,14 +217,23 @@ class HllStore:
     ) -> dict[tuple[str, int, int], int]:
         """PFCOUNT over each (area, newest bucket, window)'s bucket keys, pipelined; Redis
         merges the registers on the fly and they never leave Redis."""
-        triples = [(area, bucket, w) for area, bucket in points for w in windows_s]
+        counts = await self.span_counts(points, [(0, w) for w in windows_s])
+        return {(area, bucket, span[1]): n for (area, bucket, span), n in counts.items()}
+
+    async def span_counts(
+        self, points: Sequence[tuple[str, int]], spans: Sequence[tuple]
+    ) -> dict[tuple[str, int, tuple], int]:
+        """PFCOUNT of each (area, newest bucket) over each span (skip_s, length_s[, segment]):
+        the buckets of length_s ending skip_s before the window end (KeyLayout.area_span), of
+        the area's total or of one of its segments."""
+        triples = [(area, bucket, span) for area, bucket in points for span in spans]
         counts: list[int] = []
         # In slices: one pipeline of 30,000 multi-key PFCOUNTs can outlast the client's write
         # timeout (seen at 10,000 areas in the bench).
         for start in range(0, len(triples), COMMANDS_PER_PIPELINE):
             pipe = self.redis.pipeline(transaction=False)
-            for area, bucket, window in triples[start : start + COMMANDS_PER_PIPELINE]:
-                pipe.pfcount(*self.keys.area_window(area, bucket, window))
+            for area, bucket, span in triples[start : start + COMMANDS_PER_PIPELINE]:
+                pipe.pfcount(*self.keys.area_span(area, bucket, *span))
             counts.extend(await pipe.execute())
         return {triple: int(count) for triple, count in zip(triples, counts)}
 

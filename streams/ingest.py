@@ -21,9 +21,11 @@ import numpy as np
 
 from .areas import AreaMap
 from .keys import KeyLayout, expire_at_ms
+from .segments import STORED, ResidentTable, band
 from .settings import Settings
 from .wire import (
     DEVICE_CLASS_NAMES,
+    DEVICE_CLASSES,
     EVENT_TYPE_NAMES,
     MAX_TS_MS,
     MIN_TS_MS,
@@ -41,6 +43,7 @@ from .wire import (
 DEADLETTER_MAX_BYTES = 65_536
 _KNOWN_TYPES = np.array(sorted(EVENT_TYPE_NAMES), dtype=np.uint8)
 _KNOWN_CLASSES = np.array(sorted(DEVICE_CLASS_NAMES), dtype=np.uint8)
+PHONE_CLASS = DEVICE_CLASSES["phone"]
 # The same as lookup tables indexed by the u8 code: one gather instead of a set search.
 _TYPE_OK = np.isin(np.arange(256), _KNOWN_TYPES)
 _CLASS_OK = np.isin(np.arange(256), _KNOWN_CLASSES)
@@ -120,6 +123,7 @@ class BatchPlan:
     replayed: int = 0
     frames: int = 0
     shadow_events: int = 0  # counted events that were rotation shadows (included in counted)
+    m2m_events: int = 0  # counted events of M2M devices (in no area's HyperLogLog)
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -142,6 +146,7 @@ class BatchPlan:
             "sequence_gaps": self.sequence_gaps,
             "sequence_repeats": self.sequence_repeats,
             "frames": self.frames,
+            "m2m": self.m2m_events,
         }
 
 
@@ -157,6 +162,7 @@ class Ingestor:
         self.settings = settings
         self.areas = areas
         self.keys = KeyLayout(settings.namespace, settings.bucket_s)
+        self.residents = ResidentTable(areas)
         self.partitions: dict[int, PartitionState] = {}
         self.sequences: dict[str, int] = {}
 
@@ -253,21 +259,31 @@ class Ingestor:
             return plan
         if fast.all():
             good_ts, good_cells, good_devices, good_shadow = ts, cell_index, records["device"], shadow
+            good_class, good_segment = records["device_class"], records["segment"]
         else:
             take = np.repeat(fast, sizes)
             good_ts, good_cells, good_devices = ts[take], cell_index[take], records["device"][take]
-            good_shadow = shadow[take]
+            good_shadow, good_class, good_segment = shadow[take], records["device_class"][take], records["segment"][take]
             if slow_good:
                 slow = np.concatenate(slow_good)
                 good_ts = np.concatenate([good_ts, slow["ts"]])
                 good_cells = np.concatenate([good_cells, self.areas.cell_index(slow["cell"])[0]])
                 good_devices = np.concatenate([good_devices, slow["device"]])
                 good_shadow = np.concatenate([good_shadow, *slow_shadow])
+                good_class = np.concatenate([good_class, slow["device_class"]])
+                good_segment = np.concatenate([good_segment, slow["segment"]])
         plan.counted = len(good_ts)
         plan.shadow_events = int(good_shadow.sum())
+        # M2M devices (meters, cars) are counted in the books but in no area's HyperLogLog:
+        # the areas count phones, the devices people carry (docs/estimation.md).
+        phone = good_class == PHONE_CLASS
+        if not phone.all():
+            good_ts, good_cells, good_devices = good_ts[phone], good_cells[phone], good_devices[phone]
+            good_shadow, good_segment = good_shadow[phone], good_segment[phone]
+        plan.m2m_events = int(len(phone) - len(good_ts))
         if len(good_ts):
             devices = np.ascontiguousarray(good_devices).view("<u8")
-            self._plan_hll_adds(plan, good_ts, good_cells, devices, wall_now_ms, good_shadow)
+            self._plan_hll_adds(plan, good_ts, good_cells, devices, wall_now_ms, good_shadow, good_segment)
         return plan
 
     def quarantine(self, messages: Iterable[Message], error: str) -> BatchPlan:
@@ -361,8 +377,12 @@ class Ingestor:
         devices: np.ndarray,
         wall_now_ms: int,
         shadow: np.ndarray,
+        segment: np.ndarray,
     ) -> None:
         """One PFADD per (key, batch), with the devices deduplicated inside each key.
+
+        Besides each area's total, its segment keys (streams/segments.py): residents (home cell
+        in the area) and the device's age band, when the record carries them.
 
         Shadow records (next-epoch pseudonyms, key rotation) go to their bucket's shadow key:
         the shadow bit is folded into the bucket dimension, so they group like any bucket.
@@ -380,16 +400,29 @@ class Ingestor:
         n_spans = int(buckets.max()) - first_bucket + 1
         n_buckets = 2 * n_spans  # (bucket, shadow) pairs
         order = np.argsort(devices)
-        devices, cell_index = devices[order], cell_index[order]
+        devices, cell_index, segment = devices[order], cell_index[order], segment[order]
         rel_bucket = (buckets[order] - first_bucket) * 2 + shadow[order]
         n_cells = len(self.areas.cell_ids)
         cell_keys, cell_starts, cell_members, cell_kept = _distinct_per_key(
             cell_index * n_buckets + rel_bucket, devices, n_cells * n_buckets
         )
         devices, cell_index, rel_bucket = devices[cell_kept], cell_index[cell_kept], rel_bucket[cell_kept]
+        segment = segment[cell_kept]
         event_pos, area_index = self.areas.expand_to_areas(cell_index)
-        area_keys, area_starts, area_members, _ = _distinct_per_key(
-            area_index * n_buckets + rel_bucket[event_pos], devices[event_pos], len(self.areas.area_ids) * n_buckets
+        n_area_keys = len(self.areas.area_ids) * n_buckets
+        area_composite = area_index * n_buckets + rel_bucket[event_pos]
+        area_devices = devices[event_pos]
+        area_keys, area_starts, area_members, _ = _distinct_per_key(area_composite, area_devices, n_area_keys)
+        # Segment keys: kind 0 residents, kinds 1-3 the age bands. Each block of rows stays in
+        # device order, and a key's rows all come from one block.
+        area_segment = segment[event_pos]
+        resident_rows = np.flatnonzero(self.residents.resident(area_index, area_segment))
+        bands = band(area_segment)
+        band_rows = np.flatnonzero(bands)
+        rows = np.concatenate([resident_rows, band_rows])
+        kind = np.concatenate([np.zeros(len(resident_rows), dtype=np.int64), bands[band_rows]])
+        seg_keys, seg_starts, seg_members, _ = _distinct_per_key(
+            kind * n_area_keys + area_composite[rows], area_devices[rows], len(STORED) * n_area_keys
         )
 
         stream_now = _highest_watermark([*self.partitions.values(), *plan.partitions.values()])
@@ -416,8 +449,16 @@ class Ingestor:
             names.append(keys.area_bucket(area_ids[area], bucket, is_shadow))
             expire.append(expiry[bucket])
             plan.dirty_buckets.add((area_ids[area], bucket))
-        starts = np.concatenate([cell_starts[:-1], area_starts + len(cell_members)])
-        plan.adds = HllAdds(names, expire, starts, np.concatenate([cell_members, area_members]))
+        for composite in seg_keys.tolist():
+            kind_index, rest = divmod(composite, n_area_keys)
+            area, pair = divmod(rest, n_buckets)
+            bucket, is_shadow = first_bucket + pair // 2, pair % 2 == 1
+            names.append(keys.area_bucket(area_ids[area], bucket, is_shadow, STORED[kind_index]))
+            expire.append(expiry[bucket])
+        starts = np.concatenate([
+            cell_starts[:-1], area_starts[:-1] + len(cell_members), seg_starts + len(cell_members) + len(area_members)
+        ])
+        plan.adds = HllAdds(names, expire, starts, np.concatenate([cell_members, area_members, seg_members]))
 
     def _deadletter(self, plan: BatchPlan, message: Message, reject: Reject) -> None:
         plan.deadlettered += reject.events

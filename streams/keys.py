@@ -103,20 +103,26 @@ class KeyLayout:
     bucket_s: int
     rotation: Rotation = NO_ROTATION
 
-    def area_bucket(self, area: str, bucket: int, shadow: bool = False) -> str:
-        """A bucket's HyperLogLog; `shadow`: the one holding next-epoch pseudonyms (rotation)."""
-        return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
+    def area_bucket(self, area: str, bucket: int, shadow: bool = False, segment: str = "") -> str:
+        """A bucket's HyperLogLog; `shadow`: the one holding next-epoch pseudonyms (rotation);
+        `segment`: one of the area's segment HyperLogLogs (streams/segments.py), "" the total."""
+        return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:{bucket}{':' + segment if segment else ''}{':next' if shadow else ''}"
 
     def cell_bucket(self, cell: int, bucket: int, shadow: bool = False) -> str:
         return f"{self.namespace}:{{c:{cell}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
 
     def area_window(self, area: str, newest_bucket: int, window_s: int) -> list[str]:
         """The keys of one window, all under the pseudonym epoch of its newest bucket."""
+        return self.area_span(area, newest_bucket, 0, window_s)
+
+    def area_span(self, area: str, newest_bucket: int, skip_s: int, length_s: int, segment: str = "") -> list[str]:
+        """The keys of `length_s` ending `skip_s` before the end of the window whose newest bucket
+        is `newest_bucket` (skip 0: that window), under the pseudonym epoch of its newest bucket."""
         bucket_ms = self.bucket_s * 1000
         epoch = self.rotation.epoch(newest_bucket * bucket_ms)
         return [
-            self.area_bucket(area, b, shadow=self.rotation.epoch(b * bucket_ms) < epoch)
-            for b in window_buckets(newest_bucket, window_s, self.bucket_s)
+            self.area_bucket(area, b, shadow=self.rotation.epoch(b * bucket_ms) < epoch, segment=segment)
+            for b in window_buckets(newest_bucket - skip_s // self.bucket_s, length_s, self.bucket_s)
         ]
 
     def area_series(self, area: str, window_s: int) -> str:

@@ -48,6 +48,37 @@ def containment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequen
     return pairs
 
 
+def segment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[int],
+                  segments: Sequence[str], nested: Sequence[str]) -> list[tuple[Hashable, Hashable]]:
+    """Containment pairs of segment items (area, window, segment), streams/segments.py:
+
+    - every segment of an item is inside that item's total, and inside every total that
+      contains the item (a larger area, a longer window);
+    - a `nested` segment (residents, an age band) of an inner item is inside the same segment
+      of an outer item; visitors are not nested across areas (a visitor of the stadium may be a
+      resident of the city), only across windows of the same area.
+
+    Segments partition a total (residents + visitors; the bands and the unknown band), so these
+    pairs also close the complements: total - residents = visitors is itself an item.
+    """
+    cells = {area: frozenset(c) for area, c in area_cells.items()}
+    pairs: list[tuple[Hashable, Hashable]] = []
+    for outer, outer_cells in cells.items():
+        for inner, inner_cells in cells.items():
+            if not inner_cells <= outer_cells:
+                continue
+            for w_out in windows_s:
+                for w_in in windows_s:
+                    if w_in > w_out:
+                        continue
+                    for segment in segments:
+                        pairs.append(((outer, w_out), (inner, w_in, segment)))
+                        same = outer == inner
+                        if (segment in nested or same) and (outer, w_out) != (inner, w_in):
+                            pairs.append(((outer, w_out, segment), (inner, w_in, segment)))
+    return pairs
+
+
 def suppressed_items(counts: Mapping[Hashable, int], pairs: Sequence[tuple[Hashable, Hashable]], k: int) -> set:
     """The items that must not be published (rule above). `counts` holds one window end."""
     suppressed = {item for item, count in counts.items() if count < k}

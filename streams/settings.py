@@ -14,6 +14,8 @@ from .kafka_security import KafkaSecurity
 from .keys import NO_ROTATION, Rotation
 
 DEFAULT_AREAS = Path(__file__).parent / "data" / "example-city.json"
+DEFAULT_VISIBILITY_MODEL = Path(__file__).parent / "data" / "visibility-model.npz"
+PEOPLE_MODELS = ("visibility", "devices")
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
@@ -32,9 +34,10 @@ class Settings:
     #: digests (docs/security.md). Required when http_host is not a loopback address.
     api_tokens: str | None = None
     api_tokens_file: Path | None = None
-    #: Pseudonym-key rotation the producers follow (docs/privacy.md): period 0 = stable
-    #: pseudonyms (the default while the simulator does not rotate); offset and overlap in s.
-    rotation_period_s: int = 0
+    #: Pseudonym-key rotation the producers follow (docs/privacy.md), read by the workers and
+    #: the simulator alike: daily at 04:00 UTC, shadows during the hour before; period 0 =
+    #: stable pseudonyms (a feed that does not rotate). Offset and overlap in seconds.
+    rotation_period_s: int = 86_400
     rotation_offset_s: int = 4 * 3600
     rotation_overlap_s: int = 3600
     #: Kafka transport security (SASL_SSL/SCRAM or SSL) for every client; see docs/security.md.
@@ -46,6 +49,19 @@ class Settings:
     dp_daily_budget: float = 20.0
     dp_sensitivity: int = 2
     dp_secret: str | None = field(default=None, repr=False)
+    #: From phones to people (docs/estimation.md): "visibility" (the calibrated model) or
+    #: "devices" (people = the window's distinct phones: the naive model, for comparisons).
+    people_model: str = "visibility"
+    #: The calibration table of the visibility model (`crowdpulse calibrate` writes it).
+    visibility_model_path: Path = DEFAULT_VISIBILITY_MODEL
+    #: The operator's share of the people in an area, unless the areas file says otherwise,
+    #: and SIMs per person; scaling_se is the relative standard error of the two together
+    #: that the ranges include (0 when they are known exactly, as in the simulator).
+    market_share: float = 0.32
+    sims_per_person: float = 1.35
+    scaling_se: float = 0.0
+    #: Publish residents/visitors and age-band segments with every estimate (docs/estimation.md).
+    segments: bool = True
     #: Faust application id (also the consumer group).
     app_id: str = "crowdpulse"
     #: Prefix of every Redis key, so several deployments or tests can share one Redis.
@@ -122,6 +138,13 @@ class Settings:
         if not 0 < self.publish_interval_s < float("inf"):
             raise ValueError("publish_interval_s must be a positive number of seconds")
         self.rotation.check(self.bucket_s, max(self.windows_s))
+        if self.people_model not in PEOPLE_MODELS:
+            raise ValueError(f"people_model must be one of {', '.join(PEOPLE_MODELS)}")
+        if self.people_model == "visibility" and (60 % self.bucket_s or max(self.windows_s) < 3600):
+            raise ValueError("the visibility model needs 1-minute multiples of the bucket and a 3600 s window "
+                             "(or CROWDPULSE_PEOPLE_MODEL=devices)")
+        if not 0 < self.market_share <= 1 or self.sims_per_person < 1 or self.scaling_se < 0:
+            raise ValueError("market_share must be in (0, 1], sims_per_person >= 1 and scaling_se >= 0")
         if self.dp_epsilon is not None:
             if not self.dp_epsilon > 0 or not self.dp_daily_budget > 0 or self.dp_sensitivity < 1:
                 raise ValueError("dp_epsilon and dp_daily_budget must be > 0, dp_sensitivity >= 1")
@@ -196,6 +219,25 @@ class Settings:
         ):
             if env.get(name):
                 values[key] = _int(env, name)
+        for name, key in (
+            ("CROWDPULSE_MARKET_SHARE", "market_share"),
+            ("CROWDPULSE_SIMS_PER_PERSON", "sims_per_person"),
+            ("CROWDPULSE_SCALING_SE", "scaling_se"),
+        ):
+            if env.get(name):
+                try:
+                    values[key] = float(env[name])
+                except ValueError:
+                    raise ValueError(f"{name}={env[name]!r} is not a number") from None
+        if env.get("CROWDPULSE_SEGMENTS"):
+            flag = env["CROWDPULSE_SEGMENTS"].strip().lower()
+            if flag not in ("0", "1", "on", "off", "true", "false"):
+                raise ValueError(f"CROWDPULSE_SEGMENTS={env['CROWDPULSE_SEGMENTS']!r} is not on/off")
+            values["segments"] = flag in ("1", "on", "true")
+        if env.get("CROWDPULSE_PEOPLE_MODEL"):
+            values["people_model"] = env["CROWDPULSE_PEOPLE_MODEL"]
+        if env.get("CROWDPULSE_VISIBILITY_MODEL"):
+            values["visibility_model_path"] = Path(env["CROWDPULSE_VISIBILITY_MODEL"])
         if env.get("CROWDPULSE_DP_SECRET"):
             values["dp_secret"] = env["CROWDPULSE_DP_SECRET"]
         if env.get("CROWDPULSE_APP_ID"):

@@ -119,9 +119,16 @@ def start_worker_with(endpoints: Endpoints, log_dir: Path, settings_env: dict[st
     return launch_worker(endpoints, log_dir, settings_env)
 
 
+#: The alert tests feed a synthetic crowd whose people are exactly its distinct devices, and
+#: test the alert mechanics on the naive model (people = devices): the visibility model is
+#: calibrated to the simulator's signalling, not to this feed (docs/estimation.md).
+NAIVE_PEOPLE = {"CROWDPULSE_PEOPLE_MODEL": "devices"}
+
+
 def settings_env(worker: RunningWorker, **extra: str) -> dict[str, str]:
     s = worker.settings
     env = {
+        "CROWDPULSE_PEOPLE_MODEL": s.people_model,
         "CROWDPULSE_APP_ID": s.app_id,
         "CROWDPULSE_TOPIC_PREFIX": s.topic_prefix,
         "CROWDPULSE_NAMESPACE": s.namespace,

@@ -22,6 +22,7 @@ from streams.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 from .conftest import start_worker, wait_until
 from .crowd import (
     MIN,
+    NAIVE_PEOPLE,
     START_MS,
     CityFeed,
     SseReader,
@@ -92,7 +93,7 @@ def test_a_crowd_raises_alerts_once_on_every_channel_and_can_be_acknowledged(end
     areas_path = small_stadium_city(tmp_path)
     worker = start_worker(
         endpoints, tmp_path, "alerts",
-        CROWDPULSE_AREAS=str(areas_path), CROWDPULSE_ALERT_RULES=str(five_minute_rules(tmp_path)),
+        CROWDPULSE_AREAS=str(areas_path), CROWDPULSE_ALERT_RULES=str(five_minute_rules(tmp_path)), **NAIVE_PEOPLE,
         CROWDPULSE_WEBHOOK_URL=receiver.url, CROWDPULSE_WEBHOOK_SECRET=SECRET,
     )
     feed = CityFeed(endpoints, worker, load_test_city(areas_path))
@@ -181,7 +182,8 @@ def alert_pass_reached(worker, as_of: int) -> bool:
 def test_a_restarted_worker_that_lost_its_alert_state_never_fires_twice(endpoints, tmp_path: Path) -> None:
     areas_path = small_stadium_city(tmp_path)
     first = start_worker(
-        endpoints, tmp_path, "restart", CROWDPULSE_AREAS=str(areas_path), CROWDPULSE_ALERT_RULES=str(five_minute_rules(tmp_path))
+        endpoints, tmp_path, "restart", CROWDPULSE_AREAS=str(areas_path), CROWDPULSE_ALERT_RULES=str(five_minute_rules(tmp_path)),
+        **NAIVE_PEOPLE,
     )
     areas = load_test_city(areas_path)
     feed = CityFeed(endpoints, first, areas)

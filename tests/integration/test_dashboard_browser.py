@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.services import free_port
 
 from .conftest import REPO, start_worker, wait_until
-from .crowd import CityFeed, five_minute_rules, load_test_city, small_stadium_city, stop
+from .crowd import NAIVE_PEOPLE, CityFeed, five_minute_rules, load_test_city, small_stadium_city, stop
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_dashboard_shows_the_api_numbers_raises_and_acks_an_alert(endpoints, tmp
     dead_webhook = f"http://127.0.0.1:{free_port()}/nobody-listens"
     worker = start_worker(
         endpoints, tmp_path, "dash",
-        CROWDPULSE_AREAS=str(areas_path), CROWDPULSE_ALERT_RULES=str(five_minute_rules(tmp_path)),
+        CROWDPULSE_AREAS=str(areas_path), CROWDPULSE_ALERT_RULES=str(five_minute_rules(tmp_path)), **NAIVE_PEOPLE,
         CROWDPULSE_WEBHOOK_URL=dead_webhook, CROWDPULSE_WEBHOOK_SECRET="s",
     )
     feed = CityFeed(endpoints, worker, load_test_city(areas_path))

@@ -37,14 +37,17 @@ def simulated_events(areas) -> list[np.ndarray]:
 
 
 def exact_sets(events: np.ndarray, areas_doc: dict, bucket_ms: int) -> dict[tuple[str, int], set[bytes]]:
-    """Plain-Python reference, independent of the numpy hot path: (area, bucket) -> devices."""
+    """Plain-Python reference, independent of the numpy hot path: (area, bucket) -> phones
+    (M2M devices are in no area's count)."""
     areas_of_cell: dict[int, list[str]] = defaultdict(list)
     for area in areas_doc["areas"]:
         for cell in area["cells"]:
             areas_of_cell[cell].append(area["id"])
     sets: dict[tuple[str, int], set[bytes]] = defaultdict(set)
     for record in events.tolist():
-        device, ts, cell = record[0], record[1], record[2]
+        device, ts, cell, device_class = record[0], record[1], record[2], record[4]
+        if device_class != 0:
+            continue
         for area in areas_of_cell[cell]:
             sets[(area, ts // bucket_ms)].add(bytes(device))
     return sets

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from producers.publisher import Framer, KafkaSink
 from streams.areas import load_areas
 from streams.cli import parse_time
+from streams.segments import encode as encode_segment
 from streams.wire import RECORD_DTYPE
 
 from .conftest import RunningWorker, consume_all, wait_until
@@ -48,6 +49,11 @@ def test_no_channel_reveals_a_small_count(worker: RunningWorker, endpoints) -> N
     assert set(areas.areas_of_cell(EAST_CELL)) == {"city", "east-district"}
     assert set(areas.areas_of_cell(ARENA_CELL)) == {"city", "west-district", "arena"}
     events = np.concatenate([events_at(STADIUM_ONLY_CELL, 40, 1), events_at(EAST_CELL, 5, 100), events_at(ARENA_CELL, 5, 200)])
+    # Segments: 35 of the stadium's 40 in the youngest age band, 5 in the oldest; 5 of them live
+    # in the stadium's first cell (residents). Every segment but the young band is below k, and
+    # the young band (35) differs from its total (40) by 5: it must be withheld too.
+    stadium_home = int(np.searchsorted(areas.cell_ids, STADIUM_ONLY_CELL))
+    events["segment"][:40] = encode_segment(np.where(np.arange(40) < 5, stadium_home, -1), np.where(np.arange(40) < 35, 1, 3))
     sink = KafkaSink(endpoints.kafka, worker.topics.events)
     sink.send(Framer(7, settings.partitions, areas.cell_ids).frames(events))
     sink.close()
@@ -70,8 +76,13 @@ def test_no_channel_reveals_a_small_count(worker: RunningWorker, endpoints) -> N
     assert messages and numbers_by_item(messages) == allowed
     suppressed = [m for m in messages if m["suppressed"]]
     assert all(m[f] is None for m in suppressed for f in ("devices", "people", "people_low", "people_high"))
-    # Prometheus: per-area gauges exist only for what is published.
+    # Segments: nothing small, and no segment whose complement in its total is small.
+    shown_segments = [(m, name, seg) for m in messages if m.get("segments") for name, seg in m["segments"].items() if seg]
+    assert all(seg["devices"] >= settings.min_count and m["devices"] - seg["devices"] >= settings.min_count
+               for m, name, seg in shown_segments), shown_segments
+    # Prometheus: per-area gauges exist only for what is published, with the published people.
     with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     people = {(s.labels["area"], int(s.labels["window_s"])): s.value for s in families["crowdpulse_area_people"].samples}
-    assert people == {k: float(v) for k, v in allowed.items()}
+    latest = {(e["area"], e["window_s"]): e["people"] for e in worker.get("/api/areas")}  # type: ignore[union-attr]
+    assert set(people) == set(allowed) and people == {k: float(latest[k]) for k in allowed}

@@ -14,6 +14,7 @@ from producers.scenarios import SCENARIOS, configure, parse_overrides
 from producers.simulator import T3412_MS, Simulation, WindowTruth
 from streams.areas import load_areas
 from streams.cli import main, parse_time
+from streams.segments import band as segment_band, home_code
 from streams.settings import DEFAULT_AREAS
 from streams.wire import EVENT_TYPES, decode
 
@@ -50,9 +51,15 @@ def test_events_are_valid_sorted_and_every_device_reports_within_t3412() -> None
     # The wire's optional fields carry the device class and the home cell.
     m2m = sim.population.device_class == 1
     assert m2m.any() and (~m2m).any()
-    by_device = dict(zip(sim.population.pseudonym.view("<u8").tolist(), sim.population.device_class.tolist()))
+    pseudonyms = sim.pseudonyms.for_epoch(int(sim.rotation.epoch(START)))  # the run lies inside one epoch
+    by_device = dict(zip(pseudonyms.view("<u8").tolist(), sim.population.device_class.tolist()))
     assert [by_device[d] for d in events["device"].view("<u8").tolist()] == events["device_class"].tolist()
-    assert (events["segment"] >= 1).all() and (events["segment"] <= len(AREAS.cell_ids)).all()
+    # The segment: home cell code (1 + cell index; everyone in this run lives in the city) and
+    # an age band for people (1-3), none for M2M.
+    home, band = home_code(events["segment"]), segment_band(events["segment"])
+    assert (home >= 1).all() and (home <= len(AREAS.cell_ids)).all()
+    phones = events["device_class"] == 0
+    assert np.isin(band[phones], [1, 2, 3]).all() and (band[~phones] == 0).all()
 
 
 def test_window_truth_equals_a_plain_set_computation() -> None:
@@ -62,8 +69,9 @@ def test_window_truth_equals_a_plain_set_computation() -> None:
     newest = int(events["ts"].max()) // 60_000
     for area in ("stadium", "centre", "city"):
         cells = set(AREAS.area_by_id[area].cells)
-        in_window = [(bytes(d), c, t) for d, t, c in zip(events["device"].tolist(), events["ts"].tolist(), events["cell"].tolist())
-                     if c in cells and t // 60_000 > newest - 5]
+        in_window = [(bytes(d), c, t) for d, t, c, k in zip(events["device"].tolist(), events["ts"].tolist(),
+                                                             events["cell"].tolist(), events["device_class"].tolist())
+                     if c in cells and t // 60_000 > newest - 5 and k == 0]  # phones only
         assert len(truth.distinct(area, newest, 300)) == len({d for d, _, _ in in_window})
 
 

@@ -1,0 +1,243 @@
+"""`crowdpulse calibrate`: build the visibility model's calibration table from simulator runs.
+
+Each run steps a scenario of the simulator (producers/) and follows, per area and minute, the
+curve the estimator reads from Redis (streams/visibility.py: N(1..60) and the hour's older
+spans), counted exactly over the operator's phones, next to the people truly present. Every
+row (area, minute) gives the features and the truth z = log(phones present / N(60)), where
+phones present = people * market share * SIMs per person (the same scaling the estimator
+inverts, so the table learns visibility only).
+
+The runs are the scenarios' own stories with seeds that `crowdpulse evaluate` does not use
+(evaluate's default seed is 1): the model never sees the run it is scored on. A second set of
+runs (other seeds again) is held out to scale the ranges so that 90% of held-out points fall
+inside. HyperLogLog's own error is not in the table (exact counts); the estimator adds it.
+
+The tracker is exact and cheap: per area and device, a 64-bit mask of the minutes it was seen
+in (bit 0 = the newest minute), shifted once a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .areas import AreaMap, load_areas
+from .settings import Settings
+from .visibility import CURVE_LENGTH, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features, default_model_path
+
+log = logging.getLogger(__name__)
+
+BUCKET_MS = 60_000
+PHONE = 0
+#: Rows kept for the table: after the first minutes, with enough people and phones to say
+#: something (the table must also know small and starting-up areas).
+MIN_PEOPLE = 100
+MIN_N60 = 15
+WARMUP_MIN = 5
+K_NEIGHBOURS = 10
+
+
+@dataclass(frozen=True)
+class Run:
+    scenario: str
+    devices: int
+    hours: float
+    seed: int
+
+    def label(self) -> str:
+        return f"{self.scenario}/{self.devices}/{self.hours:g}h/seed{self.seed}"
+
+
+# Seeds 101+ for the table, 201+ held out; evaluate's default seed is 1.
+TABLE_RUNS = (
+    Run("match-day", 100_000, 6.5, 101),
+    Run("high-street", 30_000, 48.0, 101),
+    Run("station-rush", 60_000, 16.0, 101),
+    Run("steady", 50_000, 3.0, 101),
+)
+HELD_OUT_RUNS = (
+    Run("match-day", 100_000, 6.5, 201),
+    Run("high-street", 30_000, 24.0, 201),
+    Run("station-rush", 60_000, 16.0, 201),
+)
+QUICK_TABLE_RUNS = (Run("match-day", 6_000, 2.0, 101), Run("steady", 5_000, 1.5, 101))
+QUICK_HELD_OUT_RUNS = (Run("match-day", 6_000, 2.0, 201),)
+
+
+class CurveTracker:
+    """Stands in for the simulation's ground truth: receives every event (device index, time,
+    cell index) and, at each closed minute, records every area's curve and people present."""
+
+    def __init__(self, areas: AreaMap, phone: np.ndarray, start_ms: int) -> None:
+        self.areas = areas
+        self.phone = phone
+        self.n_areas = len(areas.area_ids)
+        self.membership = np.zeros((len(areas.cell_ids), self.n_areas), dtype=bool)
+        for a, area in enumerate(areas.areas):
+            self.membership[np.searchsorted(areas.cell_ids, area.cells), a] = True
+        self.masks = np.zeros((self.n_areas, len(phone)), dtype=np.uint64)
+        self.current = start_ms // BUCKET_MS
+        self.curves: list[np.ndarray] = []
+        self.people: list[np.ndarray] = []
+
+    def add(self, device: np.ndarray, ts: np.ndarray, cell_index: np.ndarray) -> None:
+        keep = self.phone[device]
+        device, ts, cell_index = device[keep], ts[keep], cell_index[keep]
+        age = self.current - ts // BUCKET_MS
+        ok = (age >= 0) & (age < 64)
+        bits = np.left_shift(np.uint64(1), age[ok].astype(np.uint64))
+        for a in range(self.n_areas):
+            here = self.membership[cell_index[ok], a]
+            np.bitwise_or.at(self.masks[a], device[ok][here], bits[here])
+
+    def close(self, presence_by_area: np.ndarray) -> None:
+        """The minute `current` is over: record its curves and people; shift the masks."""
+        curve = np.zeros((self.n_areas, CURVE_LENGTH), dtype=np.int64)
+        for a in range(self.n_areas):
+            live = self.masks[a][self.masks[a] != 0]
+            for i, minutes in enumerate(RECENT_MIN):
+                curve[a, i] = np.count_nonzero(live & _bits(0, minutes))
+            for j, split in enumerate(SPLIT_MIN):
+                curve[a, len(RECENT_MIN) + j] = np.count_nonzero(live & _bits(split, 60))
+        self.curves.append(curve)
+        self.people.append(np.asarray(presence_by_area)[:, 0].copy())
+        self.masks <<= np.uint64(1)
+        self.current += 1
+
+
+def _bits(first: int, last: int) -> np.uint64:
+    """A mask of bits first..last-1 (minutes ago)."""
+    return np.uint64(((1 << last) - 1) ^ ((1 << first) - 1))
+
+
+def collect(run: Run, areas_path: Path) -> dict:
+    """Simulate one run; return its curves (T, A, 8) and people (T, A)."""
+    from producers.scenarios import configure
+    from producers.simulator import Simulation
+
+    areas = load_areas(areas_path)
+    config = configure(run.scenario)
+    start = config.scenario.start_ms()
+    sim = Simulation(areas, run.devices, run.seed, start, config=config)
+    tracker = CurveTracker(areas, sim.population.device_class == PHONE, start)
+    sim.truth = tracker  # the simulation feeds its truth hooks (add, close) with device indices
+    sim.bucket_ms = BUCKET_MS
+    end = start + int(run.hours * 3_600_000)
+    while sim.now_ms < end:
+        sim.step(end)
+    return {"run": run.label(), "curves": np.array(tracker.curves), "people": np.array(tracker.people), "area_ids": areas.area_ids}
+
+
+def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, truth z and N(60) of every usable (minute, area) of one run."""
+    curves, people = data["curves"], data["people"]
+    ref = list(data["area_ids"]).index(reference)
+    share = np.array([a.market_share or settings.market_share for a in areas.areas])
+    feats, zs, n60s = [], [], []
+    for t in range(WARMUP_MIN, len(curves)):
+        n60 = curves[t, :, N60]
+        use = (people[t] >= MIN_PEOPLE) & (n60 >= MIN_N60)
+        if not use.any():
+            continue
+        feats.append(curve_features(curves[t][use], curves[t, ref]))
+        phones = people[t][use] * share[use] * settings.sims_per_person
+        zs.append(np.log(phones / n60[use]))
+        n60s.append(n60[use])
+    if not feats:
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0)
+    return np.concatenate(feats), np.concatenate(zs), np.concatenate(n60s)
+
+
+def reference_area(areas: AreaMap) -> str:
+    """The area the model compares every area with: the one with the most cells (the whole
+    network in a city file), first in the file on a tie."""
+    return max(areas.areas, key=lambda a: len(a.cells)).id
+
+
+def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int) -> tuple[VisibilityModel, dict]:
+    areas = load_areas(settings.areas_path)
+    reference = reference_area(areas)
+    started = time.monotonic()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(collect, run, settings.areas_path) for run in (*table_runs, *held_out_runs)]
+        results = [f.result() for f in futures]
+    table = [rows(r, areas, settings, reference) for r in results[: len(table_runs)]]
+    held = [rows(r, areas, settings, reference) for r in results[len(table_runs) :]]
+    features = np.concatenate([f for f, _, _ in table if len(f)])
+    z = np.concatenate([z for f, z, _ in table if len(f)])
+    meta = {
+        "table_runs": [r.label() for r in table_runs],
+        "held_out_runs": [r.label() for r in held_out_runs],
+        "areas": areas.name,
+        "reference_area": reference,
+        "market_share": settings.market_share,
+        "sims_per_person": settings.sims_per_person,
+        "k": K_NEIGHBOURS,
+        "rows": int(len(z)),
+    }
+    model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta)
+    held_f = np.concatenate([f for f, _, _ in held if len(f)])
+    held_z = np.concatenate([z for f, z, _ in held if len(f)])
+    held_n60 = np.concatenate([n for f, _, n in held if len(f)])
+    model = model.with_coverage(held_f, held_z, held_n60)
+    z_hat, half = model.predict(held_f, held_n60)
+    summary = {
+        **meta,
+        "held_out_rows": int(len(held_z)),
+        "held_out_mape": float(np.mean(np.abs(np.exp(z_hat - held_z) - 1))),
+        "held_out_coverage_90": float(np.mean(np.abs(held_z - z_hat) <= half)),
+        "spread_90": [round(float(x), 3) for x in model.spread_90],
+        "spread_floor": model.spread_floor,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    model = replace(model, meta={**meta, **{k: summary[k] for k in ("held_out_mape", "held_out_coverage_90")}})
+    return model, summary
+
+
+def run_calibrate_command(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    table_runs, held_out = (QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS) if args.quick else (TABLE_RUNS, HELD_OUT_RUNS)
+    if args.without:
+        # A generalisation check: a table that has never seen this scenario (docs/estimation.md).
+        table_runs = tuple(r for r in table_runs if r.scenario != args.without)
+        held_out = tuple(r for r in held_out if r.scenario != args.without)
+        if not table_runs or not held_out:
+            raise ValueError(f"without {args.without} no calibration runs are left")
+    out = Path(args.out) if args.out else default_model_path()
+    workers = args.workers or max(1, min(len(table_runs) + len(held_out), os.cpu_count() or 1))
+    model, summary = calibrate(table_runs, held_out, settings, workers)
+    model.save(out)
+    summary["out"] = str(out)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"crowdpulse calibrate: {summary['rows']:,} rows from {', '.join(summary['table_runs'])}")
+        print(f"  held out ({', '.join(summary['held_out_runs'])}): {summary['held_out_rows']:,} rows, "
+              f"phones-present MAPE {100 * summary['held_out_mape']:.1f}%, 90% range holds "
+              f"{100 * summary['held_out_coverage_90']:.1f}% (spread x{summary['spread_90']} by size class)")
+        print(f"  wrote {out} in {summary['seconds']} s")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="two small runs (a test of the command, not a usable model)")
+    p.add_argument("--out", help="where to write the table (default: the shipped streams/data/visibility-model.npz)")
+    p.add_argument("--workers", type=int, help="simulations run in parallel (default: one per core)")
+    p.add_argument("--without", metavar="SCENARIO", help="leave a scenario out of the table and the held-out runs "
+                   "(to check that the model generalises; write it elsewhere with --out)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run_calibrate_command(parser.parse_args()))

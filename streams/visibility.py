@@ -1,0 +1,197 @@
+"""How many of the operator's phones are in an area now, from the shape of its window curve.
+
+A window of W minutes sees only the phones that signalled in it: an idle phone reports every
+54 minutes (T3412), an active one more often, a phone that walked in while connected or from
+another tracking area at once. So the distinct count N(W) grows with W, and how it grows tells
+who is there: a settled crowd is seen slowly but completely by 54 minutes; people passing
+through are seen at once and are gone an hour later. See docs/estimation.md.
+
+The model reads, per area and window end, eight HyperLogLog counts (the *curve*):
+- N(1), N(5), N(15), N(30), N(60): distinct phones in the last 1, 5, 15, 30, 60 minutes;
+- O(5), O(15), O(30): distinct phones in the hour's older part, minutes 60..5, 60..15, 60..30.
+N(s) + O(s) - N(60) is then how many were seen both before and after s minutes ago (seen
+again: settled people are, passers-by are not).
+
+From them it forms scale-free features (fractions of N(60), and the same fractions relative to
+a reference area that covers the whole network, which carries the hour's general level of
+activity), and estimates z = log(phones present / N(60)) by the nearest calibrated situations:
+the mean z of the k most similar rows of a table computed from simulator runs with known truth
+(`crowdpulse calibrate`, streams/calibrate.py). The spread of those neighbours' z, scaled so
+that 90% of held-out calibration points fall inside, is the model's uncertainty.
+
+Pure: numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+#: Recent windows (minutes) and the older spans' splits (minutes) of the curve.
+RECENT_MIN = (1, 5, 15, 30, 60)
+SPLIT_MIN = (5, 15, 30)
+HOUR_MIN = 60
+#: The curve as Redis spans (skip, length) in seconds: the span ends `skip` before the window end.
+CURVE_SPANS_S: tuple[tuple[int, int], ...] = tuple((0, m * 60) for m in RECENT_MIN) + tuple(
+    (s * 60, (HOUR_MIN - s) * 60) for s in SPLIT_MIN
+)
+CURVE_LENGTH = len(CURVE_SPANS_S)
+N60 = RECENT_MIN.index(HOUR_MIN)
+FEATURE_NAMES = (
+    [f"n{m}/n60" for m in RECENT_MIN[:-1]]
+    + [f"n{m}/n60 rel" for m in RECENT_MIN[:-1]]
+    + [f"seen again {s}/n60" for s in SPLIT_MIN]
+    + [f"seen again {s}/n60 rel" for s in SPLIT_MIN]
+    + ["reference n15/n60"]
+)
+_FLOOR = 1e-3
+#: Size classes (phones seen in the hour) whose ranges are calibrated separately: a small area's
+#: counts are noisier than a large one's, and one factor for all would be too wide for one and
+#: too narrow for the other.
+SIZE_EDGES = (100, 300, 1000, 3000)
+_MIN_CLASS_ROWS = 50
+
+
+def size_class(n60: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.asarray(SIZE_EDGES), np.asarray(n60), side="right")
+
+
+def curve_features(curves: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Features of curves (n, 8) against the reference area's curve (8,) at the same window end."""
+    curves = np.asarray(curves, dtype=np.float64).reshape(-1, CURVE_LENGTH)
+    reference = np.asarray(reference, dtype=np.float64).reshape(CURVE_LENGTH)
+
+    def shape(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n60 = np.maximum(c[..., N60], 1.0)
+        recent = c[..., : N60] / n60[..., None]
+        again = np.stack([
+            np.maximum(c[..., RECENT_MIN.index(s)] + c[..., len(RECENT_MIN) + j] - c[..., N60], 0.0)
+            for j, s in enumerate(SPLIT_MIN)
+        ], axis=-1) / n60[..., None]
+        return recent, again
+
+    recent, again = shape(curves)
+    ref_recent, ref_again = shape(reference)
+    return np.concatenate([
+        recent,
+        recent / np.maximum(ref_recent, _FLOOR),
+        again,
+        again / np.maximum(ref_again, _FLOOR),
+        np.full((len(curves), 1), ref_recent[RECENT_MIN.index(15)]),
+    ], axis=1)
+
+
+@dataclass(frozen=True)
+class VisibilityModel:
+    """Nearest-neighbour calibration table: standardised features and their known z."""
+
+    table: np.ndarray  # (rows, features) float32, standardised
+    z: np.ndarray  # (rows,) log(phones present / N(60))
+    mean: np.ndarray  # (features,) standardisation
+    scale: np.ndarray
+    k: int
+    #: Per size class (SIZE_EDGES), the multiplier of the neighbours' spread that held 90% of
+    #: the held-out points of that class (calibrated).
+    spread_90: np.ndarray
+    #: Added (in quadrature) to the neighbours' spread, so that agreeing neighbours still give
+    #: a range: the table's own resolution.
+    spread_floor: float
+    meta: dict
+
+    def __post_init__(self) -> None:
+        if self.table.ndim != 2 or self.table.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"the calibration table must have {len(FEATURE_NAMES)} feature columns")
+        if len(self.z) != len(self.table) or len(self.table) < self.k or self.k < 2:
+            raise ValueError("the calibration table needs at least k >= 2 rows with a z each")
+        if np.shape(self.spread_90) != (len(SIZE_EDGES) + 1,):
+            raise ValueError(f"the calibration table needs {len(SIZE_EDGES) + 1} range factors (one per size class): "
+                             "run crowdpulse calibrate")
+
+    def predict(self, features: np.ndarray, n60: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
+        x = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
+        z_hat = np.empty(len(x))
+        half = np.empty(len(x))
+        table_sq = np.einsum("ij,ij->i", self.table, self.table)
+        for start in range(0, len(x), chunk):
+            part = x[start : start + chunk]
+            # Squared distances by |a|^2 - 2ab + |b|^2: one matrix product per chunk.
+            d = table_sq[None, :] - 2.0 * part @ self.table.T + np.einsum("ij,ij->i", part, part)[:, None]
+            nearest = np.argpartition(d, self.k - 1, axis=1)[:, : self.k]
+            zs = self.z[nearest]
+            z_hat[start : start + chunk] = zs.mean(axis=1)
+            half[start : start + chunk] = np.hypot(zs.std(axis=1, ddof=1), self.spread_floor)
+        return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
+
+    @classmethod
+    def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict) -> "VisibilityModel":
+        """A table from calibration rows (spread_90 still 1.0: see with_coverage)."""
+        features = np.asarray(features, dtype=np.float64)
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        table = ((features - mean) / scale).astype(np.float32)
+        return cls(table, np.asarray(z, dtype=np.float64), mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta)
+
+    def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90) -> "VisibilityModel":
+        """Scale the neighbours' spread so that `level` of held-out rows of each size class lie
+        inside the range (a class with few rows takes the factor of all rows together; the
+        floor: the 10th percentile of the held-out rows' spread)."""
+        classes = len(SIZE_EDGES) + 1
+        unit = replace(self, spread_90=np.ones(classes), spread_floor=0.0)
+        z_hat, spread = unit.predict(features, n60)
+        floor = float(np.quantile(spread, 0.10))
+        ratio = np.abs(np.asarray(z) - z_hat) / np.maximum(np.hypot(spread, floor), 1e-9)
+        pooled = float(np.quantile(ratio, level))
+        cls = size_class(n60)
+        factors = np.array([
+            float(np.quantile(ratio[cls == c], level)) if np.count_nonzero(cls == c) >= _MIN_CLASS_ROWS else pooled
+            for c in range(classes)
+        ])
+        return replace(self, spread_90=factors, spread_floor=floor)
+
+    def save(self, path: Path) -> None:
+        # float16 halves the file; standardised features need no more digits to find neighbours.
+        np.savez_compressed(
+            path, table=self.table.astype(np.float16), z=self.z.astype(np.float32), mean=self.mean, scale=self.scale,
+            k=self.k, spread_90=self.spread_90, spread_floor=self.spread_floor,
+            meta=json.dumps(self.meta, sort_keys=True),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "VisibilityModel":
+        with np.load(path, allow_pickle=False) as f:
+            return cls(
+                table=f["table"].astype(np.float32), z=f["z"].astype(np.float64), mean=f["mean"],
+                scale=f["scale"], k=int(f["k"]), spread_90=np.asarray(f["spread_90"], dtype=np.float64),
+                spread_floor=float(f["spread_floor"]), meta=json.loads(str(f["meta"])),
+            )
+
+
+def log_half_width(model_half: np.ndarray, hll_se: float, scaling_se: float, z90: float) -> np.ndarray:
+    """The 90% half-width of log(people): the model's, HyperLogLog's on N(60) and the scaling's
+    (market share, SIMs per person) combined as independent errors."""
+    return np.sqrt(np.square(model_half) + (z90 * hll_se) ** 2 + (z90 * scaling_se) ** 2)
+
+
+def people_from(n60: np.ndarray, z: np.ndarray, half: np.ndarray, share: np.ndarray, sims: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(people, low, high): phones present = N(60) * e^z, people = phones / (share * SIMs)."""
+    per_phone = 1.0 / (np.asarray(share, dtype=np.float64) * sims)
+    phones = np.asarray(n60, dtype=np.float64) * np.exp(z)
+    return (
+        np.rint(phones * per_phone).astype(np.int64),
+        np.floor(phones * np.exp(-half) * per_phone).astype(np.int64),
+        np.ceil(phones * np.exp(half) * per_phone).astype(np.int64),
+    )
+
+
+def default_model_path() -> Path:
+    return Path(__file__).resolve().parent / "data" / "visibility-model.npz"
+
+
+def hll_log_se(registers: int = 16384) -> float:
+    return 1.04 / math.sqrt(registers)

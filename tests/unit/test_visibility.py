@@ -1,0 +1,173 @@
+"""The visibility model's maths: curve features, the nearest-neighbour table, its calibrated
+ranges, the scaling from phones to people, and the exact curve tracker used to calibrate it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streams.areas import load_areas
+from streams.calibrate import CurveTracker, reference_area
+from streams.estimator import HLL_STANDARD_ERROR, Z_90, EstimateRange, PeopleModel, WindowBook
+from streams.settings import DEFAULT_AREAS
+from streams.visibility import (
+    CURVE_SPANS_S,
+    FEATURE_NAMES,
+    SIZE_EDGES,
+    VisibilityModel,
+    curve_features,
+    log_half_width,
+    people_from,
+)
+
+AREAS = load_areas(DEFAULT_AREAS)
+
+
+def test_curve_spans_are_the_recent_windows_then_the_older_parts_of_the_hour() -> None:
+    assert CURVE_SPANS_S == ((0, 60), (0, 300), (0, 900), (0, 1800), (0, 3600), (300, 3300), (900, 2700), (1800, 1800))
+
+
+def test_curve_features_by_hand() -> None:
+    # N(1, 5, 15, 30, 60) and the older spans O(5), O(15), O(30).
+    curve = np.array([10, 40, 100, 160, 200, 180, 150, 90])
+    reference = np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200])
+    f = curve_features(curve, reference)[0]
+    assert f.shape == (len(FEATURE_NAMES),)
+    np.testing.assert_allclose(f[:4], [0.05, 0.2, 0.5, 0.8])  # N(W) / N(60)
+    np.testing.assert_allclose(f[4:8], [0.05 / 0.05, 0.2 / 0.2, 0.5 / 0.4, 0.8 / 0.6])  # relative to the reference
+    # Seen again: N(s) + O(s) - N(60) = 40+180-200, 100+150-200, 160+90-200.
+    np.testing.assert_allclose(f[8:11], [20 / 200, 50 / 200, 50 / 200])
+    ref_again = np.array([400 + 1900 - 2000, 800 + 1600 - 2000, 1200 + 1200 - 2000]) / 2000
+    np.testing.assert_allclose(f[11:14], np.array([0.1, 0.25, 0.25]) / ref_again)
+    assert f[14] == pytest.approx(0.4)
+
+
+def test_curve_features_survive_empty_areas() -> None:
+    f = curve_features(np.zeros((3, 8)), np.zeros(8))
+    assert np.isfinite(f).all() and (f == 0).all()
+
+
+def _synthetic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows whose z is a smooth function of two features, plus noise that is larger for small
+    areas (N(60) below 300) than for large ones."""
+    features = rng.random((n, len(FEATURE_NAMES)))
+    n60 = rng.choice([150, 5000], n)
+    z = 0.8 * features[:, 2] - 0.5 * features[:, 9] + rng.normal(0, np.where(n60 < 300, 0.15, 0.03))
+    return features, z, n60
+
+
+def test_the_table_recovers_a_smooth_visibility_and_its_ranges_hold_ninety_percent() -> None:
+    rng = np.random.default_rng(3)
+    features, z, _ = _synthetic(rng, 6000)
+    model = VisibilityModel.fit(features, z, k=10, meta={})
+    model = model.with_coverage(*_synthetic(rng, 4000))
+    test_f, test_z, test_n60 = _synthetic(rng, 4000)
+    z_hat, half = model.predict(test_f, test_n60)
+    # Fifteen features, two of them informative, 6,000 rows: the neighbours are not very near,
+    # so the error is several times the noise, but far below the spread of z itself (~0.25).
+    assert np.mean(np.abs(z_hat - test_z)) < 0.15
+    # The ranges hold 90% in each size class, not just overall: wider for the small areas.
+    for small in (True, False):
+        mine = (test_n60 < 300) == small
+        coverage = np.mean(np.abs(z_hat - test_z)[mine] <= half[mine])
+        assert 0.86 <= coverage <= 0.94, (small, coverage)
+    assert np.median(half[test_n60 < 300]) > np.median(half[test_n60 >= 300])
+
+
+def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    features, z, _ = _synthetic(rng, 500)
+    model = VisibilityModel.fit(features, z, k=5, meta={"runs": ["x"]}).with_coverage(*_synthetic(rng, 200))
+    model.save(tmp_path / "m.npz")
+    again = VisibilityModel.load(tmp_path / "m.npz")
+    probe, n60 = rng.random((7, len(FEATURE_NAMES))), np.full(7, 500)
+    # The table is kept as float16 and z as float32: equal to a few thousandths.
+    np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=2e-3)
+    assert again.meta == {"runs": ["x"]} and again.k == 5
+    np.testing.assert_allclose(again.spread_90, model.spread_90)
+
+
+def test_people_from_phones_by_share_and_sims() -> None:
+    # 1,000 phones in the hour, visibility e^z = 0.8 -> 800 phones present -> / (0.32 * 1.35).
+    people, low, high = people_from(np.array([1000]), np.log([0.8]), np.array([0.1]), np.array([0.32]), 1.35)
+    assert people[0] == round(800 / 0.432)
+    assert low[0] == math.floor(800 * math.exp(-0.1) / 0.432) and high[0] == math.ceil(800 * math.exp(0.1) / 0.432)
+
+
+def test_half_widths_add_in_quadrature() -> None:
+    half = log_half_width(np.array([0.3]), 0.4 / Z_90, 0.0, Z_90)
+    assert half[0] == pytest.approx(0.5)
+
+
+def _flat_model(z: float) -> VisibilityModel:
+    """A table that answers z for everything (all rows equal), with a known spread."""
+    rng = np.random.default_rng(5)
+    features = rng.random((50, len(FEATURE_NAMES)))
+    return VisibilityModel(
+        table=features.astype(np.float32), z=np.full(50, z), mean=np.zeros(len(FEATURE_NAMES)),
+        scale=np.ones(len(FEATURE_NAMES)), k=5, spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.05, meta={},
+    )
+
+
+def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> None:
+    people = PeopleModel.for_areas(_flat_model(math.log(0.5)), AREAS, default_share=0.32, sims=1.35)
+    assert people.reference == "city" == reference_area(AREAS)
+    assert people.share["east-district"] == 0.36 and people.share["stadium"] == 0.32
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
+    assert people.estimate({"stadium": curve}) == {}  # no reference, nothing to say
+    out = people.estimate({"city": curve * 10, "stadium": curve, "east-district": curve})
+    assert out["stadium"].people == round(500 / (0.32 * 1.35))
+    assert out["east-district"].people == round(500 / (0.36 * 1.35))
+    half = math.sqrt(0.05**2 + (Z_90 * math.sqrt(2) * HLL_STANDARD_ERROR) ** 2)
+    assert out["stadium"].high == math.ceil(500 * math.exp(half) / (0.32 * 1.35))
+
+
+def test_window_book_publishes_the_models_people_on_every_window_and_withholds_with_the_count() -> None:
+    people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 15, 60_000, keep_buckets=5, people=people)
+    assert set(book.spans) == {(0, 300), (0, 900), (0, 3600), *CURVE_SPANS_S}
+    counts = {}
+    for i, area in enumerate(AREAS.area_ids):
+        scale = i + 1 if area != "arena" else 0.01  # the arena: 1 to 10 phones, below k
+        counts.update({(area, 7, span): round(n * scale) for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500])})
+    published = {(e["area"], e["window_s"]): e for e in book.update(counts, newest=7)}
+    for area in ("stadium", "centre"):
+        shown = [published[(area, w)] for w in (300, 900, 3600) if not published[(area, w)]["suppressed"]]
+        assert len(shown) >= 2
+        # One estimate of people present, whatever the window: phones present = N(60) * e^0.
+        n60 = counts[(area, 7, (0, 3600))]
+        assert {e["people"] for e in shown} == {round(n60 / 0.5)}
+    assert published[("arena", 900)]["suppressed"] and published[("arena", 900)]["people"] is None
+
+
+def test_the_book_asks_for_the_reference_area_when_it_lacks_its_curve() -> None:
+    people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 15, 60_000, keep_buckets=5, people=people)
+    assert ("city", 3) in book.needed([("stadium", 3)])
+
+
+def test_curve_tracker_matches_plain_sets() -> None:
+    rng = np.random.default_rng(6)
+    n_devices, start = 300, 1_000 * 60_000
+    phone = rng.random(n_devices) < 0.9
+    tracker = CurveTracker(AREAS, phone, start)
+    seen: list[tuple[int, int, int]] = []  # (minute, device, cell index)
+    for minute in range(70):
+        device = rng.integers(0, n_devices, 120)
+        ts = start + minute * 60_000 + rng.integers(0, 60_000, 120)
+        cell = rng.integers(0, len(AREAS.cell_ids), 120)
+        tracker.add(device, ts, cell)
+        seen += [(minute, int(d), int(c)) for d, c in zip(device, cell) if phone[d]]
+        tracker.close(np.zeros((len(AREAS.area_ids), 3)))
+    stadium = AREAS.area_ids.index("stadium")
+    cells = {int(np.searchsorted(AREAS.cell_ids, c)) for c in AREAS.area_by_id["stadium"].cells}
+    now = 69
+
+    def distinct(first_age: int, last_age: int) -> int:
+        return len({d for m, d, c in seen if c in cells and first_age <= now - m < last_age})
+
+    expected = [distinct(0, w) for w in (1, 5, 15, 30, 60)] + [distinct(s, 60) for s in (5, 15, 30)]
+    assert tracker.curves[-1][stadium].tolist() == expected
