@@ -60,12 +60,14 @@ class Run:
 # Seeds 101+ for the table, 201+ held out; evaluate's default seed is 1.
 TABLE_RUNS = (
     Run("match-day", 100_000, 6.5, 101),
+    Run("match-day", 100_000, 6.5, 102),
     Run("high-street", 30_000, 48.0, 101),
     Run("station-rush", 60_000, 16.0, 101),
     Run("steady", 50_000, 3.0, 101),
 )
 HELD_OUT_RUNS = (
     Run("match-day", 100_000, 6.5, 201),
+    Run("match-day", 100_000, 6.5, 202),
     Run("high-street", 30_000, 24.0, 201),
     Run("station-rush", 60_000, 16.0, 201),
 )
@@ -137,12 +139,12 @@ def collect(run: Run, areas_path: Path) -> dict:
     return {"run": run.label(), "curves": np.array(tracker.curves), "people": np.array(tracker.people), "area_ids": areas.area_ids}
 
 
-def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, truth z and N(60) of every usable (minute, area) of one run."""
+def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, truth z, N(60), area index and minute of every usable (minute, area) of one run."""
     curves, people = data["curves"], data["people"]
     ref = list(data["area_ids"]).index(reference)
     share = np.array([a.market_share or settings.market_share for a in areas.areas])
-    feats, zs, n60s = [], [], []
+    feats, zs, n60s, area_index, minute = [], [], [], [], []
     for t in range(WARMUP_MIN, len(curves)):
         n60 = curves[t, :, N60]
         use = (people[t] >= MIN_PEOPLE) & (n60 >= MIN_N60)
@@ -152,9 +154,11 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tupl
         phones = people[t][use] * share[use] * settings.sims_per_person
         zs.append(np.log(phones / n60[use]))
         n60s.append(n60[use])
+        area_index.append(np.flatnonzero(use))
+        minute.append(np.full(int(use.sum()), t))
     if not feats:
-        return np.zeros((0, 0)), np.zeros(0), np.zeros(0)
-    return np.concatenate(feats), np.concatenate(zs), np.concatenate(n60s)
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index, minute))  # type: ignore[return-value]
 
 
 def reference_area(areas: AreaMap) -> str:
@@ -172,8 +176,11 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
         results = [f.result() for f in futures]
     table = [rows(r, areas, settings, reference) for r in results[: len(table_runs)]]
     held = [rows(r, areas, settings, reference) for r in results[len(table_runs) :]]
-    features = np.concatenate([f for f, _, _ in table if len(f)])
-    z = np.concatenate([z for f, z, _ in table if len(f)])
+    features = np.concatenate([r[0] for r in table if len(r[0])])
+    z = np.concatenate([r[1] for r in table if len(r[0])])
+    # One group per (run, area): a row's error is measured without its own area's hour.
+    groups = np.concatenate([i * 10_000 + r[3] for i, r in enumerate(table) if len(r[0])])
+    minutes = np.concatenate([r[4] for r in table if len(r[0])])
     meta = {
         "table_runs": [r.label() for r in table_runs],
         "held_out_runs": [r.label() for r in held_out_runs],
@@ -184,10 +191,10 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
         "k": K_NEIGHBOURS,
         "rows": int(len(z)),
     }
-    model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta)
-    held_f = np.concatenate([f for f, _, _ in held if len(f)])
-    held_z = np.concatenate([z for f, z, _ in held if len(f)])
-    held_n60 = np.concatenate([n for f, _, n in held if len(f)])
+    model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta, groups, minutes)
+    held_f = np.concatenate([r[0] for r in held if len(r[0])])
+    held_z = np.concatenate([r[1] for r in held if len(r[0])])
+    held_n60 = np.concatenate([r[2] for r in held if len(r[0])])
     model = model.with_coverage(held_f, held_z, held_n60)
     z_hat, half = model.predict(held_f, held_n60)
     summary = {

@@ -69,7 +69,9 @@ class PeopleModel:
         ids = sorted(curves)
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         z, half = self.visibility.predict(curve_features(matrix, curves[self.reference]), matrix[:, N60])
-        half = log_half_width(half, math.sqrt(2) * HLL_STANDARD_ERROR, self.scaling_se, Z_90)
+        # HyperLogLog's error enters through N(60), the scale of the estimate (the features are
+        # ratios of counts of the same sets, whose errors largely cancel).
+        half = log_half_width(half, HLL_STANDARD_ERROR, self.scaling_se, Z_90)
         share = np.array([self.share[a] for a in ids])
         people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person)
         return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}

@@ -16,8 +16,9 @@ From them it forms scale-free features (fractions of N(60), and the same fractio
 a reference area that covers the whole network, which carries the hour's general level of
 activity), and estimates z = log(phones present / N(60)) by the nearest calibrated situations:
 the mean z of the k most similar rows of a table computed from simulator runs with known truth
-(`crowdpulse calibrate`, streams/calibrate.py). The spread of those neighbours' z, scaled so
-that 90% of held-out calibration points fall inside, is the model's uncertainty.
+(`crowdpulse calibrate`, streams/calibrate.py). The uncertainty is local: each table row knows
+its own error when predicted from other situations, and an estimate's error is that of its
+neighbours, scaled per size class so that 90% of held-out calibration points fall inside.
 
 Pure: numpy only.
 """
@@ -52,7 +53,7 @@ _FLOOR = 1e-3
 #: Size classes (phones seen in the hour) whose ranges are calibrated separately: a small area's
 #: counts are noisier than a large one's, and one factor for all would be too wide for one and
 #: too narrow for the other.
-SIZE_EDGES = (100, 300, 1000, 3000)
+SIZE_EDGES = (100, 300, 1000, 3000, 10_000, 30_000)
 _MIN_CLASS_ROWS = 50
 
 
@@ -94,13 +95,17 @@ class VisibilityModel:
     mean: np.ndarray  # (features,) standardisation
     scale: np.ndarray
     k: int
-    #: Per size class (SIZE_EDGES), the multiplier of the neighbours' spread that held 90% of
-    #: the held-out points of that class (calibrated).
+    #: Per size class (SIZE_EDGES), the multiplier of the local error that held 90% of the
+    #: held-out points of that class (calibrated).
     spread_90: np.ndarray
-    #: Added (in quadrature) to the neighbours' spread, so that agreeing neighbours still give
-    #: a range: the table's own resolution.
+    #: Added (in quadrature) to the local error, so that agreeing neighbours still give a
+    #: range: the table's own resolution.
     spread_floor: float
     meta: dict
+    #: Each row's own error when the table predicts it from *other* situations (its area and
+    #: run within an hour of it left out): how well situations like it are known. The local
+    #: error of a prediction is the root mean square of its neighbours' errors.
+    row_error: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.table.ndim != 2 or self.table.shape[1] != len(FEATURE_NAMES):
@@ -111,36 +116,40 @@ class VisibilityModel:
             raise ValueError(f"the calibration table needs {len(SIZE_EDGES) + 1} range factors (one per size class): "
                              "run crowdpulse calibrate")
 
-    def predict(self, features: np.ndarray, n60: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
         x = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
-        z_hat = np.empty(len(x))
-        half = np.empty(len(x))
-        table_sq = np.einsum("ij,ij->i", self.table, self.table)
-        for start in range(0, len(x), chunk):
-            part = x[start : start + chunk]
-            # Squared distances by |a|^2 - 2ab + |b|^2: one matrix product per chunk.
-            d = table_sq[None, :] - 2.0 * part @ self.table.T + np.einsum("ij,ij->i", part, part)[:, None]
-            nearest = np.argpartition(d, self.k - 1, axis=1)[:, : self.k]
-            zs = self.z[nearest]
-            z_hat[start : start + chunk] = zs.mean(axis=1)
-            half[start : start + chunk] = np.hypot(zs.std(axis=1, ddof=1), self.spread_floor)
-        return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
+        nearest = _nearest(x, self.table, self.k)
+        zs = self.z[nearest]
+        if self.row_error is not None:
+            local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
+        else:
+            local = zs.std(axis=1, ddof=1)
+        half = np.hypot(local, self.spread_floor)
+        return zs.mean(axis=1), half * np.asarray(self.spread_90)[size_class(n60)]
 
     @classmethod
-    def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict) -> "VisibilityModel":
-        """A table from calibration rows (spread_90 still 1.0: see with_coverage)."""
+    def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
+            groups: np.ndarray | None = None, minutes: np.ndarray | None = None) -> "VisibilityModel":
+        """A table from calibration rows (spread_90 still 1.0: see with_coverage). With `groups`
+        (one id per run and area) and `minutes`, each row's error is measured with the rows of
+        its own group within LEAVE_OUT_MIN minutes left out."""
         features = np.asarray(features, dtype=np.float64)
+        z = np.asarray(z, dtype=np.float64)
         mean = features.mean(axis=0)
         scale = features.std(axis=0)
         scale = np.where(scale > 0, scale, 1.0)
         table = ((features - mean) / scale).astype(np.float32)
-        return cls(table, np.asarray(z, dtype=np.float64), mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta)
+        row_error = None
+        if groups is not None and minutes is not None:
+            nearest = _nearest(table, table, k, groups=np.asarray(groups), minutes=np.asarray(minutes))
+            row_error = np.abs(z - z[nearest].mean(axis=1)).astype(np.float32)
+        return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error)
 
     def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90) -> "VisibilityModel":
-        """Scale the neighbours' spread so that `level` of held-out rows of each size class lie
-        inside the range (a class with few rows takes the factor of all rows together; the
-        floor: the 10th percentile of the held-out rows' spread)."""
+        """Scale the local error so that `level` of held-out rows of each size class lie inside
+        the range (a class with few rows takes the factor of all rows together; the floor: the
+        10th percentile of the held-out rows' local error)."""
         classes = len(SIZE_EDGES) + 1
         unit = replace(self, spread_90=np.ones(classes), spread_floor=0.0)
         z_hat, spread = unit.predict(features, n60)
@@ -156,8 +165,9 @@ class VisibilityModel:
 
     def save(self, path: Path) -> None:
         # float16 halves the file; standardised features need no more digits to find neighbours.
+        extra = {"row_error": self.row_error.astype(np.float32)} if self.row_error is not None else {}
         np.savez_compressed(
-            path, table=self.table.astype(np.float16), z=self.z.astype(np.float32), mean=self.mean, scale=self.scale,
+            path, table=self.table.astype(np.float16), z=self.z.astype(np.float32), **extra, mean=self.mean, scale=self.scale,
             k=self.k, spread_90=self.spread_90, spread_floor=self.spread_floor,
             meta=json.dumps(self.meta, sort_keys=True),
         )
@@ -169,7 +179,29 @@ class VisibilityModel:
                 table=f["table"].astype(np.float32), z=f["z"].astype(np.float64), mean=f["mean"],
                 scale=f["scale"], k=int(f["k"]), spread_90=np.asarray(f["spread_90"], dtype=np.float64),
                 spread_floor=float(f["spread_floor"]), meta=json.loads(str(f["meta"])),
+                row_error=f["row_error"].astype(np.float64) if "row_error" in f.files else None,
             )
+
+
+LEAVE_OUT_MIN = 30
+
+
+def _nearest(x: np.ndarray, table: np.ndarray, k: int, chunk: int = 256,
+             groups: np.ndarray | None = None, minutes: np.ndarray | None = None) -> np.ndarray:
+    """Indexes of the k nearest table rows of each row of x (Euclidean). With groups/minutes
+    (x is the table itself), a row's own group within LEAVE_OUT_MIN minutes is left out."""
+    table_sq = np.einsum("ij,ij->i", table, table)
+    out = np.empty((len(x), k), dtype=np.int64)
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk]
+        # Squared distances by |a|^2 - 2ab + |b|^2: one matrix product per chunk.
+        d = table_sq[None, :] - 2.0 * part @ table.T + np.einsum("ij,ij->i", part, part)[:, None]
+        if groups is not None and minutes is not None:
+            rows = slice(start, start + len(part))
+            near_in_time = np.abs(minutes[rows, None] - minutes[None, :]) <= LEAVE_OUT_MIN
+            d[(groups[rows, None] == groups[None, :]) & near_in_time] = np.inf
+        out[start : start + len(part)] = np.argpartition(d, k - 1, axis=1)[:, :k]
+    return out
 
 
 def log_half_width(model_half: np.ndarray, hll_se: float, scaling_se: float, z90: float) -> np.ndarray:

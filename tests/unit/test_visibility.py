@@ -121,7 +121,7 @@ def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> No
     out = people.estimate({"city": curve * 10, "stadium": curve, "east-district": curve})
     assert out["stadium"].people == round(500 / (0.32 * 1.35))
     assert out["east-district"].people == round(500 / (0.36 * 1.35))
-    half = math.sqrt(0.05**2 + (Z_90 * math.sqrt(2) * HLL_STANDARD_ERROR) ** 2)
+    half = math.sqrt(0.05**2 + (Z_90 * HLL_STANDARD_ERROR) ** 2)
     assert out["stadium"].high == math.ceil(500 * math.exp(half) / (0.32 * 1.35))
 
 
@@ -171,3 +171,32 @@ def test_curve_tracker_matches_plain_sets() -> None:
 
     expected = [distinct(0, w) for w in (1, 5, 15, 30, 60)] + [distinct(s, 60) for s in (5, 15, 30)]
     assert tracker.curves[-1][stadium].tolist() == expected
+
+
+def test_row_errors_leave_the_rows_own_hour_out() -> None:
+    # Two groups (runs x areas), close in feature space, each tight, whose z differs: within a
+    # group the neighbours would agree perfectly; across groups they do not.
+    rng = np.random.default_rng(9)
+    features = np.repeat(rng.random((1, len(FEATURE_NAMES))), 40, axis=0) + rng.normal(0, 1e-3, (40, len(FEATURE_NAMES)))
+    features[20:] += 0.01
+    z = np.r_[np.zeros(20), np.ones(20)]
+    groups, minutes = np.r_[np.zeros(20), np.ones(20)], np.r_[np.arange(20), np.arange(20)]
+    model = VisibilityModel.fit(features, z, k=5, meta={}, groups=groups, minutes=minutes)
+    assert model.row_error is not None
+    np.testing.assert_allclose(model.row_error, 1.0)  # each row is predicted by the other group only
+    # Rows more than LEAVE_OUT_MIN apart in the same group may serve: then they agree.
+    far = VisibilityModel.fit(features, z, k=5, meta={}, groups=groups, minutes=np.r_[np.arange(20), np.arange(20)] * 100)
+    np.testing.assert_allclose(far.row_error, 0.0, atol=1e-6)
+
+
+def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
+    from streams.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
+    from streams.settings import Settings
+
+    model, summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1)
+    model.save(tmp_path / "quick.npz")
+    again = VisibilityModel.load(tmp_path / "quick.npz")
+    assert summary["rows"] == len(again.z) > 500 and again.row_error is not None
+    assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
+    assert again.meta["table_runs"] == [r.label() for r in QUICK_TABLE_RUNS]
+    assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
