@@ -1,6 +1,7 @@
 """`crowdpulse simulate`: runs a Simulation and publishes its frames, paced to a speed-up over
 real time (or as fast as possible), optionally writing the ground truth as JSON lines, with a
-progress line on long runs."""
+progress line on long runs. In the overlap before a pseudonym-key rotation each step's shadow
+copies follow its events, in frames flagged as shadows (docs/privacy.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Protocol, TextIO
 
 from streams.areas import AreaMap
+from streams.keys import Rotation
 
 from .publisher import Framer
 from .scenarios import configure
@@ -43,11 +45,13 @@ class SimulationRun:
     #: name=value overrides of scenario, population and signalling parameters (scenarios.configure).
     overrides: tuple[tuple[str, str], ...] = ()
     quick: bool = False
+    #: The pseudonym-key schedule; the worker's must be the same (both from Settings.rotation).
+    rotation: Rotation = Rotation()
 
     def simulation(self, areas: AreaMap, truth: bool = False) -> Simulation:
         config = configure(self.scenario, dict(self.overrides), quick=self.quick)
         return Simulation(
-            areas, self.devices, self.seed, self.start_ms, config=config, truth=truth,
+            areas, self.devices, self.seed, self.start_ms, config=config, rotation=self.rotation, truth=truth,
             bucket_s=self.bucket_s, windows_s=self.windows_s,
         )
 
@@ -72,10 +76,13 @@ def run_simulation(
     truth_file = open(run.truth_path, "w") if run.truth_path else None
     end_ms = run.start_ms + int(run.duration_s * 1000)
     wall_start = time.monotonic()
+    shadow_events = 0
     try:
         while sim.now_ms < end_ms and not stop.is_set():
-            events = sim.step(end_ms)
+            events, shadows = sim.step_with_shadows(end_ms)
             sink.send(framer.frames(events))
+            sink.send(framer.frames(shadows, shadow=True))
+            shadow_events += len(shadows)
             if truth_file is not None and sim.truth is not None:
                 for row in sim.truth.pop_rows():
                     truth_file.write(json.dumps(row, separators=(",", ":")) + "\n")
@@ -98,6 +105,7 @@ def run_simulation(
     return {
         "scenario": run.scenario,
         "events": sink.events,
+        "shadow_events": shadow_events,  # included in events
         "frames": sink.frames,
         "simulated_s": (sim.now_ms - run.start_ms) / 1000,
         "wall_s": round(wall, 3),
@@ -113,8 +121,10 @@ def frames_for(run: SimulationRun, areas: AreaMap) -> list[tuple[int, bytes, byt
     framer = Framer(run.producer_id, run.partitions, areas.cell_ids)
     end_ms = run.start_ms + int(run.duration_s * 1000)
     out: list[tuple[int, bytes, bytes]] = []
-    for events in sim.run(end_ms):
+    while sim.now_ms < end_ms:
+        events, shadows = sim.step_with_shadows(end_ms)
         out.extend(framer.frames(events))
+        out.extend(framer.frames(shadows, shadow=True))
     return out
 
 

@@ -93,6 +93,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             duration_s=10 * 365 * 86400.0, speedup=args.speedup, partitions=settings.partitions,
             producer_id=secrets.randbits(63), bucket_s=settings.bucket_s, windows_s=settings.windows_s,
             scenario=args.scenario, overrides=tuple(parse_overrides(args.set).items()),
+            rotation=settings.rotation,  # the worker reads the same CROWDPULSE_ROTATION_* settings
         )
         sink = KafkaSink(endpoints.kafka, TopicNames(settings.topic_prefix).events, **settings.kafka_security.kafka_python_config())
         simulator = threading.Thread(

@@ -18,6 +18,14 @@ The scoring (`score`) is pure:
   (halfway between its own low and high in the episode) minus the truth's, in minutes;
 - range coverage: the share of scored minutes whose truth lies in [people_low, people_high].
 Plots (one PNG per area) and report.json / report.md go to the output directory.
+
+Two checks of the privacy machinery ride on the same run (docs/privacy.md):
+- rotation (`rotation_check`): the run crosses a pseudonym-key rotation (by default at its
+  middle, `--rotate-at` to choose), and the HyperLogLog error of the points whose window spans
+  it is reported apart from the others, with the largest minute-to-minute change of the
+  city-wide count across the rotation and elsewhere: a double count would show as +100%;
+- differential privacy (`--dp EPSILON`, `evaluate_dp`): the run is made twice, without and
+  with noise (same seed, same events), and `dp_cost` sets the noisy error beside HLL's alone.
 """
 
 from __future__ import annotations
@@ -33,13 +41,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from .areas import load_areas
+from .keys import Rotation
+from .privacy import DiscreteLaplace
 from .settings import Settings
 from .topics import TopicNames
 
@@ -48,6 +58,9 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 WEEK_MS = 7 * 86_400_000
 NAIVE_WINDOW_S = 900
+#: `--dp` without CROWDPULSE_DP_DAILY_BUDGET: the budget allows this many releases of every
+#: point (area, window, minute) of a day.
+DP_RELEASES_PER_POINT = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,12 @@ class EvalOptions:
     out_dir: Path | None = None
     #: How far (stream time) the publisher may run ahead of the estimator.
     max_ahead_s: float = 1800.0
+    #: When the pseudonym key rotates, in seconds after 00:00 UTC of stream time (the schedule's
+    #: offset; period and overlap come from CROWDPULSE_ROTATION_*). None: at the middle of the
+    #: run, so that every evaluation crosses a rotation.
+    rotate_at_s: int | None = None
+    #: Differential privacy: epsilon per release (None: off). See `evaluate_dp`.
+    dp_epsilon: float | None = None
 
 
 # --- scoring (pure) -----------------------------------------------------------------------------
@@ -139,6 +158,10 @@ def score(
     worst = max(headline, key=lambda r: r["occupancy_mape"]) if headline else None
     lags = surge_lags(truth, estimates, focus, window_s, episodes or [])
     lag_values = [e["lag_min"] for e in lags if e["lag_min"] is not None]
+    # The naive model's lag, side by side: its people are the 15-minute window's devices.
+    naive_estimates = {key: {**e, "people": e["devices"]} for key, e in estimates.items() if key[1] == NAIVE_WINDOW_S}
+    naive_lags = surge_lags(truth, naive_estimates, focus, NAIVE_WINDOW_S, episodes or [])
+    naive_lag_values = [e["lag_min"] for e in naive_lags if e["lag_min"] is not None]
     return {
         "window_s": window_s,
         "min_people": min_people,
@@ -154,6 +177,8 @@ def score(
         "surge_area": focus or None,
         "surge_lag_min": float(np.mean(lag_values)) if lag_values else None,
         "surge_episodes": lags,
+        "naive_surge_lag_min": float(np.mean(naive_lag_values)) if naive_lag_values else None,
+        "naive_surge_episodes": naive_lags,
         "range_coverage": _mean(pooled["inside"]),
         "missing_points": missing,
         "areas": rows,
@@ -211,6 +236,160 @@ def _mean(values: list) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
+# --- rotation and differential-privacy checks (pure) ------------------------------------------
+
+def evaluation_rotation(rotation: Rotation, start_ms: int, end_ms: int, rotate_at_s: int | None, bucket_s: int) -> Rotation:
+    """The schedule of an evaluation run: the configured period and overlap, rotating at
+    `rotate_at_s` (the offset) or, when None, at the middle of the run rounded down to a whole
+    bucket. A schedule that is off (period 0) stays off."""
+    if not rotation.enabled:
+        return rotation
+    if rotate_at_s is None:
+        middle_s = (start_ms + end_ms) // 2 // 1000
+        rotate_at_s = middle_s % rotation.period_s // bucket_s * bucket_s
+    return Rotation(rotation.period_s, rotate_at_s, rotation.overlap_s)
+
+
+def rotations_between(rotation: Rotation, start_ms: int, end_ms: int) -> list[int]:
+    """Rotation instants (epoch ms) strictly inside (start_ms, end_ms)."""
+    if not rotation.enabled:
+        return []
+    first, last = int(rotation.epoch(start_ms)) + 1, int(rotation.epoch(end_ms - 1))
+    return [rotation.boundary_ms(e) for e in range(first, last + 1) if start_ms < rotation.boundary_ms(e) < end_ms]
+
+
+def spans_rotation(as_of_ms: np.ndarray, window_s: int, rotation: Rotation) -> np.ndarray:
+    """Per window end: does the window [as_of - W, as_of) hold buckets of two key epochs, i.e.
+    lie across a rotation? (A window that starts at the rotation, or ends at it, does not.)"""
+    as_of = np.asarray(as_of_ms, dtype=np.int64)
+    return np.asarray(rotation.epoch(as_of - window_s * 1000)) != np.asarray(rotation.epoch(as_of - 1))
+
+
+def max_minute_change(values: np.ndarray, selected: np.ndarray) -> float | None:
+    """The largest |v[t] - v[t-1]| / v[t-1] over the changes into the points t where `selected`;
+    changes from or to a missing value (NaN) or from 0 are left out. None if there is none."""
+    values = np.asarray(values, dtype=float)
+    previous, current = values[:-1], values[1:]
+    usable = np.asarray(selected, dtype=bool)[1:] & np.isfinite(previous) & np.isfinite(current) & (previous > 0)
+    if not usable.any():
+        return None
+    return float(np.max(np.abs(current[usable] - previous[usable]) / previous[usable]))
+
+
+def rotation_check(
+    truth: Any,
+    estimates: Mapping[tuple[str, int, int], dict],
+    rotation: Rotation,
+    city: str,
+    start_ms: int,
+    min_count: int = 15,
+) -> dict:
+    """Distinct counts across a pseudonym-key rotation against the other points.
+
+    - HyperLogLog relative error of published `devices` against the exact distinct counts
+      (truth.distinct), over every area and window, for the points whose window spans a rotation
+      (`rotation_*`) and for the others (`other_*`); same filter as `score` (published, at least
+      `min_count` exact devices). Counting every device twice across a rotation shows as +100%.
+    - Per window, the largest minute-to-minute relative change of `city`'s published devices
+      into a point whose window, or its predecessor's, spans a rotation (`rotation_max_change`:
+      the entry into and the exit from the spanning windows) and into any other point; only
+      between windows wholly inside the run (from `start_ms`: the first ones fill from nothing);
+      the exact distinct counts' largest changes in the same minutes beside them (`exact_*`).
+    """
+    windows = list(truth.windows_s)
+    errors: dict[bool, list[float]] = {True: [], False: []}
+    jumps: list[dict] = []
+    for i, w in enumerate(windows):
+        spans = spans_rotation(truth.as_of, w, rotation)
+        for a, area in enumerate(truth.area_ids):
+            for t, as_of in enumerate(truth.as_of.tolist()):
+                est = estimates.get((area, w, as_of))
+                exact = int(truth.distinct[t, a, i])
+                if est is None or est["suppressed"] or exact < min_count:
+                    continue
+                errors[bool(spans[t])].append((est["devices"] - exact) / exact)
+        if city in truth.area_ids:
+            series = np.array([_devices(estimates.get((city, w, int(t)))) for t in truth.as_of])
+            exact_series = truth.distinct[:, truth.area_ids.index(city), i]
+            near = spans.copy()
+            near[1:] |= spans[:-1]  # the change into the first point after the spanning ones too
+            inside = truth.as_of - w * 1000 >= start_ms
+            full = inside & np.r_[False, inside[:-1]]  # the change from a full window too
+            jumps.append({"window_s": w, "rotation_max_change": max_minute_change(series, near & full),
+                          "other_max_change": max_minute_change(series, ~near & full),
+                          "exact_rotation_max_change": max_minute_change(exact_series, near & full),
+                          "exact_other_max_change": max_minute_change(exact_series, ~near & full)})
+    rotation_err, other_err = np.array(errors[True]), np.array(errors[False])
+
+    def worst(key: str) -> float | None:
+        values = [j[key] for j in jumps if j[key] is not None]
+        return max(values) if values else None
+
+    return {
+        "rotation_points": len(rotation_err),
+        "rotation_hll_p50_rel_error": _q(np.abs(rotation_err), 50),
+        "rotation_hll_p95_rel_error": _q(np.abs(rotation_err), 95),
+        "rotation_hll_max_rel_error": float(np.abs(rotation_err).max()) if len(rotation_err) else None,
+        "rotation_hll_bias": float(rotation_err.mean()) if len(rotation_err) else None,
+        "other_points": len(other_err),
+        "other_hll_p95_rel_error": _q(np.abs(other_err), 95),
+        "other_hll_bias": float(other_err.mean()) if len(other_err) else None,
+        "rotation_jump_area": city,
+        "rotation_max_minute_change": worst("rotation_max_change"),
+        "other_max_minute_change": worst("other_max_change"),
+        "rotation_jumps": jumps,
+    }
+
+
+def dp_cost(
+    truth: Any,
+    noisy: Mapping[tuple[str, int, int], dict],
+    plain: Mapping[tuple[str, int, int], dict],
+    min_count: int = 15,
+    large: int = 1000,
+) -> dict:
+    """The accuracy cost of differential privacy: the relative error of published `devices`
+    against the exact distinct counts with noise (`noisy`) and without it (`plain`: the same
+    run without noise, HyperLogLog alone), over the points published in both with at least
+    `min_count` exact devices, and over those with at least `large` (the noise is absolute, so
+    small counts bear most of it); and the points whose last message withheld them for the budget."""
+    noisy_err: list[float] = []
+    plain_err: list[float] = []
+    exact_counts: list[int] = []
+    withheld = 0
+    for a, area in enumerate(truth.area_ids):
+        for i, w in enumerate(truth.windows_s):
+            for t, as_of in enumerate(truth.as_of.tolist()):
+                with_noise, without = noisy.get((area, w, as_of)), plain.get((area, w, as_of))
+                if with_noise is not None and with_noise.get("suppressed_reason") == "privacy_budget":
+                    withheld += 1
+                exact = int(truth.distinct[t, a, i])
+                if with_noise is None or without is None or with_noise["suppressed"] or without["suppressed"] or exact < min_count:
+                    continue
+                noisy_err.append(abs(with_noise["devices"] - exact) / exact)
+                plain_err.append(abs(without["devices"] - exact) / exact)
+                exact_counts.append(exact)
+    noisy_all, plain_all = np.array(noisy_err), np.array(plain_err)
+    big = np.array(exact_counts) >= large
+    return {
+        "points": len(noisy_all),
+        "dp_p50_rel_error": _q(noisy_all, 50),
+        "dp_p95_rel_error": _q(noisy_all, 95),
+        "hll_p50_rel_error": _q(plain_all, 50),
+        "hll_p95_rel_error": _q(plain_all, 95),
+        "large": large,
+        "large_points": int(big.sum()),
+        "large_dp_p50_rel_error": _q(noisy_all[big], 50),
+        "large_dp_p95_rel_error": _q(noisy_all[big], 95),
+        "large_hll_p95_rel_error": _q(plain_all[big], 95),
+        "withheld_points": withheld,
+    }
+
+
+def _devices(est: dict | None) -> float:
+    return float("nan") if est is None or est["suppressed"] else float(est["devices"])
+
+
 # --- report -------------------------------------------------------------------------------------
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -252,10 +431,49 @@ def format_table(report: dict) -> str:
             for e in s["surge_episodes"]
         )
         lag = s["surge_lag_min"]
+        naive = s.get("naive_surge_lag_min")
         lines.append(f"surge lag ({s['surge_area']}, 50% crossings): {parts} -> surge_lag_min "
-                     f"{'n/a' if lag is None else f'{lag:+.1f}'}")
+                     f"{'n/a' if lag is None else f'{lag:+.1f}'} (naive model: {'n/a' if naive is None else f'{naive:+.1f}'})")
+    lines += rotation_lines(s) + dp_lines(s)
     lines.append(f"plots and report: {s['out_dir']}")
     return "\n".join(lines)
+
+
+def rotation_lines(report: dict) -> list[str]:
+    """The rotation check of the table (report keys from `rotation_check`)."""
+    s = report
+    if not s.get("rotation_at"):
+        return ["rotation: the run crosses no pseudonym-key rotation (CROWDPULSE_ROTATION_PERIOD_S=0?)"]
+    lines = [
+        f"rotation at {', '.join(s['rotation_at'])} (overlap {s['rotation_overlap_s'] // 60} min): "
+        f"{s['rotation_points']} points span it, hll p95 {_pct(s['rotation_hll_p95_rel_error'])} "
+        f"(max {_pct(s['rotation_hll_max_rel_error'])}, bias {_pct(s['rotation_hll_bias'], True)}) vs "
+        f"{_pct(s['other_hll_p95_rel_error'])} over the other {s['other_points']} (bias {_pct(s['other_hll_bias'], True)}); "
+        "a double count would be up to +100%",
+    ]
+    parts = ", ".join(f"{j['window_s']}s {_pct(j['rotation_max_change'])} vs {_pct(j['other_max_change'])} "
+                      f"(exact {_pct(j['exact_rotation_max_change'])} vs {_pct(j['exact_other_max_change'])})"
+                      for j in s["rotation_jumps"])
+    lines.append(f"  largest minute-to-minute change of {s['rotation_jump_area']} devices, across the rotation vs elsewhere: {parts}")
+    return lines
+
+
+def dp_lines(report: dict) -> list[str]:
+    """The differential-privacy cost of the table (`--dp`; report["dp"])."""
+    dp = report.get("dp")
+    if not dp:
+        return []
+    return [
+        f"differential privacy: epsilon {dp['epsilon']:g} per release, sensitivity {dp['sensitivity']}, daily budget "
+        f"{dp['daily_budget']:g} per area ({dp['budget_note']}); noise within +-{dp['noise_90']} devices 9 times in 10",
+        f"  devices vs exact distinct over {dp['points']} points: with noise p50 {_pct(dp['dp_p50_rel_error'])} "
+        f"p95 {_pct(dp['dp_p95_rel_error'])}; the same run without noise (HLL alone) p50 {_pct(dp['hll_p50_rel_error'])} "
+        f"p95 {_pct(dp['hll_p95_rel_error'])}",
+        f"  the {dp['large_points']} points with >= {dp['large']:,} exact devices: with noise p50 {_pct(dp['large_dp_p50_rel_error'])} "
+        f"p95 {_pct(dp['large_dp_p95_rel_error'])}; without noise p95 {_pct(dp['large_hll_p95_rel_error'])}",
+        f"  releases: {dp['released_messages']:,} noisy, {dp['withheld_messages']:,} withheld for budget; points whose "
+        f"last message is withheld for budget: {dp['withheld_points']}",
+    ]
 
 
 def write_report(report: dict, out_dir: Path) -> None:
@@ -382,6 +600,9 @@ class _Occupancy:
         self.consumer.seek_to_beginning(*tps)
         self.points: dict[tuple[str, int, int], dict] = {}
         self.messages = 0
+        #: Differential privacy: noisy releases, and releases withheld for the budget.
+        self.noisy = 0
+        self.budget_withheld = 0
 
     def poll(self, timeout_ms: int = 500) -> int:
         got = 0
@@ -390,6 +611,8 @@ class _Occupancy:
                 body = json.loads(message.value)
                 self.points[(body["area"], int(body["window_s"]), int(body["as_of"]))] = body
                 got += 1
+                self.noisy += int("noise" in body)
+                self.budget_withheld += int(body.get("suppressed_reason") == "privacy_budget")
         self.messages += got
         return got
 
@@ -397,8 +620,17 @@ class _Occupancy:
         self.consumer.close()
 
 
-def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> dict:
-    """Run the scenario through the pipeline and score it; returns the report (also written)."""
+def evaluate(
+    options: EvalOptions,
+    environ: Mapping[str, str] | None = None,
+    published: dict | None = None,
+    baseline: Mapping[tuple[str, int, int], dict] | None = None,
+) -> dict:
+    """Run the scenario through the pipeline and score it; returns the report (also written).
+
+    `published`, if given, receives the last published estimate of every point; `baseline` is
+    that of the same run without noise, for the `dp` section of a run with `dp_epsilon`.
+    """
     from producers.publisher import KafkaSink
     from producers.scenarios import configure
     from producers.simulate import Progress, SimulationRun, run_simulation
@@ -425,11 +657,13 @@ def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> 
     while start_ms + duration_s * 1000 > now_ms:
         start_ms -= WEEK_MS
     end_ms = start_ms + int(duration_s * 1000)
+    rotation = evaluation_rotation(settings.rotation, start_ms, end_ms, options.rotate_at_s, settings.bucket_s)
+    rotation.check(settings.bucket_s, max(settings.windows_s))  # --rotate-at on a whole bucket
     out_dir = options.out_dir or Path(tempfile.mkdtemp(prefix=f"crowdpulse-eval-{options.scenario}-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     log_dir = out_dir / "logs"
 
-    sim = Simulation(areas, devices, options.seed, start_ms, config=config, truth=True,
+    sim = Simulation(areas, devices, options.seed, start_ms, config=config, rotation=rotation, truth=True,
                      bucket_s=settings.bucket_s, windows_s=settings.windows_s)
     services = EmbeddedServices(environ, log_dir=log_dir)
     worker = ManagedProcess()
@@ -449,10 +683,14 @@ def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> 
             CROWDPULSE_HTTP_PORT=str(port),
             CROWDPULSE_HTTP_HOST="127.0.0.1",
             CROWDPULSE_AREAS=str(settings.areas_path),
-            # The simulator's pseudonyms are stable (no key rotation, docs/privacy.md).
-            CROWDPULSE_ROTATION_PERIOD_S="0",
+            # The worker follows the simulator's pseudonym-key schedule (docs/privacy.md).
+            CROWDPULSE_ROTATION_PERIOD_S=str(rotation.period_s),
+            CROWDPULSE_ROTATION_OFFSET_S=str(rotation.offset_s),
+            CROWDPULSE_ROTATION_OVERLAP_S=str(rotation.overlap_s),
             PYTHONPATH=os.pathsep.join(p for p in (str(REPO), environ.get("PYTHONPATH", "")) if p),
         )
+        if options.dp_epsilon is not None:
+            worker_env.update(dp_env(options.dp_epsilon, settings.windows_s, environ))
         wsettings = Settings.from_env(worker_env)
         topics = TopicNames(wsettings.topic_prefix)
         security = wsettings.kafka_security.kafka_python_config()  # SASL/TLS for an external Kafka
@@ -466,7 +704,8 @@ def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> 
 
         run = SimulationRun(devices=devices, seed=options.seed, start_ms=start_ms, duration_s=duration_s, speedup=0.0,
                             partitions=wsettings.partitions, producer_id=secrets.randbits(63),
-                            bucket_s=wsettings.bucket_s, windows_s=wsettings.windows_s, scenario=options.scenario)
+                            bucket_s=wsettings.bucket_s, windows_s=wsettings.windows_s, scenario=options.scenario,
+                            rotation=rotation)
         sink = KafkaSink(endpoints.kafka, topics.events, **security)
         pacer = _Pacer(start_ms, pace, int(options.max_ahead_s * 1000), base, worker)
         summary = run_simulation(run, areas, sink, sim=sim, on_step=pacer, progress=Progress(start_ms, end_ms))
@@ -517,6 +756,7 @@ def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> 
         "population": summary["population"],
         "event_types": summary["event_types"],
         "events": sent,
+        "shadow_events": summary["shadow_events"],
         "publish_wall_s": summary["wall_s"],
         "events_in": stats["events_in"],
         "counted": stats["counted"],
@@ -527,6 +767,25 @@ def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> 
         **scores,
         "out_dir": str(out_dir),
     }
+    report["rotation_at"] = [_iso(b) for b in rotations_between(rotation, start_ms, end_ms)]
+    report["rotation_offset_s"], report["rotation_overlap_s"] = rotation.offset_s, rotation.overlap_s
+    city = max(areas.areas, key=lambda area: len(area.cells)).id  # the widest area: the whole city
+    report.update(rotation_check(truth, occupancy.points, rotation, city, start_ms, wsettings.min_count))
+    if options.dp_epsilon is not None:
+        mechanism = DiscreteLaplace(options.dp_epsilon, wsettings.dp_sensitivity, b"only-for-the-quantile")
+        report["dp"] = {
+            "epsilon": options.dp_epsilon,
+            "sensitivity": wsettings.dp_sensitivity,
+            "daily_budget": wsettings.dp_daily_budget,
+            "budget_note": "CROWDPULSE_DP_DAILY_BUDGET" if environ.get("CROWDPULSE_DP_DAILY_BUDGET") else
+                           f"evaluate's default: {DP_RELEASES_PER_POINT} releases of every point of a day",
+            "noise_90": mechanism.quantile(0.90),
+            "released_messages": occupancy.noisy,
+            "withheld_messages": occupancy.budget_withheld,
+            **dp_cost(truth, occupancy.points, baseline or {}, wsettings.min_count),
+        }
+    if published is not None:
+        published.update(occupancy.points)
     title = f"{options.scenario}{' (quick)' if options.quick else ''}, estimate ({options.window_s // 60}-min window) vs truth"
     report["plots"] = [str(p) for p in plot_areas(truth, occupancy.points, options.window_s, out_dir, title, options.min_people)]
     report["wall_s"] = round(time.monotonic() - wall_started, 1)
@@ -535,6 +794,33 @@ def evaluate(options: EvalOptions, environ: Mapping[str, str] | None = None) -> 
         for row in truth.rows():
             f.write(json.dumps(row, separators=(",", ":")) + "\n")
     return report
+
+
+def dp_env(epsilon: float, windows_s: tuple[int, ...], environ: Mapping[str, str]) -> dict[str, str]:
+    """The worker's differential-privacy settings for `--dp`: the daily budget and noise secret
+    from the environment if set; else a budget for DP_RELEASES_PER_POINT releases of every point
+    of a day (a republished point with a changed count is charged again), so that a run shows
+    the cost of the noise rather than of the budget, and a fresh secret."""
+    budget = epsilon * len(windows_s) * (86_400 // 60) * DP_RELEASES_PER_POINT
+    return {
+        "CROWDPULSE_DP_EPSILON": repr(epsilon),
+        "CROWDPULSE_DP_DAILY_BUDGET": environ.get("CROWDPULSE_DP_DAILY_BUDGET") or repr(budget),
+        "CROWDPULSE_DP_SECRET": environ.get("CROWDPULSE_DP_SECRET") or secrets.token_hex(16),
+    }
+
+
+def evaluate_dp(options: EvalOptions, environ: Mapping[str, str] | None = None) -> dict:
+    """`evaluate --dp EPSILON`: the run without noise (its report in <out_dir>/without-noise),
+    then the same run (same seed: the same events, the same HyperLogLogs) with noise; returns
+    the noisy run's report, whose `dp` section sets its error beside that of HLL alone."""
+    if options.dp_epsilon is None or not options.dp_epsilon > 0:
+        raise ValueError("--dp needs an epsilon > 0")
+    out_dir = options.out_dir or Path(tempfile.mkdtemp(prefix=f"crowdpulse-eval-{options.scenario}-dp-"))
+    environ = dict(os.environ if environ is None else environ)
+    without_noise = {k: v for k, v in environ.items() if k != "CROWDPULSE_DP_EPSILON"}
+    plain: dict = {}
+    evaluate(replace(options, dp_epsilon=None, out_dir=out_dir / "without-noise"), without_noise, published=plain)
+    return evaluate(replace(options, out_dir=out_dir), environ, baseline=plain)
 
 
 def _wait(condition, timeout: float, what: str, worker: Any, log_dir: Path):
@@ -560,11 +846,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     options = EvalOptions(
         scenario=args.scenario, quick=args.quick, devices=args.devices, duration_s=args.duration, seed=args.seed,
         overrides=tuple(parse_overrides(args.set).items()), pace=args.pace, window_s=args.window,
-        out_dir=args.out_dir,
+        out_dir=args.out_dir, rotate_at_s=args.rotate_at, dp_epsilon=args.dp,
     )
     if args.json:
         logging.getLogger().setLevel(logging.WARNING)
-    report = evaluate(options)
+    report = evaluate(options) if options.dp_epsilon is None else evaluate_dp(options)
     if args.json:
         print(json.dumps(report), flush=True)
     else:

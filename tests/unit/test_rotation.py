@@ -1,12 +1,24 @@
-"""Pseudonym-key rotation: the schedule, the pseudonyms, and the keys a window reads."""
+"""Pseudonym-key rotation: the schedule, the pseudonyms, the keys a window reads, and the
+simulator rotating by default on the workers' schedule, shadows included."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from producers.publisher import read_frames_file
+from producers import pseudonyms
 from producers.pseudonyms import KeySchedule, Pseudonymiser
+from producers.pseudonyms import pseudonymise as real_pseudonymise
+from producers.scenarios import configure
+from producers.simulator import Simulation
+from streams.areas import load_areas
+from streams.cli import main
 from streams.keys import KeyLayout, Rotation
+from streams.settings import DEFAULT_AREAS, Settings
+from streams.wire import decode
 
 DAY = 86_400_000
 ROT = Rotation(period_s=86_400, offset_s=4 * 3600, overlap_s=3600)
@@ -64,3 +76,58 @@ def test_pseudonyms_change_per_epoch_and_shadows_cover_the_overlap() -> None:
 def test_a_schedule_that_cannot_work_is_refused(rotation: Rotation, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         rotation.check(60, 3600)
+
+
+# --- the simulator rotates by default, consistently with the worker's settings ---------------
+
+def test_workers_and_simulator_rotate_daily_at_four_by_default() -> None:
+    assert Settings.from_env({}).rotation == ROT == Rotation()
+    assert not Settings.from_env({"CROWDPULSE_ROTATION_PERIOD_S": "0"}).rotation.enabled
+    moved = Settings.from_env({"CROWDPULSE_ROTATION_OFFSET_S": str(15 * 3600)}).rotation
+    assert moved.boundary_ms(20_458) % DAY == 15 * 3_600_000
+
+
+def test_simulated_events_change_pseudonym_at_the_rotation_and_are_shadowed_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keyed: list[int] = []  # one HMAC pass over the devices per epoch, not per step or event
+    monkeypatch.setattr(pseudonyms, "pseudonymise", lambda ids, key: keyed.append(len(ids)) or real_pseudonymise(ids, key))
+    start = BOUNDARY - 80 * 60_000  # 02:40 -> 04:20 UTC
+    sim = Simulation(load_areas(DEFAULT_AREAS), 400, seed=3, start_ms=start, config=configure("steady"))
+    assert sim.rotation == ROT
+    today = set(sim.pseudonyms.for_epoch(20_457).view("<u8").tolist())
+    tomorrow = set(sim.pseudonyms.for_epoch(20_458).view("<u8").tolist())
+    assert len(today) == len(tomorrow) == sim.population.n_visible and not today & tomorrow
+    events, shadows = [], []
+    while sim.now_ms < BOUNDARY + 20 * 60_000:
+        step_events, step_shadows = sim.step_with_shadows(BOUNDARY + 20 * 60_000)
+        events.append(step_events)
+        shadows.append(step_shadows)
+    ev, sh = np.concatenate(events), np.concatenate(shadows)
+    devices = ev["device"].view("<u8")
+    before = ev["ts"] < BOUNDARY
+    assert set(devices[before].tolist()) <= today and set(devices[~before].tolist()) <= tomorrow
+    # Exactly the events of the overlap hour come again, field for field, under tomorrow's key.
+    overlap = ev[(ev["ts"] >= BOUNDARY - 3_600_000) & before]
+    assert len(sh) == len(overlap) > 100
+    for name in ("ts", "cell", "type", "device_class", "segment"):
+        assert sh[name].tolist() == overlap[name].tolist()
+    assert set(sh["device"].view("<u8").tolist()) <= tomorrow
+    assert keyed == [sim.population.n_visible] * 2  # today's and tomorrow's, over 600 steps
+
+
+def test_simulate_out_writes_shadow_frames_in_the_overlap_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def shadow_counts(path: Path) -> tuple[int, int]:
+        decoded = [decode(frame, 10**7) for _, frame in read_frames_file(path)]
+        shadow = sum(int(d.shadow_mask().sum()) for d in decoded)
+        return sum(len(d.records) for d in decoded) - shadow, shadow
+
+    args = ["simulate", "--devices", "300", "--duration", "1200", "--start"]
+    assert main([*args, "2026-01-05T03:50:00Z", "--out", str(tmp_path / "across.frames")]) == 0
+    assert main([*args, "2026-01-05T06:00:00Z", "--out", str(tmp_path / "day.frames")]) == 0
+    monkeypatch.setenv("CROWDPULSE_ROTATION_PERIOD_S", "0")
+    assert main([*args, "2026-01-05T03:50:00Z", "--out", str(tmp_path / "stable.frames")]) == 0
+    primary, shadow = shadow_counts(tmp_path / "across.frames")
+    assert 0 < shadow < primary  # 03:50-04:00 shadowed, 04:00-04:10 not
+    assert shadow_counts(tmp_path / "day.frames")[1] == 0
+    assert shadow_counts(tmp_path / "stable.frames") == (primary, 0)
