@@ -61,14 +61,14 @@ class Run:
 TABLE_RUNS = (
     Run("match-day", 100_000, 6.5, 101),
     Run("match-day", 100_000, 6.5, 102),
-    Run("high-street", 30_000, 48.0, 101),
+    Run("high-street", 30_000, 168.0, 101),
     Run("station-rush", 60_000, 16.0, 101),
     Run("steady", 50_000, 3.0, 101),
 )
 HELD_OUT_RUNS = (
     Run("match-day", 100_000, 6.5, 201),
     Run("match-day", 100_000, 6.5, 202),
-    Run("high-street", 30_000, 24.0, 201),
+    Run("high-street", 30_000, 168.0, 201),
     Run("station-rush", 60_000, 16.0, 201),
 )
 QUICK_TABLE_RUNS = (Run("match-day", 6_000, 2.0, 101), Run("steady", 5_000, 1.5, 101))

@@ -66,6 +66,8 @@ def test_a_delayed_scaled_estimate_shows_its_delay_and_its_bias() -> None:
     s = score(truth, est, START, 900, 1000, 15, episodes, "venue")
     assert [round(e["lag_min"]) for e in s["surge_episodes"]] == [delay, delay]
     assert s["surge_lag_min"] == pytest.approx(delay, abs=0.5)
+    # The naive model (the 15-minute window's devices, here undelayed) is scored side by side.
+    assert s["naive_surge_lag_min"] == pytest.approx(0, abs=0.5)
     assert s["hll_p95_rel_error"] == pytest.approx(0.01, abs=0.002)
     assert s["occupancy_bias"] < -0.5 and s["range_coverage"] < 0.2
 
