@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -164,23 +165,48 @@ class VisibilityModel:
         return replace(self, spread_90=factors, spread_floor=floor)
 
     def save(self, path: Path) -> None:
-        # float16 halves the file; standardised features need no more digits to find neighbours.
-        extra = {"row_error": self.row_error.astype(np.float32)} if self.row_error is not None else {}
-        np.savez_compressed(
-            path, table=self.table.astype(np.float16), z=self.z.astype(np.float32), **extra, mean=self.mean, scale=self.scale,
-            k=self.k, spread_90=self.spread_90, spread_floor=self.spread_floor,
-            meta=json.dumps(self.meta, sort_keys=True),
-        )
+        """An .npz (zip) with LZMA compression, the table as float16 (standardised features need
+        no more digits to find neighbours) and z and the row errors to 1e-4, each array stored
+        as byte planes (a value's high bytes compress well, its low bytes barely): 2.0 MB
+        instead of 2.9 MB for the shipped table."""
+        arrays = {
+            "table": _to_planes(np.ascontiguousarray(self.table.astype(np.float16).T)),
+            "table_shape": np.array(self.table.shape),
+            "z": _to_planes(np.rint(self.z * _E4).astype(np.int32)),
+            "mean": self.mean, "scale": self.scale, "k": np.array(self.k),
+            "spread_90": np.asarray(self.spread_90), "spread_floor": np.array(self.spread_floor),
+            "meta": np.array(json.dumps(self.meta, sort_keys=True)),
+        }
+        if self.row_error is not None:
+            arrays["row_error"] = _to_planes(np.rint(self.row_error * _E4).astype(np.int32))
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as archive:
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w") as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
 
     @classmethod
     def load(cls, path: Path) -> "VisibilityModel":
         with np.load(path, allow_pickle=False) as f:
+            rows, columns = (int(n) for n in f["table_shape"])
+            table = _from_planes(f["table"], np.float16).reshape(columns, rows).T.astype(np.float32)
             return cls(
-                table=f["table"].astype(np.float32), z=f["z"].astype(np.float64), mean=f["mean"],
+                table=np.ascontiguousarray(table), z=_from_planes(f["z"], np.int32) / _E4, mean=f["mean"],
                 scale=f["scale"], k=int(f["k"]), spread_90=np.asarray(f["spread_90"], dtype=np.float64),
                 spread_floor=float(f["spread_floor"]), meta=json.loads(str(f["meta"])),
-                row_error=f["row_error"].astype(np.float64) if "row_error" in f.files else None,
+                row_error=_from_planes(f["row_error"], np.int32) / _E4 if "row_error" in f.files else None,
             )
+
+
+_E4 = 1e4
+
+
+def _to_planes(values: np.ndarray) -> np.ndarray:
+    """(itemsize, n) uint8: byte b of every value in row b."""
+    return np.ascontiguousarray(values.reshape(-1).view(np.uint8).reshape(-1, values.itemsize).T)
+
+
+def _from_planes(planes: np.ndarray, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
 LEAVE_OUT_MIN = 30
