@@ -80,6 +80,11 @@ class AreaMap:
         area_index = self.area_idx[np.repeat(starts, counts) + within]
         return event_pos, area_index
 
+    def widest(self) -> str:
+        """The area with the most cells (the whole network in a city file), first on a tie: the
+        visibility model's reference area."""
+        return max(self.areas, key=lambda a: len(a.cells)).id
+
     def areas_of_cell(self, cell_id: int) -> list[str]:
         index, known = self.cell_index(np.array([cell_id], dtype=np.uint32))
         if not known[0]:

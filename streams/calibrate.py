@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -31,10 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from .areas import AreaMap, load_areas
-from .settings import Settings
-from .visibility import CURVE_LENGTH, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features, default_model_path
+from .settings import DEFAULT_VISIBILITY_MODEL, Settings
+from .visibility import CURVE_LENGTH, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features
 
-log = logging.getLogger(__name__)
 
 BUCKET_MS = 60_000
 PHONE = 0
@@ -132,7 +130,6 @@ def collect(run: Run, areas_path: Path) -> dict:
     sim = Simulation(areas, run.devices, run.seed, start, config=config)
     tracker = CurveTracker(areas, sim.population.device_class == PHONE, start)
     sim.truth = tracker  # the simulation feeds its truth hooks (add, close) with device indices
-    sim.bucket_ms = BUCKET_MS
     end = start + int(run.hours * 3_600_000)
     while sim.now_ms < end:
         sim.step(end)
@@ -161,15 +158,9 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tupl
     return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index, minute))  # type: ignore[return-value]
 
 
-def reference_area(areas: AreaMap) -> str:
-    """The area the model compares every area with: the one with the most cells (the whole
-    network in a city file), first in the file on a tie."""
-    return max(areas.areas, key=lambda a: len(a.cells)).id
-
-
 def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int) -> tuple[VisibilityModel, dict]:
     areas = load_areas(settings.areas_path)
-    reference = reference_area(areas)
+    reference = areas.widest()
     started = time.monotonic()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(collect, run, settings.areas_path) for run in (*table_runs, *held_out_runs)]
@@ -219,7 +210,7 @@ def run_calibrate_command(args: argparse.Namespace) -> int:
         held_out = tuple(r for r in held_out if r.scenario != args.without)
         if not table_runs or not held_out:
             raise ValueError(f"without {args.without} no calibration runs are left")
-    out = Path(args.out) if args.out else default_model_path()
+    out = Path(args.out) if args.out else DEFAULT_VISIBILITY_MODEL
     workers = args.workers or max(1, min(len(table_runs) + len(held_out), os.cpu_count() or 1))
     model, summary = calibrate(table_runs, held_out, settings, workers)
     model.save(out)

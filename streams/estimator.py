@@ -48,7 +48,7 @@ class PeopleModel:
     """Phones present from the visibility model, then people by market share and SIMs."""
 
     visibility: VisibilityModel
-    #: The area every curve is compared with (the whole network; calibrate.reference_area).
+    #: The area every curve is compared with (AreaMap.widest: the whole network).
     reference: str
     share: dict[str, float]
     sims_per_person: float
@@ -57,9 +57,8 @@ class PeopleModel:
     @classmethod
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
                   scaling_se: float = 0.0) -> "PeopleModel":
-        reference = max(areas.areas, key=lambda a: len(a.cells)).id
         share = {a.id: a.market_share or default_share for a in areas.areas}
-        return cls(visibility, reference, share, sims, scaling_se)
+        return cls(visibility, areas.widest(), share, sims, scaling_se)
 
     def estimate(self, curves: dict[str, np.ndarray]) -> dict[str, EstimateRange]:
         """People and 90% range per area, from the curves of one window end (which must include

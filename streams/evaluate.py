@@ -769,7 +769,7 @@ def evaluate(
     }
     report["rotation_at"] = [_iso(b) for b in rotations_between(rotation, start_ms, end_ms)]
     report["rotation_offset_s"], report["rotation_overlap_s"] = rotation.offset_s, rotation.overlap_s
-    city = max(areas.areas, key=lambda area: len(area.cells)).id  # the widest area: the whole city
+    city = areas.widest()  # the whole city
     report.update(rotation_check(truth, occupancy.points, rotation, city, start_ms, wsettings.min_count))
     if options.dp_epsilon is not None:
         mechanism = DiscreteLaplace(options.dp_epsilon, wsettings.dp_sensitivity, b"only-for-the-quantile")

@@ -415,10 +415,14 @@ class Ingestor:
         area_keys, area_starts, area_members, _ = _distinct_per_key(area_composite, area_devices, n_area_keys)
         # Segment keys: kind 0 residents, kinds 1-3 the age bands. Each block of rows stays in
         # device order, and a key's rows all come from one block.
-        area_segment = segment[event_pos]
-        resident_rows = np.flatnonzero(self.residents.resident(area_index, area_segment))
-        bands = band(area_segment)
-        band_rows = np.flatnonzero(bands)
+        if settings.segments:
+            area_segment = segment[event_pos]
+            resident_rows = np.flatnonzero(self.residents.resident(area_index, area_segment))
+            bands = band(area_segment)
+            band_rows = np.flatnonzero(bands)
+        else:  # nothing reads segment keys: write none
+            resident_rows = band_rows = np.zeros(0, dtype=np.int64)
+            bands = np.zeros(len(event_pos), dtype=np.int64)
         rows = np.concatenate([resident_rows, band_rows])
         kind = np.concatenate([np.zeros(len(resident_rows), dtype=np.int64), bands[band_rows]])
         seg_keys, seg_starts, seg_members, _ = _distinct_per_key(

@@ -24,9 +24,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from typing import Hashable, Iterable, Mapping, Sequence
+from typing import Hashable, Iterable, Iterator, Mapping, Sequence
 
 Item = tuple[str, int]  # (area id, window seconds)
+
+
+def _nested(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[int]) -> Iterator[tuple[str, int, str, int]]:
+    """Every (outer area, outer window, inner area, inner window) with the inner area's cells
+    inside the outer's and the inner window no longer (the pair itself included)."""
+    cells = {area: frozenset(c) for area, c in area_cells.items()}
+    for outer, outer_cells in cells.items():
+        for inner, inner_cells in cells.items():
+            if inner_cells <= outer_cells:
+                for w_out in windows_s:
+                    for w_in in windows_s:
+                        if w_in <= w_out:
+                            yield outer, w_out, inner, w_in
 
 
 def containment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[int]) -> list[tuple[Item, Item]]:
@@ -35,17 +48,7 @@ def containment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequen
     Computed once per areas file: areas by cell-set inclusion, windows by length, and both
     together (a short window of an inner area is inside a long window of an outer one).
     """
-    cells = {area: frozenset(c) for area, c in area_cells.items()}
-    pairs: list[tuple[Item, Item]] = []
-    for outer, outer_cells in cells.items():
-        for inner, inner_cells in cells.items():
-            if not inner_cells <= outer_cells:
-                continue
-            for w_out in windows_s:
-                for w_in in windows_s:
-                    if w_in <= w_out and (outer, w_out) != (inner, w_in):
-                        pairs.append(((outer, w_out), (inner, w_in)))
-    return pairs
+    return [((o, wo), (i, wi)) for o, wo, i, wi in _nested(area_cells, windows_s) if (o, wo) != (i, wi)]
 
 
 def segment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[int],
@@ -61,21 +64,12 @@ def segment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[i
     Segments partition a total (residents + visitors; the bands and the unknown band), so these
     pairs also close the complements: total - residents = visitors is itself an item.
     """
-    cells = {area: frozenset(c) for area, c in area_cells.items()}
     pairs: list[tuple[Hashable, Hashable]] = []
-    for outer, outer_cells in cells.items():
-        for inner, inner_cells in cells.items():
-            if not inner_cells <= outer_cells:
-                continue
-            for w_out in windows_s:
-                for w_in in windows_s:
-                    if w_in > w_out:
-                        continue
-                    for segment in segments:
-                        pairs.append(((outer, w_out), (inner, w_in, segment)))
-                        same = outer == inner
-                        if (segment in nested or same) and (outer, w_out) != (inner, w_in):
-                            pairs.append(((outer, w_out, segment), (inner, w_in, segment)))
+    for outer, w_out, inner, w_in in _nested(area_cells, windows_s):
+        for segment in segments:
+            pairs.append(((outer, w_out), (inner, w_in, segment)))
+            if (segment in nested or outer == inner) and (outer, w_out) != (inner, w_in):
+                pairs.append(((outer, w_out, segment), (inner, w_in, segment)))
     return pairs
 
 

@@ -56,11 +56,11 @@ class ResidentTable:
     (another file's numbering) are nobody's residents."""
 
     def __init__(self, areas: AreaMap) -> None:
-        n_cells = len(areas.cell_ids)
         self.table = np.zeros((len(areas.area_ids), HOME_MASK + 1), dtype=bool)
         for a, area in enumerate(areas.areas):
+            # Every area cell is in cell_ids (the areas file is checked): its index is exact.
             cells = np.searchsorted(areas.cell_ids, np.asarray(area.cells, dtype=areas.cell_ids.dtype))
-            self.table[a, cells[cells < n_cells] + 1] = True
+            self.table[a, cells + 1] = True
 
     def resident(self, area_index: np.ndarray, segment: np.ndarray) -> np.ndarray:
         return self.table[area_index, home_code(segment)]

@@ -205,6 +205,9 @@ class Settings:
             ("CROWDPULSE_DP_EPSILON", "dp_epsilon", float),
             ("CROWDPULSE_DP_DAILY_BUDGET", "dp_daily_budget", float),
             ("CROWDPULSE_DP_SENSITIVITY", "dp_sensitivity", int),
+            ("CROWDPULSE_MARKET_SHARE", "market_share", float),
+            ("CROWDPULSE_SIMS_PER_PERSON", "sims_per_person", float),
+            ("CROWDPULSE_SCALING_SE", "scaling_se", float),
         ):
             if env.get(name):
                 try:
@@ -219,16 +222,6 @@ class Settings:
         ):
             if env.get(name):
                 values[key] = _int(env, name)
-        for name, key in (
-            ("CROWDPULSE_MARKET_SHARE", "market_share"),
-            ("CROWDPULSE_SIMS_PER_PERSON", "sims_per_person"),
-            ("CROWDPULSE_SCALING_SE", "scaling_se"),
-        ):
-            if env.get(name):
-                try:
-                    values[key] = float(env[name])
-                except ValueError:
-                    raise ValueError(f"{name}={env[name]!r} is not a number") from None
         if env.get("CROWDPULSE_SEGMENTS"):
             flag = env["CROWDPULSE_SEGMENTS"].strip().lower()
             if flag not in ("0", "1", "on", "off", "true", "false"):

@@ -26,7 +26,6 @@ Pure: numpy only.
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -245,11 +244,3 @@ def people_from(n60: np.ndarray, z: np.ndarray, half: np.ndarray, share: np.ndar
         np.floor(phones * np.exp(-half) * per_phone).astype(np.int64),
         np.ceil(phones * np.exp(half) * per_phone).astype(np.int64),
     )
-
-
-def default_model_path() -> Path:
-    return Path(__file__).resolve().parent / "data" / "visibility-model.npz"
-
-
-def hll_log_se(registers: int = 16384) -> float:
-    return 1.04 / math.sqrt(registers)

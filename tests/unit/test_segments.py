@@ -12,7 +12,7 @@ from streams.areas import load_areas
 from streams.estimator import WindowBook, segment_counts
 from streams.ingest import Ingestor, Message
 from streams.privacy import segment_pairs, suppressed_items
-from streams.segments import BANDS, PUBLISHED, RESIDENTS, ResidentTable, band, encode, home_code
+from streams.segments import BANDS, PUBLISHED, RESIDENTS, STORED, ResidentTable, band, encode, home_code
 from streams.settings import Settings
 from streams.wire import RECORD_DTYPE, frame_bytes
 
@@ -76,6 +76,19 @@ def test_ingest_segment_keys_match_a_plain_python_grouping() -> None:
     assert len(got) == len(plan.hll_adds)
     assert got == expected
     assert plan.counted == n and plan.m2m_events == int(m2m[devices].sum())
+
+
+def test_with_segments_off_ingest_writes_no_segment_key() -> None:
+    ingestor = Ingestor(Settings(segments=False), AREAS)
+    batch = np.zeros(50, dtype=RECORD_DTYPE)
+    batch["device"] = np.arange(1, 51, dtype="<u8").view("V8")
+    batch["ts"] = WALL - 1000
+    batch["cell"] = AREAS.cell_ids[0]
+    batch["type"] = 4
+    batch["segment"] = encode(np.zeros(50, dtype=int), np.ones(50, dtype=int))
+    plan = ingestor.plan([Message("crowd.events", 0, 0, b"k", frame_bytes(batch, 1, 0))], WALL)
+    names = [key for key, _ in plan.hll_adds]
+    assert plan.counted == 50 and names and not any(key.endswith(tuple(":" + s for s in STORED)) for key in names)
 
 
 def test_segment_counts_derive_visitors_and_cap_at_the_total() -> None:

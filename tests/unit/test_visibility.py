@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from streams.areas import load_areas
-from streams.calibrate import CurveTracker, reference_area
-from streams.estimator import HLL_STANDARD_ERROR, Z_90, EstimateRange, PeopleModel, WindowBook
+from streams.calibrate import CurveTracker
+from streams.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
 from streams.settings import DEFAULT_AREAS
 from streams.visibility import (
     CURVE_SPANS_S,
@@ -114,7 +114,7 @@ def _flat_model(z: float) -> VisibilityModel:
 
 def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> None:
     people = PeopleModel.for_areas(_flat_model(math.log(0.5)), AREAS, default_share=0.32, sims=1.35)
-    assert people.reference == "city" == reference_area(AREAS)
+    assert people.reference == "city" == AREAS.widest()
     assert people.share["east-district"] == 0.36 and people.share["stadium"] == 0.32
     curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
     assert people.estimate({"stadium": curve}) == {}  # no reference, nothing to say
