@@ -60,12 +60,15 @@ class PeopleModel:
         share = {a.id: a.market_share or default_share for a in areas.areas}
         return cls(visibility, areas.widest(), share, sims, scaling_se)
 
-    def estimate(self, curves: dict[str, np.ndarray]) -> dict[str, EstimateRange]:
-        """People and 90% range per area, from the curves of one window end (which must include
-        the reference area's; without it nothing can be said and nothing is returned)."""
+    def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
+        """People and 90% range per area (of `only`, or all), from the curves of one window end
+        (which must include the reference area's; without it nothing can be said and nothing is
+        returned)."""
         if self.reference not in curves:
             return {}
-        ids = sorted(curves)
+        ids = sorted(curves if only is None else only & curves.keys())
+        if not ids:
+            return {}
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         z, half = self.visibility.predict(curve_features(matrix, curves[self.reference]), matrix[:, N60])
         # HyperLogLog's error enters through N(60), the scale of the estimate (the features are
@@ -199,6 +202,7 @@ class WindowBook:
             self.pairs += segment_pairs(area_cells, windows_s, PUBLISHED, nested=("residents", *BANDS.values()))
         self.counts: dict[int, dict[Item, int]] = {}
         self.curves: dict[int, dict[str, np.ndarray]] = {}
+        self.people_of: dict[int, dict[str, EstimateRange]] = {}
         self.published: dict[int, dict[Item, dict]] = {}
 
     @property
@@ -250,7 +254,12 @@ class WindowBook:
         for bucket in sorted(touched):
             book = self.counts[bucket]
             withheld = suppressed_items(book, self.pairs, self.min_count)
-            people = self.people.estimate(self.curves.get(bucket, {})) if self.people is not None else {}
+            people: dict[str, EstimateRange] = {}
+            if self.people is not None:
+                # Only the areas whose counts came in are re-estimated (the others keep theirs,
+                # estimated against the reference as it was then): a pass costs what changed.
+                people = self.people_of.setdefault(bucket, {})
+                people.update(self.people.estimate(self.curves.get(bucket, {}), {a for a, b in fresh if b == bucket}))
             before = self.published.setdefault(bucket, {})
             as_of = (bucket + 1) * self.bucket_ms
             for item, devices in sorted(book.items()):
@@ -273,6 +282,7 @@ class WindowBook:
         for bucket in [b for b in self.counts if b <= newest - self.keep_buckets]:
             del self.counts[bucket]
             self.curves.pop(bucket, None)
+            self.people_of.pop(bucket, None)
             self.published.pop(bucket, None)
         return changed
 

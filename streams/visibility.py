@@ -20,7 +20,7 @@ the mean z of the k most similar rows of a table computed from simulator runs wi
 its own error when predicted from other situations, and an estimate's error is that of its
 neighbours, scaled per size class so that 90% of held-out calibration points fall inside.
 
-Pure: numpy only.
+Pure: numpy, and scipy's k-d tree for the neighbour search at run time.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 #: Recent windows (minutes) and the older spans' splits (minutes) of the curve.
 RECENT_MIN = (1, 5, 15, 30, 60)
@@ -116,10 +118,19 @@ class VisibilityModel:
             raise ValueError(f"the calibration table needs {len(SIZE_EDGES) + 1} range factors (one per size class): "
                              "run crowdpulse calibrate")
 
+    @cached_property
+    def _tree(self) -> cKDTree:
+        """The table as a k-d tree: the same exact k nearest rows as a brute-force search, about
+        20x faster for 300 areas (30 ms instead of 700 ms here), which the estimator needs for
+        every changed area at every pass."""
+        return cKDTree(self.table.astype(np.float64))
+
     def predict(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
-        x = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
-        nearest = _nearest(x, self.table, self.k)
+        x = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        if not len(x):
+            return np.zeros(0), np.zeros(0)
+        nearest = self._tree.query(x, k=self.k)[1].reshape(len(x), self.k)
         zs = self.z[nearest]
         if self.row_error is not None:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from streams.areas import load_areas
-from streams.hll_store import EMPTY_DENSE_HLL, pack_hll_adds
+from streams.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_counts
 from streams.ingest import HllAdds, Ingestor, Message
+from streams.keys import KeyLayout, Rotation
 from streams.settings import Settings
 from streams.wire import MAX_TS_MS, MIN_TS_MS, RECORD_DTYPE, frame_bytes, records_to_json
 
@@ -192,6 +193,24 @@ def test_a_batch_is_cut_into_pipeline_chunks_at_command_boundaries() -> None:
     assert b"".join(c for c, _ in chunks) == whole[0][0]
     for payload, count in chunks:
         assert len(parse_resp(payload)) == count  # every chunk holds whole commands
+
+
+def test_packed_span_counts_are_the_pfcounts_of_the_spans_keys_across_a_rotation() -> None:
+    # Daily rotation at 04:00: the points straddle a boundary, so older buckets are read from
+    # their shadow (":next") keys, exactly as KeyLayout.area_span names them.
+    keys = KeyLayout("ns", 60, Rotation(period_s=86_400, offset_s=4 * 3600, overlap_s=3600))
+    boundary = (86_400 * 20_000 + 4 * 3600) // 60
+    points = [("stadium", boundary + 10), ("city", boundary - 3), ("stadium", boundary + 70)]
+    spans = [(0, 300), (0, 3600), (300, 3300), (1800, 1800), (0, 900, "res")]
+    chunks = pack_span_counts(keys, points, spans, chunk_commands=4)
+    assert [count for _, count in chunks] == [4, 4, 4, 3]
+    commands = [command for payload, _ in chunks for command in parse_resp(payload)]
+    expected = [
+        [b"PFCOUNT", *(name.encode() for name in keys.area_span(area, bucket, span[0], span[1], *span[2:]))]
+        for area, bucket in points for span in spans
+    ]
+    assert commands == expected
+    assert any(name.endswith(b":next") for name in commands[1]) and not any(b":next" in n for n in commands[-1])
 
 
 def test_a_taken_batch_is_planned_in_runs_of_bounded_bytes() -> None:
