@@ -46,6 +46,7 @@ from .keys import KeyLayout
 from .services import EmbeddedServices, Endpoints, ManagedProcess, ensure_topics
 from .settings import Settings
 from .topics import TopicNames
+from .visibility import CURVE_SPANS_S, N60, VisibilityModel, curve_features
 from .wire import HEADER_SIZE, RECORD_DTYPE, RECORD_SIZE, records_to_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -642,18 +643,30 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
         await store._pipeline_packed(_chunked(parts))
 
         points = [(area, newest) for area in area_ids]
-        walls, cpus = [], []
-        for _ in range(repeats):
+
+        async def full_pass(spans: list[tuple[int, int]]) -> tuple[float, float, dict]:
             before = redis_cpu_s(probe)
             started = time.perf_counter()
-            counts: dict = {}
-            # window_counts sends one pipeline; with 10,000 areas Redis needs several seconds
-            # for it, longer than redis-py's 5 s socket timeout allows one write under load, so
-            # the pass is timed in slices of ESTIMATOR_SLICE areas (the same commands).
-            for i in range(0, len(points), ESTIMATOR_SLICE):
-                counts.update(await store.window_counts(points[i : i + ESTIMATOR_SLICE], ESTIMATOR_WINDOWS_S))
-            walls.append(time.perf_counter() - started)
-            cpus.append(redis_cpu_s(probe) - before)
+            counts = await store.span_counts(points, spans)  # sent in bounded pieces
+            return time.perf_counter() - started, redis_cpu_s(probe) - before, counts
+
+        # The three windows alone (the naive model), then the pass the product runs with the
+        # visibility model: the windows plus the curve's spans, and the neighbour search.
+        window_spans = [(0, w) for w in ESTIMATOR_WINDOWS_S]
+        model_spans = window_spans + [span for span in CURVE_SPANS_S if span not in window_spans]
+        walls, cpus, model_walls, model_cpus, knn = [], [], [], [], []
+        model = VisibilityModel.load(Settings.from_env({}).visibility_model_path)
+        for _ in range(repeats):
+            wall, cpu, counts = await full_pass(window_spans)
+            walls.append(wall)
+            cpus.append(cpu)
+            wall, cpu, curve_counts = await full_pass(model_spans)
+            model_walls.append(wall)
+            model_cpus.append(cpu)
+            curves = np.array([[curve_counts[(a, newest, span)] for span in CURVE_SPANS_S] for a in area_ids], dtype=np.float64)
+            started = time.perf_counter()
+            model.predict(curve_features(curves, curves.max(axis=0)), curves[:, N60])
+            knn.append(time.perf_counter() - started)
         assert len(counts) == n_areas * len(ESTIMATOR_WINDOWS_S)
 
         def key_bytes(area_index: int) -> list[int]:
@@ -675,6 +688,11 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             "refresh_redis_cpu_s": median(cpus),
             "redis_cpu_share_at_10s": median(cpus) / 10.0,
             "pfcount_keys_per_area": sum(w // 60 for w in ESTIMATOR_WINDOWS_S),
+            "model_spans": len(model_spans),
+            "model_refresh_wall_s": median(model_walls),
+            "model_refresh_redis_cpu_s": median(model_cpus),
+            "model_redis_cpu_share_at_10s": median(model_cpus) / 10.0,
+            "model_knn_s": median(knn),
         }
         memory = {
             "small_area_devices_per_bucket": list(SMALL_AREA_DEVICES),
@@ -1018,7 +1036,9 @@ def format_table(f: dict) -> str:
     for n, e in (f.get("estimator") or {}).items():
         lines.append(
             f"estimator: {int(n):,} areas x {e['windows']} windows refreshed in {e['refresh_wall_s']:.2f} s, "
-            f"Redis CPU {e['refresh_redis_cpu_s']:.2f} s ({100 * e['redis_cpu_share_at_10s']:.1f}% of a core at one pass per 10 s)"
+            f"Redis CPU {e['refresh_redis_cpu_s']:.2f} s ({100 * e['redis_cpu_share_at_10s']:.1f}% of a core at one pass per 10 s); "
+            f"with the visibility model's {e['model_spans']} spans {e['model_refresh_wall_s']:.2f} s, Redis CPU "
+            f"{e['model_refresh_redis_cpu_s']:.2f} s ({100 * e['model_redis_cpu_share_at_10s']:.1f}%), neighbour search {e['model_knn_s']:.2f} s"
         )
     m = f.get("memory")
     if m and m.get("small_area_key_bytes"):

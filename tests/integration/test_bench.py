@@ -66,6 +66,9 @@ def test_quick_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     estimator = figures["estimator"]["1000"]
     assert estimator["areas"] == 1000 and positive(estimator["refresh_wall_s"])
     assert estimator["refresh_redis_cpu_s"] >= 0
+    # The visibility model's pass counts more spans than the three windows alone.
+    assert estimator["model_spans"] > estimator["windows"] and positive(estimator["model_knn_s"])
+    assert positive(estimator["model_refresh_wall_s"]) and estimator["model_refresh_redis_cpu_s"] >= 0
     memory = figures["memory"]
     assert positive(memory["small_area_key_bytes"]) and positive(memory["large_area_key_bytes"])
     assert memory["small_area_key_bytes"] < memory["large_area_key_bytes"]
