@@ -10,10 +10,14 @@ inverts, so the table learns visibility only).
 The runs are the scenarios' own stories with seeds that `crowdpulse evaluate` does not use
 (evaluate's default seed is 1): the model never sees the run it is scored on. A second set of
 runs (other seeds again) is held out to scale the ranges so that 90% of held-out points fall
-inside. HyperLogLog's own error is not in the table (exact counts); the estimator adds it.
+inside.
 
-The tracker is exact and cheap: per area and device, a 64-bit mask of the minutes it was seen
-in (bit 0 = the newest minute), shifted once a minute.
+The curves are read as Redis would count them: per area and minute a HyperLogLog with Redis'
+registers, hash and estimator (streams/hll_model.py), the spans merged like PFCOUNT over the
+bucket keys. So the table's features and its z (against the HyperLogLog N(60)) carry
+HyperLogLog's error as the estimator meets it, correlated between nested spans as it is, and
+the held-out ranges cover it; the estimator adds no separate HyperLogLog term for such a table
+(meta "counts": "hll"). The exact curves are kept next to them for comparison.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import numpy as np
 
 from .areas import AreaMap, load_areas
 from .settings import DEFAULT_VISIBILITY_MODEL, Settings
-from .visibility import CURVE_LENGTH, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features
+from . import hll_model
+from .visibility import CURVE_LENGTH, HOUR_MIN, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features
 
 
 BUCKET_MS = 60_000
@@ -41,6 +46,8 @@ PHONE = 0
 MIN_PEOPLE = 100
 MIN_N60 = 15
 WARMUP_MIN = 5
+#: Minutes of one-minute HyperLogLogs the tracker keeps per area (the hour, and late events).
+RING_MIN = 64
 K_NEIGHBOURS = 10
 
 
@@ -75,9 +82,15 @@ QUICK_HELD_OUT_RUNS = (Run("match-day", 6_000, 2.0, 201),)
 
 class CurveTracker:
     """Stands in for the simulation's ground truth: receives every event (device index, time,
-    cell index) and, at each closed minute, records every area's curve and people present."""
+    cell index) and, at each closed minute, records every area's curve and people present.
 
-    def __init__(self, areas: AreaMap, phone: np.ndarray, start_ms: int) -> None:
+    Each curve is recorded twice: exactly (per area and device, a 64-bit mask of the minutes it
+    was seen in, bit 0 = the newest, shifted once a minute) and as Redis would count it
+    (`hll_curves`: per area a ring of 64 one-minute HyperLogLogs, streams/hll_model.py, fed with
+    each device's 8-byte member, the spans merged and counted like PFCOUNT over bucket keys).
+    """
+
+    def __init__(self, areas: AreaMap, phone: np.ndarray, start_ms: int, members: np.ndarray | None = None) -> None:
         self.areas = areas
         self.phone = phone
         self.n_areas = len(areas.area_ids)
@@ -85,19 +98,28 @@ class CurveTracker:
         for a, area in enumerate(areas.areas):
             self.membership[np.searchsorted(areas.cell_ids, area.cells), a] = True
         self.masks = np.zeros((self.n_areas, len(phone)), dtype=np.uint64)
+        if members is None:
+            members = np.arange(len(phone), dtype=np.uint64)
+        self.register, self.rank = hll_model.register_and_rank(members)
+        self.registers = np.zeros((self.n_areas, RING_MIN, hll_model.REGISTERS), dtype=np.uint8)
         self.current = start_ms // BUCKET_MS
         self.curves: list[np.ndarray] = []
+        self.hll_curves: list[np.ndarray] = []
         self.people: list[np.ndarray] = []
 
     def add(self, device: np.ndarray, ts: np.ndarray, cell_index: np.ndarray) -> None:
         keep = self.phone[device]
         device, ts, cell_index = device[keep], ts[keep], cell_index[keep]
-        age = self.current - ts // BUCKET_MS
-        ok = (age >= 0) & (age < 64)
-        bits = np.left_shift(np.uint64(1), age[ok].astype(np.uint64))
+        minute = ts // BUCKET_MS
+        age = self.current - minute
+        ok = (age >= 0) & (age < RING_MIN)
+        device, minute, cell_index, age = device[ok], minute[ok], cell_index[ok], age[ok]
+        bits = np.left_shift(np.uint64(1), age.astype(np.uint64))
+        slot = minute % RING_MIN
         for a in range(self.n_areas):
-            here = self.membership[cell_index[ok], a]
-            np.bitwise_or.at(self.masks[a], device[ok][here], bits[here])
+            here = self.membership[cell_index, a]
+            np.bitwise_or.at(self.masks[a], device[here], bits[here])
+            np.maximum.at(self.registers[a], (slot[here], self.register[device[here]]), self.rank[device[here]])
 
     def close(self, presence_by_area: np.ndarray) -> None:
         """The minute `current` is over: record its curves and people; shift the masks."""
@@ -109,9 +131,26 @@ class CurveTracker:
             for j, split in enumerate(SPLIT_MIN):
                 curve[a, len(RECENT_MIN) + j] = np.count_nonzero(live & _bits(split, 60))
         self.curves.append(curve)
+        self.hll_curves.append(self._hll_curve())
         self.people.append(np.asarray(presence_by_area)[:, 0].copy())
         self.masks <<= np.uint64(1)
         self.current += 1
+        self.registers[:, (self.current) % RING_MIN] = 0  # the ring slot of the new minute
+
+    def _hll_curve(self) -> np.ndarray:
+        """The curve as PFCOUNTs. The hour's minutes fall into five pieces by age (0, 1-4,
+        5-14, 15-29, 30-59 minutes ago); each piece's registers are merged once, and every span
+        is a union of neighbouring pieces: N(m) from the newest, O(s) from the oldest."""
+        def piece(first_age: int, last_age: int) -> np.ndarray:
+            return self.registers[:, (self.current - np.arange(first_age, last_age)) % RING_MIN].max(axis=1)
+
+        p0, p1, p2, p3, p4 = (piece(a, b) for a, b in ((0, 1), (1, 5), (5, 15), (15, 30), (30, HOUR_MIN)))
+        n5 = np.maximum(p0, p1)
+        n15 = np.maximum(n5, p2)
+        n30 = np.maximum(n15, p3)
+        o15 = np.maximum(p3, p4)
+        spans = [p0, n5, n15, n30, np.maximum(n30, p4), np.maximum(p2, o15), o15, p4]  # CURVE_SPANS_S' order
+        return hll_model.count(np.stack(spans, axis=1))
 
 
 def _bits(first: int, last: int) -> np.uint64:
@@ -128,12 +167,16 @@ def collect(run: Run, areas_path: Path) -> dict:
     config = configure(run.scenario)
     start = config.scenario.start_ms()
     sim = Simulation(areas, run.devices, run.seed, start, config=config)
-    tracker = CurveTracker(areas, sim.population.device_class == PHONE, start)
+    pop = sim.population
+    tracker = CurveTracker(areas, pop.device_class == PHONE, start, members=pop.pseudonym.view("<u8"))
     sim.truth = tracker  # the simulation feeds its truth hooks (add, close) with device indices
     end = start + int(run.hours * 3_600_000)
     while sim.now_ms < end:
         sim.step(end)
-    return {"run": run.label(), "curves": np.array(tracker.curves), "people": np.array(tracker.people), "area_ids": areas.area_ids}
+    return {
+        "run": run.label(), "curves": np.array(tracker.hll_curves), "exact_curves": np.array(tracker.curves),
+        "people": np.array(tracker.people), "area_ids": areas.area_ids,
+    }
 
 
 def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -181,6 +224,8 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
         "sims_per_person": settings.sims_per_person,
         "k": K_NEIGHBOURS,
         "rows": int(len(z)),
+        # The curves were counted as Redis counts them (HyperLogLog error inside the table).
+        "counts": "hll",
     }
     model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta, groups, minutes)
     held_f = np.concatenate([r[0] for r in held if len(r[0])])

@@ -71,9 +71,11 @@ class PeopleModel:
             return {}
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         z, half = self.visibility.predict(curve_features(matrix, curves[self.reference]), matrix[:, N60])
-        # HyperLogLog's error enters through N(60), the scale of the estimate (the features are
-        # ratios of counts of the same sets, whose errors largely cancel).
-        half = log_half_width(half, HLL_STANDARD_ERROR, self.scaling_se, Z_90)
+        # A table calibrated on HyperLogLog counts (meta "counts": "hll", streams/calibrate.py)
+        # already holds HyperLogLog's error in its ranges; for one calibrated on exact counts
+        # it enters here, through N(60), the scale of the estimate.
+        hll_se = 0.0 if self.visibility.meta.get("counts") == "hll" else HLL_STANDARD_ERROR
+        half = log_half_width(half, hll_se, self.scaling_se, Z_90)
         share = np.array([self.share[a] for a in ids])
         people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person)
         return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}

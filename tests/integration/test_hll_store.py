@@ -31,3 +31,33 @@ def test_thousands_of_points_in_slices(endpoints) -> None:
     assert len(counts) == 3 * COMMANDS_PER_PIPELINE
     assert counts[("a7", 100, 60)] == 2 and counts[("a8", 100, 900)] == 0
     assert len(latest) == COMMANDS_PER_PIPELINE and series == 1
+
+
+def test_the_numpy_hyperloglog_counts_exactly_as_redis(endpoints) -> None:
+    # streams/hll_model.py stands in for Redis when `crowdpulse calibrate` reads its simulated
+    # curves; it must give the very PFCOUNT Redis gives, for sparse and dense keys and unions.
+    import numpy as np
+    import redis
+
+    from streams import hll_model
+
+    rng = np.random.default_rng(11)
+    client = redis.Redis.from_url(endpoints.redis_url)
+    try:
+        sizes = (0, 1, 40, 900, 3_000, 60_000)
+        members = [rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True) for n in sizes]
+        registers = np.zeros((len(sizes), hll_model.REGISTERS), dtype=np.uint8)
+        for i, values in enumerate(members):
+            hll_model.add(registers[i], *hll_model.register_and_rank(values))
+            for start in range(0, len(values), 5_000):
+                client.pfadd(f"tmodel:{i}", *(v.tobytes() for v in values[start : start + 5_000]))
+        assert client.execute_command("PFDEBUG", "ENCODING", "tmodel:2") == b"sparse"
+        assert client.execute_command("PFDEBUG", "ENCODING", "tmodel:5") == b"dense"
+        ours = hll_model.count(registers).tolist()
+        assert ours == [client.pfcount(f"tmodel:{i}") if sizes[i] else 0 for i in range(len(sizes))]
+        assert ours[3] != sizes[3] or ours[4] != sizes[4] or ours[5] != sizes[5]  # estimates, not exact counts
+        union = hll_model.count(registers[2:].max(axis=0))
+        assert int(union) == client.pfcount(*(f"tmodel:{i}" for i in range(2, len(sizes))))
+    finally:
+        client.delete(*(f"tmodel:{i}" for i in range(6)))
+        client.close()

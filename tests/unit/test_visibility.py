@@ -4,11 +4,13 @@ ranges, the scaling from phones to people, and the exact curve tracker used to c
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from streams import hll_model
 from streams.areas import load_areas
 from streams.calibrate import CurveTracker
 from streams.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
@@ -16,6 +18,7 @@ from streams.settings import DEFAULT_AREAS
 from streams.visibility import (
     CURVE_SPANS_S,
     FEATURE_NAMES,
+    N60,
     SIZE_EDGES,
     VisibilityModel,
     curve_features,
@@ -171,6 +174,41 @@ def test_curve_tracker_matches_plain_sets() -> None:
 
     expected = [distinct(0, w) for w in (1, 5, 15, 30, 60)] + [distinct(s, 60) for s in (5, 15, 30)]
     assert tracker.curves[-1][stadium].tolist() == expected
+
+
+def test_curve_tracker_counts_each_span_as_one_hyperloglog_of_its_members() -> None:
+    rng = np.random.default_rng(7)
+    n_devices, start = 20_000, 1_000 * 60_000
+    members = rng.integers(0, 2**64 - 1, n_devices, dtype=np.uint64, endpoint=True)
+    tracker = CurveTracker(AREAS, np.ones(n_devices, dtype=bool), start, members=members)
+    seen: list[tuple[int, np.ndarray]] = []  # (minute, devices in the city)
+    for minute in range(66):
+        device = rng.integers(0, n_devices, 1_500)
+        ts = start + minute * 60_000 + rng.integers(0, 60_000, 1_500)
+        tracker.add(device, ts, rng.integers(0, len(AREAS.cell_ids), 1_500))  # every cell is in the city
+        seen.append((minute, device))
+        tracker.close(np.zeros((len(AREAS.area_ids), 3)))
+    city = AREAS.area_ids.index("city")
+
+    def pfcount(first_age: int, last_age: int) -> int:
+        devices = np.unique(np.concatenate([d for m, d in seen if first_age <= 65 - m < last_age]))
+        registers = np.zeros(hll_model.REGISTERS, dtype=np.uint8)
+        hll_model.add(registers, *hll_model.register_and_rank(members[devices]))
+        return int(hll_model.count(registers))
+
+    expected = [pfcount(0, w) for w in (1, 5, 15, 30, 60)] + [pfcount(s, 60) for s in (5, 15, 30)]
+    assert tracker.hll_curves[-1][city].tolist() == expected
+    exact = tracker.curves[-1][city]
+    assert exact[N60] > 15_000 and np.all(np.abs(tracker.hll_curves[-1][city] / exact - 1) < 5 * HLL_STANDARD_ERROR)
+
+
+def test_a_table_calibrated_on_hyperloglog_counts_adds_no_second_hyperloglog_term() -> None:
+    flat = _flat_model(0.0)
+    exact_table = PeopleModel.for_areas(flat, AREAS, default_share=0.5, sims=1.0)
+    hll_table = PeopleModel.for_areas(replace(flat, meta={"counts": "hll"}), AREAS, default_share=0.5, sims=1.0)
+    curves = {"city": np.full(8, 10_000), "stadium": np.full(8, 1_000)}
+    assert exact_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(math.hypot(0.05, Z_90 * HLL_STANDARD_ERROR)))
+    assert hll_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(0.05))
 
 
 def test_row_errors_leave_the_rows_own_hour_out() -> None:
