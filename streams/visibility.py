@@ -18,7 +18,8 @@ activity), and estimates z = log(phones present / N(60)) by the nearest calibrat
 the mean z of the k most similar rows of a table computed from simulator runs with known truth
 (`crowdpulse calibrate`, streams/calibrate.py). The uncertainty is local: each table row knows
 its own error when predicted from other situations, and an estimate's error is that of its
-neighbours, scaled per size class so that 90% of held-out calibration points fall inside.
+neighbours, widened when they are farther than the table's rows are from each other (off the
+table's map), and scaled per size class so that 90% of held-out calibration points fall inside.
 
 Pure: numpy, and scipy's k-d tree for the neighbour search at run time.
 """
@@ -108,6 +109,11 @@ class VisibilityModel:
     #: run within an hour of it left out): how well situations like it are known. The local
     #: error of a prediction is the root mean square of its neighbours' errors.
     row_error: np.ndarray | None = None
+    #: How far the table's rows are from their k nearest other situations (mean distance to
+    #: them, their own hour left out as for row_error): the 95th percentile over rows. A
+    #: prediction whose neighbours are farther than that is off the table's map, where the
+    #: neighbours' agreement says little: its error is widened by the ratio. 0: no widening.
+    neighbour_distance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.table.ndim != 2 or self.table.shape[1] != len(FEATURE_NAMES):
@@ -130,13 +136,17 @@ class VisibilityModel:
         x = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
         if not len(x):
             return np.zeros(0), np.zeros(0)
-        nearest = self._tree.query(x, k=self.k)[1].reshape(len(x), self.k)
+        distance, nearest = self._tree.query(x, k=self.k)
+        nearest = nearest.reshape(len(x), self.k)
         zs = self.z[nearest]
         if self.row_error is not None:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
         else:
             local = zs.std(axis=1, ddof=1)
         half = np.hypot(local, self.spread_floor)
+        if self.neighbour_distance > 0:
+            far = np.asarray(distance).reshape(len(x), self.k).mean(axis=1) / self.neighbour_distance
+            half = half * np.maximum(far, 1.0)
         return zs.mean(axis=1), half * np.asarray(self.spread_90)[size_class(n60)]
 
     @classmethod
@@ -152,10 +162,13 @@ class VisibilityModel:
         scale = np.where(scale > 0, scale, 1.0)
         table = ((features - mean) / scale).astype(np.float32)
         row_error = None
+        neighbour_distance = 0.0
         if groups is not None and minutes is not None:
             nearest = _nearest(table, table, k, groups=np.asarray(groups), minutes=np.asarray(minutes))
             row_error = np.abs(z - z[nearest].mean(axis=1)).astype(np.float32)
-        return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error)
+            distance = np.linalg.norm(table[nearest].astype(np.float64) - table[:, None, :], axis=2).mean(axis=1)
+            neighbour_distance = float(np.quantile(distance, 0.95))
+        return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error, neighbour_distance)
 
     def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90) -> "VisibilityModel":
         """Scale the local error so that `level` of held-out rows of each size class lie inside
@@ -185,6 +198,7 @@ class VisibilityModel:
             "z": _to_planes(np.rint(self.z * _E4).astype(np.int32)),
             "mean": self.mean, "scale": self.scale, "k": np.array(self.k),
             "spread_90": np.asarray(self.spread_90), "spread_floor": np.array(self.spread_floor),
+            "neighbour_distance": np.array(self.neighbour_distance),
             "meta": np.array(json.dumps(self.meta, sort_keys=True)),
         }
         if self.row_error is not None:
@@ -204,6 +218,7 @@ class VisibilityModel:
                 scale=f["scale"], k=int(f["k"]), spread_90=np.asarray(f["spread_90"], dtype=np.float64),
                 spread_floor=float(f["spread_floor"]), meta=json.loads(str(f["meta"])),
                 row_error=_from_planes(f["row_error"], np.int32) / _E4 if "row_error" in f.files else None,
+                neighbour_distance=float(f["neighbour_distance"]) if "neighbour_distance" in f.files else 0.0,
             )
 
 

@@ -227,6 +227,23 @@ def test_row_errors_leave_the_rows_own_hour_out() -> None:
     np.testing.assert_allclose(far.row_error, 0.0, atol=1e-6)
 
 
+def test_off_the_tables_map_the_range_widens_with_the_distance_to_the_neighbours(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    features, z, n60 = _synthetic(rng, 3000)
+    groups, minutes = np.arange(3000) % 30, np.arange(3000) // 30 * 100
+    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=groups, minutes=minutes)
+    assert model.neighbour_distance > 0
+    on_map = features[:50] + rng.normal(0, 0.01, (50, len(FEATURE_NAMES)))
+    off_map = on_map + 3 * features.std(axis=0)  # three standard deviations away in every feature
+    n = np.full(50, 5000)
+    near_half, far_half = model.predict(on_map, n)[1], model.predict(off_map, n)[1]
+    blind = replace(model, neighbour_distance=0.0)  # the same table without the widening
+    assert np.median(far_half / blind.predict(off_map, n)[1]) > 2  # far: several times wider
+    assert np.mean(near_half == blind.predict(on_map, n)[1]) >= 0.9  # on the map: (nearly all) unchanged
+    model.save(tmp_path / "m.npz")
+    assert VisibilityModel.load(tmp_path / "m.npz").neighbour_distance == pytest.approx(model.neighbour_distance)
+
+
 def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     from streams.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
     from streams.settings import Settings
