@@ -170,10 +170,16 @@ class VisibilityModel:
             neighbour_distance = float(np.quantile(distance, 0.95))
         return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error, neighbour_distance)
 
-    def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90) -> "VisibilityModel":
+    def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90,
+                      runs: np.ndarray | None = None) -> "VisibilityModel":
         """Scale the local error so that `level` of held-out rows of each size class lie inside
-        the range (a class with few rows takes the factor of all rows together; the floor: the
-        10th percentile of the held-out rows' local error)."""
+        the range (the floor: the 10th percentile of the held-out rows' local error).
+
+        With `runs` (the held-out run of each row), a class's factor is the median over runs
+        of each run's own `level` quantile: the typical run holds `level`, rather than the
+        pool, where one hard story (a station's rush hours) would widen every other story's
+        ranges past it. A class with too few rows in every run takes its pooled quantile, and
+        one with too few rows at all the quantile of all rows together."""
         classes = len(SIZE_EDGES) + 1
         unit = replace(self, spread_90=np.ones(classes), spread_floor=0.0)
         z_hat, spread = unit.predict(features, n60)
@@ -181,11 +187,17 @@ class VisibilityModel:
         ratio = np.abs(np.asarray(z) - z_hat) / np.maximum(np.hypot(spread, floor), 1e-9)
         pooled = float(np.quantile(ratio, level))
         cls = size_class(n60)
-        factors = np.array([
-            float(np.quantile(ratio[cls == c], level)) if np.count_nonzero(cls == c) >= _MIN_CLASS_ROWS else pooled
-            for c in range(classes)
-        ])
-        return replace(self, spread_90=factors, spread_floor=floor)
+        runs = np.zeros(len(ratio), dtype=int) if runs is None else np.asarray(runs)
+
+        def factor(c: int) -> float:
+            mine = cls == c
+            per_run = [float(np.quantile(ratio[mine & (runs == r)], level))
+                       for r in np.unique(runs) if np.count_nonzero(mine & (runs == r)) >= _MIN_CLASS_ROWS]
+            if per_run:
+                return float(np.median(per_run))
+            return float(np.quantile(ratio[mine], level)) if np.count_nonzero(mine) >= _MIN_CLASS_ROWS else pooled
+
+        return replace(self, spread_90=np.array([factor(c) for c in range(classes)]), spread_floor=floor)
 
     def save(self, path: Path) -> None:
         """An .npz (zip) with LZMA compression, the table as float16 (standardised features need

@@ -80,6 +80,26 @@ def test_the_table_recovers_a_smooth_visibility_and_its_ranges_hold_ninety_perce
     assert np.median(half[test_n60 < 300]) > np.median(half[test_n60 >= 300])
 
 
+def test_with_runs_the_ranges_hold_ninety_percent_for_the_typical_run_not_the_pool() -> None:
+    rng = np.random.default_rng(13)
+    features, z, _ = _synthetic(rng, 6000)
+    model = VisibilityModel.fit(features, z, k=10, meta={})
+    held_f, held_z, _ = _synthetic(rng, 6000)
+    held_n60 = np.full(6000, 5000)
+    runs = np.repeat([0, 1, 2], 2000)
+    held_z = held_z + np.where(runs == 2, rng.normal(0, 0.3, 6000), 0.0)  # run 2: a much harder story
+    test_f, test_z, _ = _synthetic(rng, 4000)
+    test_n60 = np.full(4000, 5000)
+
+    def coverage(m: VisibilityModel) -> float:
+        z_hat, half = m.predict(test_f, test_n60)
+        return float(np.mean(np.abs(z_hat - test_z) <= half))
+
+    pooled, typical = model.with_coverage(held_f, held_z, held_n60), model.with_coverage(held_f, held_z, held_n60, runs=runs)
+    assert coverage(pooled) > 0.97  # the hard run widened everyone's ranges
+    assert 0.86 <= coverage(typical) <= 0.94
+
+
 def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     features, z, _ = _synthetic(rng, 500)
