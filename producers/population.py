@@ -97,8 +97,8 @@ class Population:
         total = int(counts.sum())
         if total == 0:
             return np.zeros(0, dtype=np.int64)
-        run_starts = np.repeat(np.cumsum(counts) - counts, counts)
-        return np.repeat(starts, counts) + (np.arange(total) - run_starts)
+        # Device j of the output is starts[c] + (j - first output position of c): one repeat.
+        return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
     def summary(self) -> dict[str, int]:
         people = int(self.is_person.sum())

@@ -64,7 +64,9 @@ class Framer:
             unknown, inverse = np.unique(events["cell"][~known], return_inverse=True)
             part = part.copy()
             part[~known] = cell_partition(unknown, self.partitions)[inverse]
-        order = np.argsort(part, kind="stable")  # stable: time order kept inside a partition
+        # Stable: time order kept inside a partition. As uint16 keys (partition numbers are
+        # small) numpy radix-sorts them: the same order, several times faster than int64 keys.
+        order = np.argsort(part.astype(np.uint16) if self.partitions <= 1 << 16 else part, kind="stable")
         events, part = events[order], part[order]
         bounds = np.flatnonzero(np.diff(part)) + 1
         for chunk, p in zip(np.split(events, bounds), part[np.r_[0, bounds]].tolist()):
@@ -80,10 +82,14 @@ class KafkaSink:
 
     def __init__(self, bootstrap: str, topic: str, **config: object) -> None:
         self.topic = topic
+        # kafka-python sends from a background thread that needs the GIL as much as the caller
+        # (the simulator) does: the longer it lingers, the fewer times it wakes up to take it
+        # (end to end, generating and publishing at 100k devices: 463-533k events/s at 5 ms,
+        # 577-595k at 100 ms). 100 ms is nothing next to the estimates' 10 s cadence.
         options: dict[str, object] = {
             "bootstrap_servers": bootstrap.split(","),
             "acks": 1,
-            "linger_ms": 5,
+            "linger_ms": 100,
             "batch_size": 1 << 20,
             "max_request_size": 4 << 20,
             "retries": 5,

@@ -47,12 +47,16 @@ class SimulationRun:
     quick: bool = False
     #: The pseudonym-key schedule; the worker's must be the same (both from Settings.rotation).
     rotation: Rotation = Rotation()
+    #: Simulated seconds per step (must divide `bucket_s` with a truth file). The command keeps
+    #: the Simulation's default (10 s), so a seed gives the same events as before; a longer step
+    #: publishes faster (the per-step costs are shared by more events; `crowdpulse bench` uses 60).
+    step_s: float = 10.0
 
     def simulation(self, areas: AreaMap, truth: bool = False) -> Simulation:
         config = configure(self.scenario, dict(self.overrides), quick=self.quick)
         return Simulation(
-            areas, self.devices, self.seed, self.start_ms, config=config, rotation=self.rotation, truth=truth,
-            bucket_s=self.bucket_s, windows_s=self.windows_s,
+            areas, self.devices, self.seed, self.start_ms, step_s=self.step_s, config=config, rotation=self.rotation,
+            truth=truth, bucket_s=self.bucket_s, windows_s=self.windows_s,
         )
 
 

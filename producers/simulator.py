@@ -85,7 +85,9 @@ class Simulation:
             planner = WalkPlanner(self.city, pop, plan_rng, moves_per_hour=s.moves_per_hour)
         else:
             planner = DayPlanner(lambda day: s.day_plans(day, self.start_ms, self.city, pop, plan_rng), pop.n_carriers)
-        self.mobility = Mobility(self.city, pop, planner, self.start_ms)
+        # Without a truth to keep, carriers without the operator's devices are followed lazily
+        # (Mobility: the same events, much less work per step).
+        self.mobility = Mobility(self.city, pop, planner, self.start_ms, lazy=not truth)
         self.radio = Radio(
             self.city, pop, self.mobility, self.config.signalling,
             activity=lambda t, kind: s.activity(t, kind, self.start_ms), activity_max=s.activity_max(),
@@ -122,8 +124,9 @@ class Simulation:
             self.truth.add(device, ts, cell)
             if t1 % self.bucket_ms == 0:
                 self.truth.close(self.mobility.presence_by_area())
-        for code, n in zip(*np.unique(kind, return_counts=True)):
-            self.event_counts[EVENT_TYPE_NAMES[int(code)]] += int(n)
+        for code, n in enumerate(np.bincount(kind).tolist()):
+            if n:
+                self.event_counts[EVENT_TYPE_NAMES[code]] += n
         self.now_ms = t1
         pop = self.population
         pseudonyms, shadow_pos, shadow_pseudonyms = self.pseudonyms.label(device, ts)
