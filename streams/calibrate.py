@@ -212,9 +212,8 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
     held = [rows(r, areas, settings, reference) for r in results[len(table_runs) :]]
     features = np.concatenate([r[0] for r in table if len(r[0])])
     z = np.concatenate([r[1] for r in table if len(r[0])])
-    # One group per (run, area): a row's error is measured without its own area's hour.
+    # One group per (run, area): a row's error is measured without its own area in its own run.
     groups = np.concatenate([i * 10_000 + r[3] for i, r in enumerate(table) if len(r[0])])
-    minutes = np.concatenate([r[4] for r in table if len(r[0])])
     meta = {
         "table_runs": [r.label() for r in table_runs],
         "held_out_runs": [r.label() for r in held_out_runs],
@@ -227,7 +226,7 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
         # The curves were counted as Redis counts them (HyperLogLog error inside the table).
         "counts": "hll",
     }
-    model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta, groups, minutes)
+    model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta, groups)
     held_f = np.concatenate([r[0] for r in held if len(r[0])])
     held_z = np.concatenate([r[1] for r in held if len(r[0])])
     held_n60 = np.concatenate([r[2] for r in held if len(r[0])])

@@ -110,7 +110,7 @@ class VisibilityModel:
     #: error of a prediction is the root mean square of its neighbours' errors.
     row_error: np.ndarray | None = None
     #: How far the table's rows are from their k nearest other situations (mean distance to
-    #: them, their own hour left out as for row_error): the 95th percentile over rows. A
+    #: them, their own group left out as for row_error): the 95th percentile over rows. A
     #: prediction whose neighbours are farther than that is off the table's map, where the
     #: neighbours' agreement says little: its error is widened by the ratio. 0: no widening.
     neighbour_distance: float = 0.0
@@ -151,10 +151,13 @@ class VisibilityModel:
 
     @classmethod
     def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
-            groups: np.ndarray | None = None, minutes: np.ndarray | None = None) -> "VisibilityModel":
+            groups: np.ndarray | None = None) -> "VisibilityModel":
         """A table from calibration rows (spread_90 still 1.0: see with_coverage). With `groups`
-        (one id per run and area) and `minutes`, each row's error is measured with the rows of
-        its own group within LEAVE_OUT_MIN minutes left out."""
+        (one id per run and area), each row's error is measured with every row of its own group
+        left out: what the table knows of this area in this story without having seen it. (With
+        only its own hour left out, a week-long run's other days of the same area answered for
+        it, sharing its seed's persistent biases: the errors came out small, and a new seed of
+        the same story, with other biases, fell outside the ranges.)"""
         features = np.asarray(features, dtype=np.float64)
         z = np.asarray(z, dtype=np.float64)
         mean = features.mean(axis=0)
@@ -163,8 +166,8 @@ class VisibilityModel:
         table = ((features - mean) / scale).astype(np.float32)
         row_error = None
         neighbour_distance = 0.0
-        if groups is not None and minutes is not None:
-            nearest = _nearest(table, table, k, groups=np.asarray(groups), minutes=np.asarray(minutes))
+        if groups is not None:
+            nearest = _nearest(table, table, k, groups=np.asarray(groups))
             row_error = np.abs(z - z[nearest].mean(axis=1)).astype(np.float32)
             distance = np.linalg.norm(table[nearest].astype(np.float64) - table[:, None, :], axis=2).mean(axis=1)
             neighbour_distance = float(np.quantile(distance, 0.95))
@@ -246,23 +249,17 @@ def _from_planes(planes: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
-LEAVE_OUT_MIN = 30
-
-
-def _nearest(x: np.ndarray, table: np.ndarray, k: int, chunk: int = 256,
-             groups: np.ndarray | None = None, minutes: np.ndarray | None = None) -> np.ndarray:
-    """Indexes of the k nearest table rows of each row of x (Euclidean). With groups/minutes
-    (x is the table itself), a row's own group within LEAVE_OUT_MIN minutes is left out."""
+def _nearest(x: np.ndarray, table: np.ndarray, k: int, chunk: int = 256, groups: np.ndarray | None = None) -> np.ndarray:
+    """Indexes of the k nearest table rows of each row of x (Euclidean). With groups (x is the
+    table itself), a row's own group is left out."""
     table_sq = np.einsum("ij,ij->i", table, table)
     out = np.empty((len(x), k), dtype=np.int64)
     for start in range(0, len(x), chunk):
         part = x[start : start + chunk]
         # Squared distances by |a|^2 - 2ab + |b|^2: one matrix product per chunk.
         d = table_sq[None, :] - 2.0 * part @ table.T + np.einsum("ij,ij->i", part, part)[:, None]
-        if groups is not None and minutes is not None:
-            rows = slice(start, start + len(part))
-            near_in_time = np.abs(minutes[rows, None] - minutes[None, :]) <= LEAVE_OUT_MIN
-            d[(groups[rows, None] == groups[None, :]) & near_in_time] = np.inf
+        if groups is not None:
+            d[groups[start : start + len(part), None] == groups[None, :]] = np.inf
         out[start : start + len(part)] = np.argpartition(d, k - 1, axis=1)[:, :k]
     return out
 

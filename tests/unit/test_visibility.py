@@ -231,27 +231,31 @@ def test_a_table_calibrated_on_hyperloglog_counts_adds_no_second_hyperloglog_ter
     assert hll_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(0.05))
 
 
-def test_row_errors_leave_the_rows_own_hour_out() -> None:
-    # Two groups (runs x areas), close in feature space, each tight, whose z differs: within a
-    # group the neighbours would agree perfectly; across groups they do not.
+def test_row_errors_leave_the_rows_own_group_out() -> None:
+    # Three groups (runs x areas), close in feature space, each tight: within a group the
+    # neighbours would agree perfectly (even hours apart); each row must be predicted by the
+    # other groups only.
     rng = np.random.default_rng(9)
-    features = np.repeat(rng.random((1, len(FEATURE_NAMES))), 40, axis=0) + rng.normal(0, 1e-3, (40, len(FEATURE_NAMES)))
-    features[20:] += 0.01
-    z = np.r_[np.zeros(20), np.ones(20)]
-    groups, minutes = np.r_[np.zeros(20), np.ones(20)], np.r_[np.arange(20), np.arange(20)]
-    model = VisibilityModel.fit(features, z, k=5, meta={}, groups=groups, minutes=minutes)
+    features = np.repeat(rng.random((1, len(FEATURE_NAMES))), 60, axis=0) + rng.normal(0, 1e-3, (60, len(FEATURE_NAMES)))
+    features[20:40] += 0.01
+    features[40:] += 0.02
+    z = np.r_[np.zeros(20), np.ones(20), np.full(20, 2.0)]
+    groups = np.repeat([0, 1, 2], 20)
+    model = VisibilityModel.fit(features, z, k=5, meta={}, groups=groups)
     assert model.row_error is not None
-    np.testing.assert_allclose(model.row_error, 1.0)  # each row is predicted by the other group only
-    # Rows more than LEAVE_OUT_MIN apart in the same group may serve: then they agree.
-    far = VisibilityModel.fit(features, z, k=5, meta={}, groups=groups, minutes=np.r_[np.arange(20), np.arange(20)] * 100)
-    np.testing.assert_allclose(far.row_error, 0.0, atol=1e-6)
+    # Group 0's nearest others are group 1 (z 1), group 2's are group 1 (z 1), group 1's are
+    # groups 0 and 2 (z 0 and 2, mean about 1).
+    np.testing.assert_allclose(model.row_error[:20], 1.0)
+    np.testing.assert_allclose(model.row_error[40:], 1.0)
+    assert np.all(model.row_error[20:40] <= 1.0)
+    without = VisibilityModel.fit(features, z, k=5, meta={})  # no groups: no row errors
+    assert without.row_error is None
 
 
 def test_off_the_tables_map_the_range_widens_with_the_distance_to_the_neighbours(tmp_path: Path) -> None:
     rng = np.random.default_rng(12)
     features, z, n60 = _synthetic(rng, 3000)
-    groups, minutes = np.arange(3000) % 30, np.arange(3000) // 30 * 100
-    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=groups, minutes=minutes)
+    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=np.arange(3000) % 30)
     assert model.neighbour_distance > 0
     on_map = features[:50] + rng.normal(0, 0.01, (50, len(FEATURE_NAMES)))
     off_map = on_map + 3 * features.std(axis=0)  # three standard deviations away in every feature
