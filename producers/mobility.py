@@ -235,10 +235,9 @@ class Mobility:
         self.px[self.present] = city.pixel(self.pos[self.present])
         self.loc[self.present] = city.nearest_px.reshape(-1)[self.px[self.present]]
         # Per-cell presence, kept incrementally: people, operator devices, devices of all operators.
-        self.weights = np.column_stack(
-            [population.is_person.astype(np.int64), population.visible_per_carrier, population.n_devices.astype(np.int64)]
-        )
-        self.weight_columns = [np.ascontiguousarray(self.weights[:, j]) for j in range(3)]
+        self.weight_columns = [
+            population.is_person.astype(np.int64), population.visible_per_carrier, population.n_devices.astype(np.int64)
+        ]
         self.cell_counts = np.zeros((city.n_cells, 3), dtype=np.int64)
         self._count(np.flatnonzero(self.present), +1)
         self.lazy = lazy

@@ -609,8 +609,8 @@ def _chunked(commands: list[bytes], per_chunk: int = 20_000) -> list[tuple[bytes
 
 
 async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
-    """Every (area, window) of `n_areas` areas refreshed once, as the estimator's window_counts
-    does it, against 60 one-minute buckets per area; wall time and Redis CPU per full pass.
+    """Every area of `n_areas` refreshed once, as the estimator's span_counts does it, against
+    60 one-minute buckets per area; wall time and Redis CPU per full pass.
     Also Redis memory per bucket key and per area (60 minutes) for small and large areas."""
     from .hll_store import HllStore, connect, pack_hll_adds
     from .ingest import HllAdds

@@ -135,7 +135,7 @@ class CurveTracker:
         self.people.append(np.asarray(presence_by_area)[:, 0].copy())
         self.masks <<= np.uint64(1)
         self.current += 1
-        self.registers[:, (self.current) % RING_MIN] = 0  # the ring slot of the new minute
+        self.registers[:, self.current % RING_MIN] = 0  # the ring slot of the new minute
 
     def _hll_curve(self) -> np.ndarray:
         """The curve as PFCOUNTs. The hour's minutes fall into five pieces by age (0, 1-4,
@@ -179,12 +179,12 @@ def collect(run: Run, areas_path: Path) -> dict:
     }
 
 
-def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features, truth z, N(60), area index and minute of every usable (minute, area) of one run."""
+def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, truth z, N(60) and area index of every usable (minute, area) of one run."""
     curves, people = data["curves"], data["people"]
     ref = list(data["area_ids"]).index(reference)
     share = np.array([a.market_share or settings.market_share for a in areas.areas])
-    feats, zs, n60s, area_index, minute = [], [], [], [], []
+    feats, zs, n60s, area_index = [], [], [], []
     for t in range(WARMUP_MIN, len(curves)):
         n60 = curves[t, :, N60]
         use = (people[t] >= MIN_PEOPLE) & (n60 >= MIN_N60)
@@ -195,10 +195,9 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tupl
         zs.append(np.log(phones / n60[use]))
         n60s.append(n60[use])
         area_index.append(np.flatnonzero(use))
-        minute.append(np.full(int(use.sum()), t))
     if not feats:
-        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), np.zeros(0, dtype=int)
-    return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index, minute))  # type: ignore[return-value]
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int)
+    return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index))  # type: ignore[return-value]
 
 
 def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int) -> tuple[VisibilityModel, dict]:

@@ -218,6 +218,10 @@ class WindowBook:
             spans += [(0, w, name) for w in self.windows_s for name in STORED]
         return spans
 
+    def _is_window(self, span: tuple) -> bool:
+        """A published window's total (skip 0, one of the windows, no segment)."""
+        return len(span) == 2 and span[0] == 0 and span[1] in self.windows_s
+
     def needed(self, points: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The points to count: the given ones, plus every area of a window end not in the book."""
         out: list[tuple[str, int]] = []
@@ -237,13 +241,13 @@ class WindowBook:
         touched: set[int] = set()
         fresh: dict[tuple[str, int], dict[tuple, int]] = {}
         for (area, bucket, span), devices in counts.items():
-            if len(span) == 2 and span[0] == 0 and span[1] in self.windows_s:
+            if self._is_window(span):
                 self.counts.setdefault(bucket, {})[(area, span[1])] = devices
             fresh.setdefault((area, bucket), {})[span] = devices
             touched.add(bucket)
         if self.segments:
             for (area, bucket), spans in fresh.items():
-                totals = {span[1]: n for span, n in spans.items() if len(span) == 2 and span[0] == 0 and span[1] in self.windows_s}
+                totals = {span[1]: n for span, n in spans.items() if self._is_window(span)}
                 stored = {(span[1], span[2]): n for span, n in spans.items() if len(span) == 3}
                 book = self.counts.setdefault(bucket, {})
                 for (window, name), n in segment_counts(totals, stored).items():
@@ -276,7 +280,7 @@ class WindowBook:
                     }
                 estimate = build_estimate(
                     self.areas.area_by_id[area], window, as_of, devices, self.min_count, (area, window) in withheld,
-                    people.get(area) if self.people is not None else None, segments,
+                    people.get(area), segments,
                 )
                 if before.get((area, window)) != estimate:
                     before[(area, window)] = estimate

@@ -105,8 +105,8 @@ class VisibilityModel:
     #: range: the table's own resolution.
     spread_floor: float
     meta: dict
-    #: Each row's own error when the table predicts it from *other* situations (its area and
-    #: run within an hour of it left out): how well situations like it are known. The local
+    #: Each row's own error when the table predicts it from *other* situations (its own area
+    #: in its own run left out): how well situations like it are known. The local
     #: error of a prediction is the root mean square of its neighbours' errors.
     row_error: np.ndarray | None = None
     #: How far the table's rows are from their k nearest other situations (mean distance to
@@ -136,8 +136,7 @@ class VisibilityModel:
         x = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
         if not len(x):
             return np.zeros(0), np.zeros(0)
-        distance, nearest = self._tree.query(x, k=self.k)
-        nearest = nearest.reshape(len(x), self.k)
+        distance, nearest = self._tree.query(x, k=self.k)  # (rows, k) each: k >= 2
         zs = self.z[nearest]
         if self.row_error is not None:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
@@ -145,7 +144,7 @@ class VisibilityModel:
             local = zs.std(axis=1, ddof=1)
         half = np.hypot(local, self.spread_floor)
         if self.neighbour_distance > 0:
-            far = np.asarray(distance).reshape(len(x), self.k).mean(axis=1) / self.neighbour_distance
+            far = distance.mean(axis=1) / self.neighbour_distance
             half = half * np.maximum(far, 1.0)
         return zs.mean(axis=1), half * np.asarray(self.spread_90)[size_class(n60)]
 
@@ -167,7 +166,7 @@ class VisibilityModel:
         row_error = None
         neighbour_distance = 0.0
         if groups is not None:
-            nearest = _nearest(table, table, k, groups=np.asarray(groups))
+            nearest = _nearest_other_groups(table, k, np.asarray(groups))
             row_error = np.abs(z - z[nearest].mean(axis=1)).astype(np.float32)
             distance = np.linalg.norm(table[nearest].astype(np.float64) - table[:, None, :], axis=2).mean(axis=1)
             neighbour_distance = float(np.quantile(distance, 0.95))
@@ -180,8 +179,8 @@ class VisibilityModel:
 
         With `runs` (the held-out run of each row), a class's factor is the median over runs
         of each run's own `level` quantile: the typical run holds `level`, rather than the
-        pool, where one hard story (a station's rush hours) would widen every other story's
-        ranges past it. A class with too few rows in every run takes its pooled quantile, and
+        pool, where one hard story would set the factor and widen every other story's ranges
+        past it. A class with too few rows in every run takes its pooled quantile, and
         one with too few rows at all the quantile of all rows together."""
         classes = len(SIZE_EDGES) + 1
         unit = replace(self, spread_90=np.ones(classes), spread_floor=0.0)
@@ -249,17 +248,16 @@ def _from_planes(planes: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
-def _nearest(x: np.ndarray, table: np.ndarray, k: int, chunk: int = 256, groups: np.ndarray | None = None) -> np.ndarray:
-    """Indexes of the k nearest table rows of each row of x (Euclidean). With groups (x is the
-    table itself), a row's own group is left out."""
+def _nearest_other_groups(table: np.ndarray, k: int, groups: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Indexes of the k nearest rows (Euclidean) of each table row among the rows of other
+    groups. Brute force in chunks: the k-d tree cannot leave a group out."""
     table_sq = np.einsum("ij,ij->i", table, table)
-    out = np.empty((len(x), k), dtype=np.int64)
-    for start in range(0, len(x), chunk):
-        part = x[start : start + chunk]
+    out = np.empty((len(table), k), dtype=np.int64)
+    for start in range(0, len(table), chunk):
+        part = table[start : start + chunk]
         # Squared distances by |a|^2 - 2ab + |b|^2: one matrix product per chunk.
-        d = table_sq[None, :] - 2.0 * part @ table.T + np.einsum("ij,ij->i", part, part)[:, None]
-        if groups is not None:
-            d[groups[start : start + len(part), None] == groups[None, :]] = np.inf
+        d = table_sq[None, :] - 2.0 * part @ table.T + table_sq[start : start + len(part), None]
+        d[groups[start : start + len(part), None] == groups[None, :]] = np.inf
         out[start : start + len(part)] = np.argpartition(d, k - 1, axis=1)[:, :k]
     return out
 
