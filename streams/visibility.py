@@ -136,7 +136,13 @@ class VisibilityModel:
         x = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
         if not len(x):
             return np.zeros(0), np.zeros(0)
-        distance, nearest = self._tree.query(x, k=self.k)  # (rows, k) each: k >= 2
+        # Identical curves (small areas with the same handful of devices, say) have identical
+        # neighbours: each distinct row is searched once. That matters off the table's map,
+        # where one search visits much of the tree (2 ms instead of 0.1 ms here).
+        distinct, inverse = np.unique(x, axis=0, return_inverse=True)
+        distance, nearest = self._tree.query(distinct, k=self.k)  # (rows, k) each: k >= 2
+        inverse = inverse.reshape(-1)
+        distance, nearest = distance[inverse], nearest[inverse]
         zs = self.z[nearest]
         if self.row_error is not None:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))

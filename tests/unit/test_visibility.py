@@ -268,6 +268,22 @@ def test_off_the_tables_map_the_range_widens_with_the_distance_to_the_neighbours
     assert VisibilityModel.load(tmp_path / "m.npz").neighbour_distance == pytest.approx(model.neighbour_distance)
 
 
+
+def test_repeated_curves_get_the_same_prediction_as_when_predicted_alone() -> None:
+    # predict searches each distinct row once and hands the result to its copies: the answer
+    # for every row, on the map and off it, must be the one it gets on its own.
+    rng = np.random.default_rng(21)
+    features, z, n60 = _synthetic(rng, 2000)
+    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=np.arange(2000) % 20)
+    rows = np.concatenate([features[:5], features[:5] + 4 * features.std(axis=0)])  # on and off the map
+    batch = rows[rng.integers(0, len(rows), 40)]  # 40 rows, only 10 distinct
+    sizes = rng.choice([150, 5000], len(batch))
+    z_hat, half = model.predict(batch, sizes)
+    for i in range(len(batch)):
+        alone_z, alone_half = model.predict(batch[i:i + 1], sizes[i:i + 1])
+        assert (z_hat[i], half[i]) == (alone_z[0], alone_half[0])
+    assert len(np.unique(half)) > 2  # not a degenerate table: the rows' answers differ
+
 def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     from streams.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
     from streams.settings import Settings
