@@ -195,6 +195,12 @@ class Pipeline:
                 m.capacity_ratio.labels(*labels).set(e["people"] / e["capacity"])
 
 
+def next_pass_at(deadline: float, now: float, interval: float) -> float:
+    """When the next estimator pass starts: one interval after the last deadline, or now if
+    that is already past (a pass overran: the lost ticks are not made up)."""
+    return max(deadline + interval, now)
+
+
 def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
     """The visibility model with the areas' market shares, or None for the naive model."""
     if settings.people_model == "devices":
@@ -301,7 +307,19 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             if in_flight is not None and not in_flight.done():
                 in_flight.cancel()  # unacknowledged: redelivered, and skipped if already applied
 
-    @app.timer(interval=settings.publish_interval_s, on_leader=True)
+    @app.task
+    async def estimator() -> None:
+        # A pass starts every publish interval (fixed rate), not an interval after the last one
+        # ended as with app.timer: a long pass (every area at a minute boundary) must not delay
+        # the next by its own length. A pass that overruns is followed at once, never by a burst.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while not app.should_stop:
+            deadline = next_pass_at(deadline, loop.time(), settings.publish_interval_s)
+            await app.sleep(deadline - loop.time())
+            if not app.should_stop and app.is_leader():
+                await publish_estimates()
+
     async def publish_estimates() -> None:
         estimates = await pipeline.estimate()
         for estimate in estimates:

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from streams.areas import Area
+from streams.app import next_pass_at
 from streams.estimator import HLL_STANDARD_ERROR, EstimateRange, build_estimate, hll_range, level, points_to_refresh
 
 STADIUM = Area(id="stadium", name="Stadium", capacity=60_000, cells=(1038, 1039), kind="venue")
@@ -170,3 +171,14 @@ def test_points_to_refresh_republishes_every_window_a_late_event_changed() -> No
     points, _ = points_to_refresh(["a"], {("a", 190)}, published_through=200, newest=200, window_buckets=5, max_catchup=240)
     assert points == [("a", b) for b in range(190, 195)]
     assert points_to_refresh(["a"], set(), 200, 200, 60, 240) == ([], 0)
+
+
+# --- the estimator's cadence ---------------------------------------------------------------------
+
+
+def test_passes_start_at_a_fixed_rate_and_an_overrun_is_not_made_up() -> None:
+    # On time: one interval after the previous start, however long the pass took within it.
+    assert next_pass_at(100.0, now=100.6, interval=1.0) == 101.0
+    # Overran (a 1.5 s pass): the next starts at once, and the lost tick is not run as well.
+    assert next_pass_at(100.0, now=101.5, interval=1.0) == 101.5
+    assert next_pass_at(101.5, now=101.6, interval=1.0) == 102.5
