@@ -214,10 +214,13 @@ class AlertService:
         """Run the checks over this pass's estimates (each area's alert window only) and store
         the outcome; returns the events queued."""
         points: dict[str, list[tuple[int, float]]] = {}
+        warming: dict[str, set[int]] = {}  # as_of of estimates still warming up (no trend from them)
         for e in estimates:
             rules = self.rules.get(e["area"])
             if rules is not None and e["window_s"] == rules.window_s:
                 points.setdefault(e["area"], []).append((e["as_of"], point_value(e, rules.bound)))
+                if e.get("warming_up"):
+                    warming.setdefault(e["area"], set()).add(e["as_of"])
         if not points:
             return []
         store = self.store
@@ -239,7 +242,8 @@ class AlertService:
         for area, pts in points.items():
             rules = self.rules[area]
             history = [(e["as_of"], point_value(e, rules.bound)) for e in series[(area, rules.window_s)]]
-            new_states[area], found = evaluate_area(rules, states.get(area), pts, history)
+            warm = warming.get(area, set()) | {e["as_of"] for e in series[(area, rules.window_s)] if e.get("warming_up")}
+            new_states[area], found = evaluate_area(rules, states.get(area), pts, history, warm)
             if area not in states:  # rebuilt from the series: line up with alerts already raised
                 found = reconcile(rules, new_states[area], found, active.get(area, {}))
             transitions.extend(found)

@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from .areas import AreaMap
 
@@ -373,8 +373,14 @@ def minutes_to_target(value: float, slope_per_min: float | None, target: float) 
     return (target - value) / slope_per_min
 
 
-def measures(rules: AreaRules, as_of: int, value: float, history: Sequence[Point]) -> dict[str, float | None]:
-    slope = trend_per_min(history, as_of, rules.trend_ms)
+def measures(rules: AreaRules, as_of: int, value: float, history: Sequence[Point],
+             warming: Collection[int] = ()) -> dict[str, float | None]:
+    """The checks' values at one point. `warming`: as_of of the estimates marked warming_up
+    (windows still filling after a cold start): no trend at them, and none drawn through them,
+    since a window that fills looks like a crowd arriving."""
+    slope = None
+    if as_of not in warming:
+        slope = trend_per_min([p for p in history if p[0] not in warming], as_of, rules.trend_ms)
     return {
         "capacity": value / rules.capacity,
         "density": value / rules.size_m2 if rules.size_m2 else None,
@@ -412,7 +418,8 @@ def new_state() -> dict:
 
 
 def evaluate_area(
-    rules: AreaRules, state: dict | None, points: Sequence[Point], history: Sequence[Point]
+    rules: AreaRules, state: dict | None, points: Sequence[Point], history: Sequence[Point],
+    warming: Collection[int] = (),
 ) -> tuple[dict, list[Transition]]:
     """Feed one area's new points (its alert window, this pass) through the checks.
 
@@ -423,6 +430,7 @@ def evaluate_area(
       only alerts still active at the end of that history are reported as fired (the store
       drops ids it already has).
     - `history` must contain the new points too (the series is saved before alerts run).
+    - `warming`: as_of of points and history marked warming_up (see `measures`).
     """
     transitions: list[Transition] = []
     if state is None:
@@ -431,7 +439,7 @@ def evaluate_area(
             first = min(t for t, _ in points)
             rebuilt: list[Transition] = []
             for as_of, value in sorted(p for p in history if p[0] < first):
-                _step(rules, state, as_of, value, history, rebuilt)
+                _step(rules, state, as_of, value, history, rebuilt, warming)
             active = {tr["active"] for tr in state["trackers"].values() if tr["active"]}
             transitions.extend(t for t in rebuilt if t.event == "fired" and t.alert_id in active)
     else:
@@ -439,7 +447,7 @@ def evaluate_area(
     for as_of, value in sorted(points):
         if state["as_of"] is not None and as_of < state["as_of"]:
             continue
-        _step(rules, state, as_of, value, history, transitions)
+        _step(rules, state, as_of, value, history, transitions, warming)
     return state, transitions
 
 
@@ -473,8 +481,9 @@ def reconcile(
     return out
 
 
-def _step(rules: AreaRules, state: dict, as_of: int, value: float, history: Sequence[Point], out: list[Transition]) -> None:
-    values = measures(rules, as_of, value, history)
+def _step(rules: AreaRules, state: dict, as_of: int, value: float, history: Sequence[Point], out: list[Transition],
+          warming: Collection[int] = ()) -> None:
+    values = measures(rules, as_of, value, history, warming)
     trackers = state["trackers"]
     # A check the rules no longer have (edited rules file) resolves its open alert.
     for key in [k for k in trackers if k not in {c.key for c in rules.checks}]:

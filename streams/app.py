@@ -162,8 +162,10 @@ class Pipeline:
         self.metrics.skipped_points.inc(skipped)
         if not points:
             return []
-        counts = await store.span_counts(self.book.needed(points), self.book.spans)
-        estimates = self.book.update(counts, newest)
+        needed = self.book.needed(points)
+        counts = await store.span_counts(needed, self.book.spans)
+        data_from = await store.data_since(self.book.history_area, {b for _, b in needed}, self.book.history_s)
+        estimates = self.book.update(counts, newest, data_from)
         if self.noise is not None:
             # Budget check and charge happen before anything is published: a crash in between
             # can only overcharge, never release unpaid.
@@ -180,6 +182,9 @@ class Pipeline:
         m = self.metrics
         m.windows_published.inc(len(estimates))
         m.stream_time.set(stream_now / 1000)
+        current = [e for e in estimates if e["as_of"] == current_as_of]
+        if current:
+            m.warming_up.set(int(any(e["warming_up"] for e in current)))
         self.last_publish_wall = time.time()
         for e in (e for e in estimates if e["as_of"] == current_as_of):
             labels = (e["area"], str(e["window_s"]))

@@ -121,12 +121,14 @@ def points_to_refresh(
 def build_estimate(
     area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int, suppressed: bool = False,
     people: EstimateRange | None = None, segments: dict[str, int | None] | None = None,
+    warming_up: bool = False,
 ) -> dict:
     """The published JSON estimate (CONTRACT.md shape). Below min_count, or when the privacy
     rule withholds it (streams/privacy.py), every count is null. `people`: the model's estimate
     (None: the naive model, people = devices with HyperLogLog's range). `segments`: each
     segment's device count, None where the privacy rule withholds it; published with its share
-    of the people estimate."""
+    of the people estimate. `warming_up`: the stream behind it is shorter than what the
+    estimate needs (WindowBook.warming_up); always present, so a consumer can rely on it."""
     if suppressed or devices < min_count:
         return {
             "area": area.id,
@@ -139,6 +141,7 @@ def build_estimate(
             "suppressed": True,
             "capacity": area.capacity,
             "level": "ok",
+            "warming_up": warming_up,
             **({"segments": None} if segments is not None else {}),
         }
     estimate = people if people is not None else hll_range(devices)
@@ -161,6 +164,7 @@ def build_estimate(
         "suppressed": False,
         "capacity": area.capacity,
         "level": level(estimate.high, area.capacity),
+        "warming_up": warming_up,
         **extra,
     }
 
@@ -187,6 +191,13 @@ class WindowBook:
     book keeps each recent window end's counts, applies the rule over all of them, and returns
     only the estimates whose published form changed. It forgets window ends older than
     `keep_buckets`; a point that comes back later makes it count every area of that end again.
+
+    Warming up: a window is only as full as the stream behind it. After a cold start (or a
+    silence longer than the span) the first hour's curves are truncated, which the visibility
+    model has never seen, and the windows grow as they fill, which is no crowd arriving. The
+    caller says, per window end, from which bucket the whole network has data (`data_from`,
+    HllStore.data_since over `history_s`); an estimate with less behind it than it needs is
+    marked `warming_up` (and the alert engine computes no trend from it).
     """
 
     def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], min_count: int, bucket_ms: int, keep_buckets: int,
@@ -206,6 +217,29 @@ class WindowBook:
         self.curves: dict[int, dict[str, np.ndarray]] = {}
         self.people_of: dict[int, dict[str, EstimateRange]] = {}
         self.published: dict[int, dict[Item, dict]] = {}
+        self.data_from: dict[int, int | None] = {}
+
+    @property
+    def history_area(self) -> str:
+        """The area whose data tells how far back the stream reaches: the whole network."""
+        return self.people.reference if self.people is not None else self.areas.widest()
+
+    @property
+    def history_s(self) -> int:
+        """The stream an estimate needs behind it: the visibility model reads the last hour's
+        curve for every window; the naive model, the window alone (the longest of them)."""
+        if self.people is not None:
+            return max(skip + length for skip, length in CURVE_SPANS_S)
+        return max(self.windows_s)
+
+    def warming_up(self, bucket: int, window_s: int) -> bool:
+        """Is the stream behind this window end shorter than the estimate needs? Unknown
+        (no `data_from` given for it) is not warming up."""
+        if bucket not in self.data_from:
+            return False
+        first = self.data_from[bucket]
+        needs_s = self.history_s if self.people is not None else window_s
+        return first is None or (bucket - first + 1) * self.bucket_ms < needs_s * 1000
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -235,9 +269,12 @@ class WindowBook:
             out.extend((area, bucket) for area in areas)
         return out
 
-    def update(self, counts: dict[tuple[str, int, tuple[int, int]], int], newest: int) -> list[dict]:
+    def update(self, counts: dict[tuple[str, int, tuple[int, int]], int], newest: int,
+               data_from: dict[int, int | None] | None = None) -> list[dict]:
         """Merge new span counts (area, bucket, (skip_s, length_s)); return the estimates to
-        publish (new or changed), oldest first."""
+        publish (new or changed), oldest first. `data_from`: per window end, the oldest bucket
+        of the last `history_s` with data of `history_area` (see the class notes)."""
+        self.data_from.update(data_from or {})
         touched: set[int] = set()
         fresh: dict[tuple[str, int], dict[tuple, int]] = {}
         for (area, bucket, span), devices in counts.items():
@@ -280,7 +317,7 @@ class WindowBook:
                     }
                 estimate = build_estimate(
                     self.areas.area_by_id[area], window, as_of, devices, self.min_count, (area, window) in withheld,
-                    people.get(area), segments,
+                    people.get(area), segments, self.warming_up(bucket, window),
                 )
                 if before.get((area, window)) != estimate:
                     before[(area, window)] = estimate
@@ -290,6 +327,8 @@ class WindowBook:
             self.curves.pop(bucket, None)
             self.people_of.pop(bucket, None)
             self.published.pop(bucket, None)
+        for bucket in [b for b in self.data_from if b <= newest - self.keep_buckets]:
+            del self.data_from[bucket]
         return changed
 
 

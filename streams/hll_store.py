@@ -252,6 +252,23 @@ class HllStore:
     async def set_published_through(self, bucket: int) -> None:
         await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
 
+    async def data_since(self, area: str, buckets: Iterable[int], span_s: int) -> dict[int, int | None]:
+        """For each window end (newest bucket), the oldest bucket of the `span_s` ending there
+        in which `area` has data (its key exists; None: none). The estimator asks it of the
+        whole network's area: a stream that began, or came back after a silence, inside the
+        span has not filled the windows yet (streams/estimator.py, `warming_up`)."""
+        spans = {b: self.keys.area_span(area, b, 0, span_s) for b in sorted(set(buckets))}
+        keys = sorted({k for span in spans.values() for k in span})
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        present = {k for k, n in zip(keys, await pipe.execute() if keys else []) if n}
+        first_bucket = {b: b - len(span) + 1 for b, span in spans.items()}
+        return {
+            b: next((first_bucket[b] + i for i, key in enumerate(span) if key in present), None)
+            for b, span in spans.items()
+        }
+
     async def window_counts(
         self, points: Sequence[tuple[str, int]], windows_s: Sequence[int]
     ) -> dict[tuple[str, int, int], int]:

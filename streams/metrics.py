@@ -54,6 +54,11 @@ class Metrics:
         self.stream_time = Gauge(
             "crowdpulse_stream_time_seconds", "Stream time (highest event-time watermark), epoch seconds.", registry=r
         )
+        self.warming_up = Gauge(
+            "crowdpulse_warming_up",
+            "1 while the newest estimates have less stream behind them than they need (after a cold start or a long silence).",
+            registry=r,
+        )
         self.estimate_age = Gauge(
             "crowdpulse_estimate_age_seconds", "Wall time since the estimator last published.", registry=r
         )

@@ -211,7 +211,9 @@ function renderTile(area) {
     tile.classList.add(`level-${e.level}`);
     const pct = e.people / e.capacity;
     f("people").textContent = n(e.people);
-    f("range").textContent = `${n(e.people_low)} – ${n(e.people_high)} (90%)`;
+    // Warming up: the stream behind this window is shorter than the estimate needs (a cold
+    // start): the number stands, but it is still settling and no trend is drawn from it.
+    f("range").textContent = `${n(e.people_low)} – ${n(e.people_high)} (90%)` + (e.warming_up ? " · warming up" : "");
     f("pct").textContent = `${Math.round(pct * 100)}%`;
     tile.querySelector(".fill").style.width = `${Math.min(100, pct * 100)}%`;
     tile.dataset.asOf = String(e.as_of);

@@ -100,10 +100,12 @@ def test_a_crowd_raises_alerts_once_on_every_channel_and_can_be_acknowledged(end
     sse = None
     try:
         sse = SseReader(worker.base_url + "/api/stream")
-        for minute in range(4):
+        # Six quiet minutes first: the 5-minute window the rules read is warming up (filling)
+        # for the first four, and a trend is only drawn through points after that.
+        for minute in range(6):
             feed.minute(minute)
         assert worker.get("/api/alerts")["active"] == []
-        for minute in range(4, 8):
+        for minute in range(6, 10):
             feed.minute(minute, crowd=900)
         critical = wait_until(lambda: active(worker, "capacity", "critical"), 30, "the critical capacity alert")
         assert critical["state"] == "firing" and critical["capacity"] == 1_000
@@ -188,11 +190,11 @@ def test_a_restarted_worker_that_lost_its_alert_state_never_fires_twice(endpoint
     areas = load_test_city(areas_path)
     feed = CityFeed(endpoints, first, areas)
     try:
-        for minute in range(4):
+        for minute in range(6):  # quiet until the 5-minute window is done warming up (as above)
             feed.minute(minute)
-        for minute in range(4, 7):
+        for minute in range(6, 9):
             feed.minute(minute, crowd=900)
-        wait_until(lambda: alert_pass_reached(first, START_MS + 7 * MIN), 30, "the alert pass over minute 6")
+        wait_until(lambda: alert_pass_reached(first, START_MS + 9 * MIN), 30, "the alert pass over minute 8")
         wait_until(lambda: not first.redis.llen(first.keys.alert_outbox), 30, "the outbox to be published")
         before = {e["id"] for e in alert_events(endpoints, first) if e["event"] == "fired"}
         assert any(i.startswith("stadium.capacity.critical.") for i in before)
@@ -205,9 +207,9 @@ def test_a_restarted_worker_that_lost_its_alert_state_never_fires_twice(endpoint
     second = start_worker_with(endpoints, tmp_path, settings_env(first))
     feed.worker = second
     try:
-        for minute in range(7, 10):  # the crowd stays: the same episodes go on
+        for minute in range(9, 12):  # the crowd stays: the same episodes go on
             feed.minute(minute, crowd=900)
-        wait_until(lambda: alert_pass_reached(second, START_MS + 10 * MIN), 30, "the alert pass over minute 9")
+        wait_until(lambda: alert_pass_reached(second, START_MS + 12 * MIN), 30, "the alert pass over minute 11")
         wait_until(lambda: not second.redis.llen(second.keys.alert_outbox), 30, "the outbox to be published")
         events = alert_events(endpoints, second)
         fired = Counter(e["id"] for e in events if e["event"] == "fired")

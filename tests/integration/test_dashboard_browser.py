@@ -93,6 +93,7 @@ def assert_tiles_match(page, api: dict, area_ids: list[str], window: int) -> int
             assert number(people) == e["people"], (area, people, e)
             low, high = tile.locator('[data-field="range"]').inner_text().split("(")[0].split("–")
             assert (number(low), number(high)) == (e["people_low"], e["people_high"]), area
+            assert ("warming up" in tile.locator('[data-field="range"]').inner_text()) == e["warming_up"], area
             pct = tile.locator('[data-field="pct"]').inner_text()
             assert number(pct) == round(100 * e["people"] / e["capacity"]), (area, pct)
             assert tile.get_attribute("data-level") == e["level"]

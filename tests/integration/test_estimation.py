@@ -4,8 +4,8 @@ compared with every published estimate of every area that holds at least 1,000 p
 
 The run is the `steady` scenario (people walking between neighbouring cells all day) at the
 size the calibration knows (50,000 devices; the table is specific to the areas file and its
-population, docs/estimation.md), with a seed the calibration never used, two simulated hours
-so that most scored minutes have full hour-long windows. What
+population, docs/estimation.md), with a seed the calibration never used, two simulated hours:
+the first is warming up (marked, scored apart), the second the steady state that is scored. What
 is pinned: the 90% ranges hold the truth most of the time (the evaluation's full runs measure
 the exact coverage, docs/estimation.md) and the model is far closer than the naive one.
 """
@@ -39,7 +39,9 @@ def test_published_ranges_hold_the_people_truly_present(endpoints: Endpoints, tm
     report = json.loads(done.stdout)
     assert report["events_in"] == report["counted"] and report["missing_points"] == 0
     scored = [a for a in report["areas"] if a["occupancy_minutes"]]
-    assert report["scored_minutes"] > 600 and {a["area"] for a in scored} >= {"city", "centre", "east-district", "west-district"}
+    assert report["scored_minutes"] > 400 and {a["area"] for a in scored} >= {"city", "centre", "east-district", "west-district"}
+    # The first hour's estimates were marked warming_up and kept out of the figures below.
+    assert report["warming_minutes"] > 200
     # The ranges hold the truth (a 90% range: most of the time, not always).
     assert report["range_coverage"] >= 0.80, report["range_coverage"]
     assert all(a["range_coverage"] >= 0.6 for a in scored), [(a["area"], a["window_s"], a["range_coverage"]) for a in scored]

@@ -61,3 +61,20 @@ def test_the_numpy_hyperloglog_counts_exactly_as_redis(endpoints) -> None:
     finally:
         client.delete(*(f"tmodel:{i}" for i in range(6)))
         client.close()
+
+
+async def data_since_cases(url: str) -> dict:
+    store = HllStore(connect(url), KeyLayout("tsince", 60))
+    try:
+        for bucket in (100, 101, 103, 150):  # data in these minutes only (102 silent)
+            await store.redis.pfadd(store.keys.area_bucket("city", bucket), b"x")
+        await store.redis.pfadd(store.keys.area_bucket("other", 90), b"y")  # another area: not looked at
+        return await store.data_since("city", [100, 102, 109, 110, 159, 160, 99], span_s=600)
+    finally:
+        await store.redis.aclose()
+
+
+def test_data_since_finds_the_oldest_bucket_with_data_in_each_span(endpoints) -> None:
+    since = asyncio.run(data_since_cases(endpoints.redis_url))
+    # Ten-minute spans: the oldest minute with data of "city" in each, None for none.
+    assert since == {99: None, 100: 100, 102: 100, 109: 100, 110: 101, 159: 150, 160: None}

@@ -142,6 +142,8 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     withheld = suppressed_items(reference, pairs, settings.min_count)
     for item, estimate in published.items():
         assert estimate["as_of"] == (newest_bucket + 1) * settings.bucket_ms
+        # Twenty minutes of stream: less than the hour the visibility model reads.
+        assert estimate["warming_up"] is True, item
         if item in withheld:
             assert estimate["suppressed"] is True
             assert estimate["devices"] is None and estimate["people"] is None

@@ -289,6 +289,35 @@ def test_rate_of_rise(rules) -> None:
     assert rise[0].value >= 1_200
 
 
+def test_windows_filling_after_a_cold_start_raise_no_trend_alert_but_capacity_still_fires(rules) -> None:
+    # The first twenty minutes are warming up: the windows fill from nothing, which looks like
+    # 2,000 people a minute arriving (the rise check is 1,200/min), up to 40,000 = 67% of capacity.
+    # Then a real crowd: +3,000 a minute to over capacity.
+    stadium = rules["stadium"]
+    values = [2_000.0 * (i + 1) for i in range(20)] + [40_000.0 + 3_000 * i for i in range(1, 10)]
+    points = [(T0 + i * MIN, v) for i, v in enumerate(values)]
+    warming = {t for t, _ in points[:20]}
+    state, found = None, []
+    for i in range(len(points)):
+        state, out = evaluate_area(stadium, state or {"as_of": None, "trackers": {}}, points[i:i + 1], points[: i + 1], warming)
+        found.extend(out)
+    fired = {t.check.key: t for t in found if t.event == "fired"}
+    # Nothing during the warm-up; the real rise fires once three points after it show it.
+    assert all(t.as_of > T0 + 19 * MIN for t in found)
+    assert fired["rise.warn"].started_at == T0 + 22 * MIN and fired["rise.warn"].value == pytest.approx(3_000)
+    assert "capacity.critical" in fired
+    # The same points without the warm-up mark: the filling windows raise the rise alert at once.
+    _, blind = run(stadium, values)
+    assert only(blind, "rise.warn")[0].started_at < T0 + 20 * MIN
+
+
+def test_a_warming_up_point_still_fires_capacity(rules) -> None:
+    stadium = capacity_only(rules["stadium"])
+    points = [(T0 + i * MIN, 59_000.0) for i in range(3)]
+    _, found = evaluate_area(stadium, None, points, points, {t for t, _ in points})
+    assert [t.check.key for t in found if t.event == "fired"] == ["capacity.warn", "capacity.critical"]
+
+
 def test_density_levels() -> None:
     areas = parse_areas({"cells": [{"id": 1}], "areas": [{"id": "square", "capacity": 100_000, "cells": [1], "size_m2": 10_000}]})
     square = parse_rules({"defaults": {"rise": None, "time_to_capacity": None, "capacity": None}}, areas, WINDOWS)["square"]

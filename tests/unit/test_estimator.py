@@ -16,6 +16,8 @@ AS_OF = 1_700_000_040_000
 CONTRACT_KEYS = {
     "area", "window_s", "as_of", "devices", "people", "people_low", "people_high", "suppressed", "capacity", "level",
 }
+#: The contract's keys and what crowdpulse adds to them (docs/operations.md, "Estimates").
+ESTIMATE_KEYS = CONTRACT_KEYS | {"warming_up"}
 
 
 # --- the HyperLogLog range -------------------------------------------------------------------
@@ -96,6 +98,7 @@ def test_estimate_below_min_count_is_suppressed_on_every_channel() -> None:
         "suppressed": True,
         "capacity": 60_000,
         "level": "ok",
+        "warming_up": False,
     }
 
 
@@ -113,6 +116,7 @@ def test_estimate_at_min_count_is_published() -> None:
         "suppressed": False,
         "capacity": 60_000,
         "level": "ok",
+        "warming_up": False,
     }
 
 
@@ -120,7 +124,8 @@ def test_estimate_at_min_count_is_published() -> None:
 def test_estimate_has_the_contract_shape(devices: int, min_count: int) -> None:
     estimate = build_estimate(STADIUM, 300, AS_OF, devices=devices, min_count=min_count)
 
-    assert set(estimate) == CONTRACT_KEYS
+    assert set(estimate) == ESTIMATE_KEYS
+    assert type(estimate["warming_up"]) is bool
     assert type(estimate["area"]) is str
     assert type(estimate["window_s"]) is int
     assert type(estimate["as_of"]) is int

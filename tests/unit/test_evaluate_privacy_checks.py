@@ -154,4 +154,5 @@ def _run_facts() -> dict:
             "events": 1, "publish_wall_s": 1.0, "events_in": 1, "counted": 1, "deadletter": 0, "late": 0,
             "points_skipped": 0, "missing_points": 0, "min_people": 1000, "areas": [], "window_s": 900,
             "hll_p95_rel_error": None, "occupancy_mape": None, "occupancy_bias": None, "naive_mape": None,
-            "worst_area": None, "worst_area_mape": None, "range_coverage": None, "surge_episodes": [], "out_dir": "/tmp/x"}
+            "worst_area": None, "worst_area_mape": None, "range_coverage": None, "surge_episodes": [], "out_dir": "/tmp/x",
+            "warming_minutes": 0, "warming_mape": None, "warming_bias": None, "warming_coverage": None}

@@ -84,6 +84,25 @@ def test_suppressed_and_missing_points_are_not_scored_but_counted() -> None:
         score(truth, est, START, 600)
 
 
+
+def test_warming_up_estimates_are_scored_apart_from_the_headline() -> None:
+    # Perfect estimates, except during a warm-up in which they are half the truth: the
+    # headline is the steady state (perfect), the warm-up is reported on its own.
+    truth = truth_table()
+    est = estimates_from(truth, lambda t, a, i: truth.people[t, a], lambda t, a, i: truth.distinct[t, a, i])
+    warm_until = START + 100 * MIN  # the venue passes 1,000 people within it
+    for key, e in est.items():
+        if e["as_of"] <= warm_until:
+            est[key] = dict(e, people=e["people"] // 2, people_low=e["people"] // 3, people_high=e["people"] // 2 + 1,
+                            warming_up=True)
+    s = score(truth, est, START, 900, 1000, 15, [], "")
+    steady = (truth.people[:, 0] >= 1000) & (np.arange(T) >= 14)
+    warm = steady & (truth.as_of <= warm_until)
+    assert s["occupancy_mape"] == 0.0 and s["range_coverage"] == 1.0
+    assert s["scored_minutes"] == int((steady & ~warm).sum()) and s["warming_minutes"] == int(warm.sum()) > 0
+    assert s["warming_mape"] == pytest.approx(0.5, abs=0.01) and s["warming_coverage"] == 0.0
+    assert "warming up (not in the figures above)" in format_table({**s, **_run_facts()})
+
 def _run_facts() -> dict:
     return {"scenario": "test", "quick": True, "seed": 1, "start": "a", "end": "b", "simulated_min": T,
             "population": {"people": 1, "visitors": 0, "in-commuters": 0, "visible_devices": 1, "visible_m2m": 0,

@@ -172,6 +172,41 @@ def test_the_book_asks_for_the_reference_area_when_it_lacks_its_curve() -> None:
     assert ("city", 3) in book.needed([("stadium", 3)])
 
 
+
+def _curve_counts(bucket: int) -> dict:
+    return {
+        (area, bucket, span): n * (i + 1)
+        for i, area in enumerate(AREAS.area_ids)
+        for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500])
+    }
+
+
+def test_estimates_warm_up_until_the_stream_behind_them_covers_what_they_need() -> None:
+    # The model reads the last hour for every window: until the whole network has an hour of
+    # data behind a window end, all its windows are warming up. The naive model needs only the
+    # window itself: the 5-minute window is done warming long before the hour.
+    people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
+    model = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5, people=people)
+    naive = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5)
+    assert model.history_area == naive.history_area == "city" and (model.history_s, naive.history_s) == (3600, 3600)
+
+    def warming(book: WindowBook, bucket: int, data_from: int | None) -> dict[int, bool]:
+        out = book.update(_curve_counts(bucket), newest=bucket, data_from={bucket: data_from})
+        return {e["window_s"]: e["warming_up"] for e in out if e["area"] == "stadium"}
+
+    # Ten minutes of stream (buckets 91..100).
+    assert warming(model, 100, 91) == {300: True, 900: True, 3600: True}
+    assert warming(naive, 100, 91) == {300: False, 900: True, 3600: True}
+    # 59 minutes, then a full hour (the oldest bucket of the hour, 141, has data).
+    assert warming(model, 200, 142) == {300: True, 900: True, 3600: True}
+    assert warming(model, 201, 142) == {300: False, 900: False, 3600: False}
+    assert warming(naive, 201, 142) == {300: False, 900: False, 3600: False}
+    # No data at all in the hour behind it (a silence): warming up again.
+    assert warming(naive, 300, None) == {300: True, 900: True, 3600: True}
+    # A caller that does not say (no data_from for the bucket): not marked.
+    assert all(not e["warming_up"] for e in naive.update(_curve_counts(400), newest=400))
+
+
 def test_curve_tracker_matches_plain_sets() -> None:
     rng = np.random.default_rng(6)
     n_devices, start = 300, 1_000 * 60_000
