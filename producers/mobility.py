@@ -172,7 +172,7 @@ class WalkPlanner:
 
     def due(self, carriers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.mobility is not None
-        here = self.mobility.loc[carriers]
+        here = self.mobility.cells(carriers)
         choice = self.rng.integers(0, self.neighbours.shape[1], size=len(carriers))
         target = self.neighbours[np.maximum(here, 0), choice]
         half = 0.4 * self.city.spacing_m
@@ -228,12 +228,12 @@ class Mobility:
         self.trip_arr = np.zeros(n, dtype=np.int64)
         outsider = (population.kind == IN_COMMUTER) | (population.kind == VISITOR)
         self.drives = (population.kind == CAR) | (outsider & ~population.train)
-        self.loc = np.full(n, -1, dtype=np.int64)
-        # The raster pixel of every present carrier's position (-1 when absent), kept with `loc`:
-        # the radio's coverage lookups of the carriers that moved reuse it.
-        self.px = np.full(n, -1, dtype=np.int64)
+        # The raster pixel of every present carrier's position (-1 when absent). The carrier's
+        # cell is its pixel's territory (`cells`), and the radio's coverage lookups of the
+        # carriers that moved reuse it. (int32, as in City's raster: every traveller's pixel is
+        # rewritten each step, and the cell is not stored apart: one array less to write.)
+        self.px = np.full(n, -1, dtype=np.int32)
         self.px[self.present] = city.pixel(self.pos[self.present])
-        self.loc[self.present] = city.nearest_px.reshape(-1)[self.px[self.present]]
         # Per-cell presence, kept incrementally: people, operator devices, devices of all operators.
         self.weight_columns = [
             population.is_person.astype(np.int64), population.visible_per_carrier, population.n_devices.astype(np.int64)
@@ -247,9 +247,17 @@ class Mobility:
         if isinstance(planner, WalkPlanner):
             planner.mobility = self
 
-    def _count(self, carriers: np.ndarray, sign: int) -> None:
+    def cells(self, carriers: np.ndarray) -> np.ndarray:
+        """The cell each carrier is in (the territory of its pixel), -1 when not in the city."""
+        px = self.px[carriers]
+        return np.where(px >= 0, self.city.nearest_px.reshape(-1)[px], -1)
+
+    def _count(self, carriers: np.ndarray, sign: int, cells: np.ndarray | None = None) -> None:
+        """Add (sign +1) or remove (-1) the carriers from the per-cell counts of their cells
+        (`cells`, if not where they are now)."""
         if len(carriers):
-            cells = self.loc[carriers]
+            if cells is None:
+                cells = self.cells(carriers)
             for j in range(3):
                 self.cell_counts[:, j] += sign * np.bincount(cells, weights=self.weight_columns[j][carriers], minlength=self.city.n_cells).astype(np.int64)
 
@@ -258,26 +266,30 @@ class Mobility:
         self.cell_counts[:] = 0
         self._count(np.flatnonzero(self.present), +1)
 
-    def _relocate(self, carriers: np.ndarray) -> None:
-        """Recompute where the carriers are (after their positions or presence changed)."""
+    def _relocate(self, carriers: np.ndarray, pos: np.ndarray | None = None) -> None:
+        """Recompute where the carriers are (after their positions or presence changed).
+        `pos`: their positions, if the caller has them and all of them are present."""
         if not len(carriers):
             return
-        here = self.present[carriers]
-        px = np.full(len(carriers), -1, dtype=np.int64)
-        px[here] = self.city.pixel(_rows(self.pos, carriers[here]))
-        loc = np.where(here, self.city.nearest_px.reshape(-1)[px], -1)
-        self.px[carriers] = px
+        if pos is None:
+            here = self.present[carriers]
+            px = np.full(len(carriers), -1, dtype=np.int64)
+            px[here] = self.city.pixel(_rows(self.pos, carriers[here]))
+        else:
+            px = self.city.pixel(pos)
         if self.lazy:  # the counts are only needed for the truth: catch_up recounts
-            self.loc[carriers] = loc
+            self.px[carriers] = px
             return
+        old = self.cells(carriers)
+        self.px[carriers] = px
+        loc = np.where(px >= 0, self.city.nearest_px.reshape(-1)[px], -1)
         # Only carriers that changed cell (or came or went) change the per-cell counts: most
         # travellers are still in the cell they were in a step ago.
-        changed = np.flatnonzero(loc != self.loc[carriers])
+        changed = np.flatnonzero(loc != old)
         if len(changed):
-            moved = carriers[changed]
-            self._count(moved[self.loc[moved] >= 0], -1)
-            self.loc[moved] = loc[changed]
-            self._count(moved[loc[changed] >= 0], +1)
+            moved, was, now = carriers[changed], old[changed], loc[changed]
+            self._count(moved[was >= 0], -1, was[was >= 0])
+            self._count(moved[now >= 0], +1, now[now >= 0])
 
     def advance(self, t0: int, t1: int) -> Moves:
         """Run plans and trips through [t0, t1); positions are as of t1."""
@@ -315,7 +327,7 @@ class Mobility:
         appeared_all = _cat(appeared)
         vanished_all = _cat(vanished)
         travelling = np.flatnonzero(self.travelling)  # (never a quiet carrier, when lazy)
-        arrived = self._follow(travelling, t1)
+        arrived, pos = self._follow(travelling, t1)
         self.travelling[arrived] = False
         self.now_ms = t1
         if self.lazy:
@@ -323,22 +335,28 @@ class Mobility:
             # and nobody hears them: neither Mobility nor the radio has anything to do for them.
             departed_all = departed_all[~self.quiet[departed_all]]
         # Who moved: the travellers and the few that set off, came or went (sorted, distinct),
-        # merged without a pass over every carrier.
-        moved = _merge(travelling, _distinct(np.concatenate([departed_all, appeared_all, vanished_all])))
-        self._relocate(moved)
+        # merged without a pass over every carrier. The travellers (all present) are relocated
+        # from the positions just computed, the others from their stored positions (one that
+        # is also a traveller is relocated twice: the second time changes nothing).
+        others = _distinct(np.concatenate([departed_all, appeared_all, vanished_all]))
+        self._relocate(travelling, pos)
+        self._relocate(others)
+        moved = _merge(travelling, others)
         moved = moved[self.present[moved]]
         return Moves(moved, _distinct(appeared_all), _distinct(vanished_all), _distinct(departed_all), arrived)
 
-    def _follow(self, carriers: np.ndarray, t: int) -> np.ndarray:
-        """Put travelling carriers where their trips have them at t; return those that arrived."""
+    def _follow(self, carriers: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Put travelling carriers where their trips have them at t; return those that arrived,
+        and the carriers' new positions."""
         if not len(carriers):
-            return carriers
+            return carriers, np.zeros((0, 2))
         dep = self.trip_dep[carriers]
         span = np.maximum(self.trip_arr[carriers] - dep, 1)
         frac = np.clip((t - dep) / span, 0.0, 1.0)[:, None]
         start = _rows(self.trip_from, carriers)
-        _set_rows(self.pos, carriers, start + frac * (_rows(self.trip_to, carriers) - start))
-        return carriers[frac[:, 0] >= 1.0]
+        pos = start + frac * (_rows(self.trip_to, carriers) - start)
+        _set_rows(self.pos, carriers, pos)
+        return carriers[frac[:, 0] >= 1.0], pos
 
     def _place(self, carriers: np.ndarray, t: int) -> None:
         """Lazy: place quiet carriers on a trip as of t (a step's end), as if followed all along.
@@ -347,8 +365,9 @@ class Mobility:
         # A trip that starts at t or later (set off earlier in this step) has not moved them yet.
         carriers = carriers[self.trip_dep[carriers] < t]
         if len(carriers):
-            self.pending[self._follow(carriers, t)] = False
-            self._relocate(carriers)
+            arrived, pos = self._follow(carriers, t)
+            self.pending[arrived] = False
+            self._relocate(carriers, pos)  # (a carrier on a trip is present)
 
     def catch_up(self) -> None:
         """Lazy: place every quiet carrier as of the last step's end, and count everyone."""
@@ -359,7 +378,8 @@ class Mobility:
     def _enter(self, carriers: np.ndarray, when: np.ndarray, kind: np.ndarray, place: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Carriers enter new segments at `when`: leave, appear, or set off towards the place."""
         keep = kind == KEEP
-        carriers, when, kind, place = carriers[~keep], when[~keep], kind[~keep], place[~keep]
+        if keep.any():  # (never, with the steady scenario's planner: no copies then)
+            carriers, when, kind, place = carriers[~keep], when[~keep], kind[~keep], place[~keep]
         if not len(carriers):
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
@@ -377,7 +397,10 @@ class Mobility:
         self.travelling[arrivals] = False
         self.pending[arrivals] = False
         moving = ~leaving & ~coming
-        movers, dest, dep = carriers[moving], place[moving], when[moving]
+        if moving.all():  # (always, with the steady scenario's planner: no copies then)
+            movers, dest, dep = carriers, place, when
+        else:
+            movers, dest, dep = carriers[moving], place[moving], when[moving]
         if len(movers):
             # A trip starts from where the carrier is now (its position as of the last step).
             start = _rows(self.pos, movers)

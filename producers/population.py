@@ -93,7 +93,7 @@ class Population:
     def devices_of(self, carriers: np.ndarray) -> np.ndarray:
         """Device indexes of the given carriers, concatenated (vectorised CSR expansion)."""
         starts = self.device_ptr[carriers]
-        counts = self.device_ptr[carriers + 1] - starts
+        counts = self.device_ptr[1:][carriers] - starts  # (ends, without a carriers + 1 temporary)
         total = int(counts.sum())
         if total == 0:
             return np.zeros(0, dtype=np.int64)

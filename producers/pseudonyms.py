@@ -60,10 +60,14 @@ class Pseudonymiser:
         copies due before a rotation: returns (pseudonyms, shadow positions, shadow pseudonyms)."""
         rotation = self.schedule.rotation
         epochs = np.asarray(rotation.epoch(ts_ms))
-        devices = np.empty(len(who), dtype="V8")
-        for epoch in np.unique(epochs).tolist():
-            mine = epochs == epoch
-            devices[mine] = self.for_epoch(int(epoch))[who[mine]]
+        if len(epochs) and epochs.min() == epochs.max():
+            # The usual case (a step's events lie in one epoch): one gather, no masks.
+            devices = self.for_epoch(int(epochs[0]))[who]
+        else:
+            devices = np.empty(len(who), dtype="V8")
+            for epoch in np.unique(epochs).tolist():
+                mine = epochs == epoch
+                devices[mine] = self.for_epoch(int(epoch))[who[mine]]
         shadow_pos = np.flatnonzero(rotation.in_overlap(ts_ms))
         shadow = np.empty(len(shadow_pos), dtype="V8")
         for epoch in np.unique(epochs[shadow_pos]).tolist():

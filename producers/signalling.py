@@ -40,6 +40,7 @@ DAY_MS = 86_400_000
 #: Columns of Radio.timers; STOPPED are the ones that stop when a device leaves or powers off.
 TIMERS = ("power", "session_end", "tau", "data", "page", "pp", "report")
 STOPPED = slice(1, 6)
+COLUMN = {name: j for j, name in enumerate(TIMERS)}
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,12 @@ class Radio:
         self.data_rate = np.where(self.meter, 0.0, data) / 3_600_000
         self.page_rate = np.where(self.meter | self.car, 0.0, params.pagings_per_hour * peak) / 3_600_000
         self.shadow = rng.normal(0.0, params.shadow_sigma, n) if params.shadow_sigma > 0 else np.zeros(n)
-        self.serving = np.full(n, -1, dtype=np.int64)
-        self.alt = np.full(n, -1, dtype=np.int64)
+        # Cell indexes fit in int32 (as in the coverage raster): half the memory traffic of int64.
+        self.serving = np.full(n, -1, dtype=np.int32)
+        self.alt = np.full(n, -1, dtype=np.int32)
+        # log(distance ratio) per raster pixel, as _cover compares it with the shadowing (float32,
+        # the log of each pixel's float32 ratio: the same values as taking it per device).
+        self.log_ratio_px = np.log(city.ratio_px.reshape(-1))
         self.edge = np.zeros(n, dtype=bool)
         present = mobility.present[carrier]
         self._cover(np.flatnonzero(present))
@@ -164,8 +169,8 @@ class Radio:
     def _earliest(self, d: np.ndarray) -> np.ndarray:
         # One row gather, then a column-wise minimum (numpy's min over a short last axis is slow).
         rows = np.take(self.timers, d, axis=0)
-        out = rows[:, 0].copy()
-        for j in range(1, rows.shape[1]):
+        out = np.minimum(rows[:, 0], rows[:, 1])
+        for j in range(2, rows.shape[1]):
             np.minimum(out, rows[:, j], out=out)
         return out
 
@@ -178,6 +183,8 @@ class Radio:
         draw = self.rng.exponential(1.0, len(rate))
         out = np.full(len(rate), INF, dtype=np.int64)
         live = np.flatnonzero(rate > 0)
+        if len(live) == len(rate):  # (every rate positive, as for data sessions: no indexing)
+            return t + np.maximum(1, np.minimum(draw / rate, 1e15)).astype(np.int64)
         if len(live):
             wait = np.maximum(1, np.minimum(draw[live] / rate[live], 1e15))
             out[live] = (t[live] if np.ndim(t) else t) + wait.astype(np.int64)
@@ -189,10 +196,20 @@ class Radio:
         self.next_page[d] = self._after(t, self.page_rate[d])
         self._schedule_pp(d, t)
 
-    def _schedule_pp(self, d: np.ndarray, t: np.ndarray) -> np.ndarray:
-        # Only devices at a coverage edge ping-pong: the rates of the others are 0 (no timer).
+    def _schedule_pp(self, d: np.ndarray, t: np.ndarray) -> None:
+        edge = self.edge[d]
+        pp = self._pp_after(d, t, edge)
+        # Written only at a coverage edge: elsewhere the timer was not running and still is not
+        # (_pp_after; _mobility writes the timers of movers that just left an edge itself).
+        at_edge = np.flatnonzero(edge)
+        self.next_pp[d[at_edge]] = pp[at_edge]
+
+    def _pp_after(self, d: np.ndarray, t: np.ndarray, edge: np.ndarray) -> np.ndarray:
+        """New ping-pong deadlines of devices `d` from `t` (`edge`: whether each is at a coverage
+        edge). Only devices at an edge ping-pong: the rates of the others are 0 (no timer, INF).
+        So a device at no edge never has a ping-pong timer running."""
         # (`edge` is only ever set by _cover, together with an `alt` cell: no need to test alt >= 0.)
-        at_edge = np.flatnonzero(self.edge[d])
+        at_edge = np.flatnonzero(edge)
         rate = np.zeros(len(d))
         if len(at_edge):
             e = d[at_edge]
@@ -201,27 +218,27 @@ class Radio:
             other_ta = ta[np.maximum(self.alt[e], 0)] != ta[np.maximum(self.serving[e], 0)]
             rate[at_edge] = np.where(connected, self.p.ping_pong_per_hour,
                                      np.where(other_ta, self.p.idle_reselections_per_hour, 0.0)) / 3_600_000
-        self.next_pp[d] = pp = self._after(t, rate)
-        return pp
+        return self._after(t, rate)
 
-    def _cover(self, d: np.ndarray) -> np.ndarray:
-        """Re-evaluate the serving cell of devices whose carrier moved; returns the old cells."""
+    def _cover(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Re-evaluate the serving cell of devices whose carrier moved; returns their old and
+        new serving cells and whether each is now at a coverage edge."""
         old = self.serving[d]  # (a copy: fancy indexing)
-        if not len(d):
-            return old
         # The raster pixels of the carriers' positions, as Mobility computed them when it last
         # placed them (every carrier handed to us here was placed this step or at the start).
         px = self.mob.px[self.pop.carrier[d]]
         first, second = self.city.nearest_px.reshape(-1)[px], self.city.second_px.reshape(-1)[px]
-        ratio = self.city.ratio_px.reshape(-1)[px]
-        use_second = np.log(ratio) < self.shadow[d]
-        self.serving[d] = np.where(use_second, second, first)
+        use_second = self.log_ratio_px[px] < self.shadow[d]
+        serving = np.where(use_second, second, first)
+        self.serving[d] = serving
         self.alt[d] = np.where(use_second, first, second)
-        self.edge[d] = (ratio < self.p.edge_ratio) & (first != second)
-        return old
+        edge = (self.city.ratio_px.reshape(-1)[px] < self.p.edge_ratio) & (first != second)
+        self.edge[d] = edge
+        return old, serving, edge
 
     def _open_session(self, d: np.ndarray, t: np.ndarray, length: np.ndarray) -> None:
-        self.session_end[d] = np.maximum(np.where(self.session_end[d] == INF, 0, self.session_end[d]), t + length)
+        end = self.session_end[d]
+        self.session_end[d] = np.maximum(np.where(end == INF, 0, end), t + length)
         self.next_tau[d] = INF  # T3412 does not run in connected mode
         self._schedule_pp(d, t)
 
@@ -253,16 +270,26 @@ class Radio:
         moved = pop.devices_of(moves.moved)
         if not len(moved):
             return gone
-        pp_before = self.next_pp[moved]
+        # Only a device at a coverage edge can have a ping-pong timer running (_pp_after): of
+        # the movers, only those that were at one need their timers read (the rest are INF).
+        was_edge = self.edge[moved]
+        pp_before = np.full(len(moved), INF, dtype=np.int64)
+        at = np.flatnonzero(was_edge)
+        pp_before[at] = self.next_pp[moved[at]]
         when = t0 + self.rng.integers(0, max(1, t1 - t0), len(moved))
-        came = np.isin(pop.carrier[moved], moves.appeared)
-        old = self._cover(moved)
+        # The movers that came into the city: their (few) devices found among the movers' by
+        # binary search (both are sorted), not by testing every mover's carrier.
+        came = np.zeros(len(moved), dtype=bool)
+        if len(moves.appeared):
+            arrivals = pop.devices_of(moves.appeared)
+            at = np.minimum(np.searchsorted(moved, arrivals), len(moved) - 1)
+            came[at[moved[at] == arrivals]] = True
+        old, serving, edge = self._cover(moved)
         # Only devices that changed serving cell or came into the city can make a sound: the
         # rest of this is done for them alone (most movers are still served by the same cell).
-        news = np.flatnonzero((old != self.serving[moved]) | came)
-        m, w, came, old = moved[news], when[news], came[news], old[news]
+        news = np.flatnonzero((old != serving) | came)
+        m, w, came, old, serving = moved[news], when[news], came[news], old[news], serving[news]
         changed = ~came
-        serving = self.serving[m]
         on = self.on[m]
         connected = self.session_end[m] != INF
         ho = changed & on & connected
@@ -285,25 +312,37 @@ class Radio:
             idle = self.session_end[cars] == INF
             log.add(cars[idle], t_dep[idle], self.serving[cars[idle]], DATA)
             self._open_session(cars, t_dep, np.maximum(self.mob.trip_arr[carrier] - t_dep, 1000))
-        # Moving changes who is at a coverage edge: redraw the ping-pong timers of the movers.
-        pp = self._schedule_pp(moved, when)
-        # The devices whose timers changed (the caller recomputes their earliest deadline):
-        # most movers are at no coverage edge, had no ping-pong timer and still have none.
-        return np.concatenate([gone, tau, entered, cars, moved[pp != pp_before]])
+        # Moving changes who is at a coverage edge: redraw the ping-pong timers of the movers
+        # (one random draw each). Most are at no edge, had no timer running and still have none:
+        # only those at an edge before or now get a new one written.
+        pp = self._pp_after(moved, when, edge)
+        either = np.flatnonzero(was_edge | edge)
+        self.next_pp[moved[either]] = pp[either]
+        # The devices whose timers changed (the caller recomputes their earliest deadline).
+        redrawn = moved[either[pp[either] != pp_before[either]]]
+        return np.concatenate([gone, tau, entered, cars, redrawn])
 
     def _fire(self, due: np.ndarray, t0: int, t1: int, log: EventLog) -> None:
         p = self.p
         rng = self.rng
+        # The due devices' timer rows, read in one gather instead of one gather per timer. Each
+        # section below changes timers of the devices that fired in it only, and no section
+        # changes the power, session-end, data, paging or report timer of a device before that
+        # timer's own section has read it, except the power section (a device switched off
+        # stops its timers, one switched on starts them): its devices' rows are read again
+        # after it. The TAU and ping-pong timers, which most sections change, are read afresh
+        # when their sections come.
+        rows = np.take(self.timers, due, axis=0)
 
-        def pick(timer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            deadline = timer[due]
-            fires = deadline < t1
+        def pick(column: int, fresh: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            deadline = self.timers[:, column][due] if fresh else rows[:, column]
+            fires = np.flatnonzero(deadline < t1)
             # A deadline left over from an earlier step fires at this step's start, never
             # earlier: events of a closed minute stay closed (the truth depends on it).
-            return due[fires], np.maximum(deadline[fires], t0)
+            return fires, due[fires], np.maximum(deadline[fires], t0)
 
         # Power off / on (people who switch off at night).
-        d, t = pick(self.next_power)
+        fired, d, t = pick(COLUMN["power"])
         if len(d):
             turning_on = ~self.on[d]
             self.next_power[d] = t + _next_offset(t, np.where(turning_on, self.bed[d], self.wake[d]))
@@ -317,14 +356,15 @@ class Radio:
             log.add(d[on], t[on], self.serving[d[on]], ATTACH)
             self.next_tau[d[on]] = t[on] + self.t3412[d[on]]
             self._start_timers(d[on], t[on])
+            rows[fired] = self.timers[d]
         # Sessions ending: back to idle, T3412 restarts.
-        d, t = pick(self.session_end)
+        _, d, t = pick(COLUMN["session_end"])
         if len(d):
             self.session_end[d] = INF
             self.next_tau[d] = t + self.t3412[d]
             self._schedule_pp(d, t)
         # Data session candidates (thinning by the activity at that moment).
-        d, t = pick(self.next_data)
+        _, d, t = pick(COLUMN["data"])
         if len(d):
             self.next_data[d] = self._after(t, self.data_rate[d])
             keep = self.car[d] | (rng.random(len(d)) * self.activity_max * max(1.0, p.travelling_activity) < self._context(d, t))
@@ -333,7 +373,7 @@ class Radio:
             log.add(d[idle], t[idle], self.serving[d[idle]], DATA)
             self._open_session(d, t, rng.exponential(p.session_mean_s * 1000, len(d)).astype(np.int64) + 1000)
         # Pagings: only an idle phone is paged; a connected one just receives.
-        d, t = pick(self.next_page)
+        _, d, t = pick(COLUMN["page"])
         if len(d):
             self.next_page[d] = self._after(t, self.page_rate[d])
             keep = rng.random(len(d)) * self.activity_max * max(1.0, p.travelling_activity) < self._context(d, t)
@@ -343,7 +383,7 @@ class Radio:
             log.add(d, t, self.serving[d], PAGING)
             self._open_session(d, t, rng.exponential(p.paging_session_s * 1000, len(d)).astype(np.int64) + 1000)
         # Meter reports: a short session on a fixed period.
-        d, t = pick(self.next_report)
+        _, d, t = pick(COLUMN["report"])
         if len(d):
             self.next_report[d] = t + int(p.meter_report_s * 1000)
             live = self.on[d] & (self.serving[d] >= 0)
@@ -352,12 +392,17 @@ class Radio:
             log.add(d[idle], t[idle], self.serving[d[idle]], DATA)
             self._open_session(d, t, np.full(len(d), 5000, dtype=np.int64))
         # Periodic TAU.
-        d, t = pick(self.next_tau)
+        _, d, t = pick(COLUMN["tau"], fresh=True)
         if len(d):
             log.add(d, t, self.serving[d], TAU)
             self.next_tau[d] = t + self.t3412[d]
         # Ping-pong at coverage edges.
-        d, t = pick(self.next_pp)
+        # (Only devices at a coverage edge have this timer running, see _pp_after: only theirs
+        # are read.)
+        at_edge = np.flatnonzero(self.edge[due])
+        deadline = self.next_pp[due[at_edge]]
+        fires = np.flatnonzero(deadline < t1)
+        d, t = due[at_edge[fires]], np.maximum(deadline[fires], t0)
         if len(d):
             self.serving[d], self.alt[d] = self.alt[d].copy(), self.serving[d].copy()
             connected = self.session_end[d] != INF
