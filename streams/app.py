@@ -65,6 +65,9 @@ class Pipeline:
             areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, people_model(settings, areas), settings.segments
         )
         self.last_publish_wall: float | None = None
+        #: Stream time within the grace period of the wall clock at the last pass: a live feed,
+        #: not a replay or a backlog (the estimator's cadence depends on it, app.next_pass_at).
+        self.live = True
 
     @property
     def store(self) -> HllStore:
@@ -148,6 +151,7 @@ class Pipeline:
         stream_now = await store.stream_now_ms()
         if stream_now is None:
             return []
+        self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
         newest = stream_now // settings.bucket_ms
         dirty = await store.pop_dirty()
         published_through = await store.published_through()
@@ -200,9 +204,17 @@ class Pipeline:
                 m.capacity_ratio.labels(*labels).set(e["people"] / e["capacity"])
 
 
-def next_pass_at(deadline: float, now: float, interval: float) -> float:
-    """When the next estimator pass starts: one interval after the last deadline, or now if
-    that is already past (a pass overran: the lost ticks are not made up)."""
+def next_pass_at(deadline: float, now: float, interval: float, live: bool = True) -> float:
+    """When the next estimator pass starts (`now`: the last pass just ended, which started at
+    `deadline`).
+
+    Live (stream time close to the wall clock, Pipeline.live): at a fixed rate, one interval
+    after the last start, so a long pass (every area at a minute boundary) does not delay the
+    next by its own length; one that overran is followed at once (the lost tick is not made
+    up). Catching up (a replay or a backlog): a whole interval after the pass ended, so ingest,
+    which shares the event loop and Redis with the estimator, gets most of them."""
+    if not live:
+        return now + interval
     return max(deadline + interval, now)
 
 
@@ -314,13 +326,12 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
 
     @app.task
     async def estimator() -> None:
-        # A pass starts every publish interval (fixed rate), not an interval after the last one
-        # ended as with app.timer: a long pass (every area at a minute boundary) must not delay
-        # the next by its own length. A pass that overruns is followed at once, never by a burst.
+        # Like app.timer (on the leader, every publish interval), but live at a fixed rate:
+        # app.timer sleeps the interval after each pass ends (next_pass_at).
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while not app.should_stop:
-            deadline = next_pass_at(deadline, loop.time(), settings.publish_interval_s)
+            deadline = next_pass_at(deadline, loop.time(), settings.publish_interval_s, pipeline.live)
             await app.sleep(deadline - loop.time())
             if not app.should_stop and app.is_leader():
                 await publish_estimates()

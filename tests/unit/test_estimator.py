@@ -181,9 +181,12 @@ def test_points_to_refresh_republishes_every_window_a_late_event_changed() -> No
 # --- the estimator's cadence ---------------------------------------------------------------------
 
 
-def test_passes_start_at_a_fixed_rate_and_an_overrun_is_not_made_up() -> None:
-    # On time: one interval after the previous start, however long the pass took within it.
+def test_live_passes_start_at_a_fixed_rate_and_catching_up_leaves_ingest_an_interval() -> None:
+    # Live: one interval after the previous start, however long the pass took within it.
     assert next_pass_at(100.0, now=100.6, interval=1.0) == 101.0
-    # Overran (a 1.5 s pass): the next starts at once, and the lost tick is not run as well.
+    # Live, overran (a 1.5 s pass): the next starts at once, and the lost tick is not run as well.
     assert next_pass_at(100.0, now=101.5, interval=1.0) == 101.5
     assert next_pass_at(101.5, now=101.6, interval=1.0) == 102.5
+    # Catching up (a replay or a backlog): a whole interval after the pass ended.
+    assert next_pass_at(100.0, now=100.6, interval=1.0, live=False) == 101.6
+    assert next_pass_at(100.0, now=101.5, interval=1.0, live=False) == 102.5
