@@ -546,6 +546,7 @@ async def _latency(run: Run, areas: AreaMap, city_cells: np.ndarray, rate: int, 
     window_ms = LATENCY_WINDOW_S * 1000
     latencies: list[float] = []
     unmatched = 0
+    unmatched_detail: list[dict] = []
     for k, (ts, j, measured) in enumerate(probes):
         if not measured:
             continue
@@ -560,6 +561,13 @@ async def _latency(run: Run, areas: AreaMap, city_cells: np.ndarray, rate: int, 
                 break
         if found is None:
             unmatched += 1
+            # What its area's estimates counted instead: one short of the probes means two probe
+            # devices share a HyperLogLog register (a few in 16,384); none at all, a lost update.
+            covering = [
+                {"as_of": a, "devices": d, "probes": sum(1 for t in area_probes if a - window_ms <= t < a)}
+                for r, a, d in by_area.get(f"probe-{j}", []) if a - window_ms <= ts < a and r >= ts
+            ]
+            unmatched_detail.append({"area": f"probe-{j}", "ts": ts, "estimates": covering[-3:]})
         else:
             latencies.append((found - ts) / 1000)
     if not latencies:
@@ -570,6 +578,7 @@ async def _latency(run: Run, areas: AreaMap, city_cells: np.ndarray, rate: int, 
         "latency_max_s": float(max(latencies)),
         "latency_probes": len(latencies),
         "latency_unmatched": unmatched,
+        "latency_unmatched_detail": unmatched_detail[:10],
         "latency_offered_eps": rate,
         "latency_events_sent": sent,
         "latency_events_consumed": consumed,

@@ -60,6 +60,8 @@ def test_quick_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     assert figures["mode"] == "quick" and figures["repeats"] >= 1
     assert len(figures["loadavg_start"]) == 3 and all(x >= 0 for x in figures["loadavg_start"])
     assert figures["latency_p50_s"] <= figures["latency_p99_s"] <= figures["latency_max_s"]
+    # Each unmatched probe (if any) is described: what its area's estimates counted instead.
+    assert len(figures["latency_unmatched_detail"]) == min(10, figures["latency_unmatched"])
     assert figures["frames_vs_naive"] == pytest.approx(figures["frames_eps"] / figures["naive_eps"])
     assert len(figures["frames_samples"]) == figures["repeats"]
     assert figures["frames_eps"] == sorted(figures["frames_samples"])[len(figures["frames_samples"]) // 2]
