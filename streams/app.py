@@ -190,7 +190,7 @@ class Pipeline:
         if current:
             m.warming_up.set(int(any(e["warming_up"] for e in current)))
         self.last_publish_wall = time.time()
-        for e in (e for e in estimates if e["as_of"] == current_as_of):
+        for e in current:
             labels = (e["area"], str(e["window_s"]))
             if e["suppressed"]:
                 # A suppressed count must not linger on /metrics from an earlier, larger value.

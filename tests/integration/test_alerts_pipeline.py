@@ -144,6 +144,8 @@ def test_a_crowd_raises_alerts_once_on_every_channel_and_can_be_acknowledged(end
         assert lags and all(v >= 0 for v in lags.values())
         assert samples[("crowdpulse_webhook_failures_total", (("reason", "http_5xx"),))] >= 1
         assert samples[("crowdpulse_area_capacity_ratio", (("area", "stadium"), ("window_s", "300")))] > 0.9
+        # Ten minutes of stream: the hour-long window is still filling.
+        assert samples[("crowdpulse_warming_up", ())] == 1
 
         # Acknowledge: JSON only, unknown ids 404, twice is harmless.
         ack_url = f"{worker.base_url}/api/alerts/{critical['id']}/ack"
