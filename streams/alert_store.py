@@ -214,13 +214,10 @@ class AlertService:
         """Run the checks over this pass's estimates (each area's alert window only) and store
         the outcome; returns the events queued."""
         points: dict[str, list[tuple[int, float]]] = {}
-        warming: dict[str, set[int]] = {}  # as_of of estimates still warming up (no trend from them)
         for e in estimates:
             rules = self.rules.get(e["area"])
             if rules is not None and e["window_s"] == rules.window_s:
                 points.setdefault(e["area"], []).append((e["as_of"], point_value(e, rules.bound)))
-                if e.get("warming_up"):
-                    warming.setdefault(e["area"], set()).add(e["as_of"])
         if not points:
             return []
         store = self.store
@@ -241,9 +238,10 @@ class AlertService:
         transitions: list[Transition] = []
         for area, pts in points.items():
             rules = self.rules[area]
-            history = [(e["as_of"], point_value(e, rules.bound)) for e in series[(area, rules.window_s)]]
-            warm = warming.get(area, set()) | {e["as_of"] for e in series[(area, rules.window_s)] if e.get("warming_up")}
-            new_states[area], found = evaluate_area(rules, states.get(area), pts, history, warm)
+            mine = series[(area, rules.window_s)]  # (this pass's estimates included: saved first)
+            history = [(e["as_of"], point_value(e, rules.bound)) for e in mine]
+            warming = {e["as_of"] for e in mine if e.get("warming_up")}
+            new_states[area], found = evaluate_area(rules, states.get(area), pts, history, warming)
             if area not in states:  # rebuilt from the series: line up with alerts already raised
                 found = reconcile(rules, new_states[area], found, active.get(area, {}))
             transitions.extend(found)

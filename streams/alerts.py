@@ -374,13 +374,10 @@ def minutes_to_target(value: float, slope_per_min: float | None, target: float) 
 
 
 def measures(rules: AreaRules, as_of: int, value: float, history: Sequence[Point],
-             warming: Collection[int] = ()) -> dict[str, float | None]:
-    """The checks' values at one point. `warming`: as_of of the estimates marked warming_up
-    (windows still filling after a cold start): no trend at them, and none drawn through them,
-    since a window that fills looks like a crowd arriving."""
-    slope = None
-    if as_of not in warming:
-        slope = trend_per_min([p for p in history if p[0] not in warming], as_of, rules.trend_ms)
+             trend: bool = True) -> dict[str, float | None]:
+    """The checks' values at one point; the trend is drawn through `history`. `trend` False:
+    none at this point (an estimate marked warming_up, see evaluate_area)."""
+    slope = trend_per_min(history, as_of, rules.trend_ms) if trend else None
     return {
         "capacity": value / rules.capacity,
         "density": value / rules.size_m2 if rules.size_m2 else None,
@@ -430,16 +427,19 @@ def evaluate_area(
       only alerts still active at the end of that history are reported as fired (the store
       drops ids it already has).
     - `history` must contain the new points too (the series is saved before alerts run).
-    - `warming`: as_of of points and history marked warming_up (see `measures`).
+    - `warming`: as_of of the points marked warming_up (windows still filling after a cold
+      start): no trend at them, and none drawn through them, since a window that fills looks
+      like a crowd arriving.
     """
     transitions: list[Transition] = []
+    trend_history = [p for p in history if p[0] not in warming]
     if state is None:
         state = new_state()
         if points:
             first = min(t for t, _ in points)
             rebuilt: list[Transition] = []
             for as_of, value in sorted(p for p in history if p[0] < first):
-                _step(rules, state, as_of, value, history, rebuilt, warming)
+                _step(rules, state, as_of, value, trend_history, rebuilt, as_of not in warming)
             active = {tr["active"] for tr in state["trackers"].values() if tr["active"]}
             transitions.extend(t for t in rebuilt if t.event == "fired" and t.alert_id in active)
     else:
@@ -447,7 +447,7 @@ def evaluate_area(
     for as_of, value in sorted(points):
         if state["as_of"] is not None and as_of < state["as_of"]:
             continue
-        _step(rules, state, as_of, value, history, transitions, warming)
+        _step(rules, state, as_of, value, trend_history, transitions, as_of not in warming)
     return state, transitions
 
 
@@ -482,8 +482,8 @@ def reconcile(
 
 
 def _step(rules: AreaRules, state: dict, as_of: int, value: float, history: Sequence[Point], out: list[Transition],
-          warming: Collection[int] = ()) -> None:
-    values = measures(rules, as_of, value, history, warming)
+          trend: bool = True) -> None:
+    values = measures(rules, as_of, value, history, trend)
     trackers = state["trackers"]
     # A check the rules no longer have (edited rules file) resolves its open alert.
     for key in [k for k in trackers if k not in {c.key for c in rules.checks}]:

@@ -608,7 +608,6 @@ ESTIMATOR_WINDOWS_S = (300, 900, 3600)
 SMALL_AREA_DEVICES = (50, 900)  # devices per bucket of a small area: uniform in this range
 LARGE_AREA_DEVICES = 20_000
 LARGE_AREA_SHARE = 0.05
-ESTIMATOR_SLICE = 1_000
 
 
 def _chunked(commands: list[bytes], per_chunk: int = 20_000) -> list[tuple[bytes, int]]:
