@@ -72,6 +72,13 @@ class Plans:
         self.kind[rows] = KEEP
         self.place[rows] = np.nan
 
+    def rows(self, lo: int, hi: int) -> "Plans":
+        """Carriers lo..hi-1's plans (views, not copies): one shard's share of the day."""
+        part = Plans.__new__(Plans)
+        part.day_start = self.day_start
+        part.offset, part.kind, part.place = self.offset[lo:hi], self.kind[lo:hi], self.place[lo:hi]
+        return part
+
     def finish(self) -> "Plans":
         """Sort each carrier's segments by time (unused slots last)."""
         order = np.argsort(self.offset, axis=1, kind="stable")
@@ -147,6 +154,10 @@ class WalkPlanner:
     def __init__(self, city: City, population: Population, rng: np.random.Generator,
                  moves_per_hour: float = 1.5, neighbour_m: float = 750.0) -> None:
         self.city, self.rng = city, rng
+        # Carriers without the operator's devices draw from a stream of their own, so that the
+        # others' moves do not depend on whether they are moved at all (Mobility, `lazy`).
+        self.quiet = population.visible_per_carrier == 0
+        self.quiet_rng = np.random.default_rng(rng.integers(0, 2**63))
         self.rate_per_ms = moves_per_hour / 3_600_000
         self.static = population.kind == METER
         self.mobility: Mobility | None = None
@@ -159,25 +170,38 @@ class WalkPlanner:
             self.neighbours[c] = np.resize(options, width)
         self.home = population.home_xy
 
-    def _waits(self, n: int) -> np.ndarray:
+    def _waits(self, n: int, rng: np.random.Generator) -> np.ndarray:
         if self.rate_per_ms <= 0:
             return np.full(n, INF // 2, dtype=np.int64)  # nobody moves (never reached)
-        return np.maximum(1, self.rng.exponential(1 / self.rate_per_ms, size=n)).astype(np.int64)
+        return np.maximum(1, rng.exponential(1 / self.rate_per_ms, size=n)).astype(np.int64)
 
     def start(self, now_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(self.home)
-        nxt = now_ms + self._waits(n)
+        nxt = np.empty(n, dtype=np.int64)
+        nxt[~self.quiet] = now_ms + self._waits(int((~self.quiet).sum()), self.rng)
+        nxt[self.quiet] = now_ms + self._waits(int(self.quiet.sum()), self.quiet_rng)
         nxt[self.static] = INF
         return np.full(n, HOME, dtype=np.int8), self.home.copy(), nxt
 
     def due(self, carriers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        quiet = self.quiet[carriers]
+        if not quiet.any():  # (always, when quiet carriers are not moved)
+            return self._due(carriers, self.rng)
+        kind = np.full(len(carriers), OUT, dtype=np.int8)
+        place = np.empty((len(carriers), 2))
+        nxt = np.empty(len(carriers), dtype=np.int64)
+        for rows, rng in ((~quiet, self.rng), (quiet, self.quiet_rng)):
+            _, place[rows], nxt[rows] = self._due(carriers[rows], rng)
+        return kind, place, nxt
+
+    def _due(self, carriers: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         assert self.mobility is not None
         here = self.mobility.cells(carriers)
-        choice = self.rng.integers(0, self.neighbours.shape[1], size=len(carriers))
+        choice = rng.integers(0, self.neighbours.shape[1], size=len(carriers))
         target = self.neighbours[np.maximum(here, 0), choice]
         half = 0.4 * self.city.spacing_m
-        place = self.city.xy[target] + self.rng.uniform(-half, half, size=(len(carriers), 2))
-        return np.full(len(carriers), OUT, dtype=np.int8), place, self.mobility.next_change[carriers] + self._waits(len(carriers))
+        place = self.city.xy[target] + rng.uniform(-half, half, size=(len(carriers), 2))
+        return np.full(len(carriers), OUT, dtype=np.int8), place, self.mobility.next_change[carriers] + self._waits(len(carriers), rng)
 
     def roll(self, day_start_ms: int) -> None:
         return None
@@ -198,11 +222,11 @@ class Mobility:
     """Positions, trips and presence of every carrier; per-cell presence counts for the truth.
 
     `lazy`: carriers with none of the operator's devices ("quiet": more than half of them) are
-    heard by nobody, so only the truth needs to know where they are. Lazily, their trips are not
-    followed step by step: a quiet carrier is placed (position, cell) when it changes segment,
-    from its trip at the last step's end, and all of them by `catch_up` (which
-    `presence_by_area` calls, and which then counts everyone per cell), giving exactly the
-    positions the step-by-step way gives. `Moves` then leaves out quiet carriers that set off.
+    heard by nobody, so only the truth needs to know where they are. Without a truth to keep,
+    they are not moved at all: they stay where they started and their plans never fall due.
+    Nothing a device does depends on them (the planners draw their randomness from streams of
+    their own: WalkPlanner), so the events are exactly those of a run that moves them. There is
+    no presence to ask for then (`presence_by_area`), nor per-cell counts kept.
     """
 
     def __init__(self, city: City, population: Population, planner: Planner, start_ms: int, lazy: bool = False) -> None:
@@ -242,7 +266,7 @@ class Mobility:
         self._count(np.flatnonzero(self.present), +1)
         self.lazy = lazy
         self.quiet = population.visible_per_carrier == 0 if lazy else np.zeros(n, dtype=bool)
-        self.pending = np.zeros(n, dtype=bool)  # quiet carriers on a trip, not placed since
+        self.next_change[self.quiet] = INF  # (lazy: quiet carriers stay where they are)
         self.now_ms = start_ms  # positions are as of this time (the last step's end)
         if isinstance(planner, WalkPlanner):
             planner.mobility = self
@@ -262,7 +286,7 @@ class Mobility:
                 self.cell_counts[:, j] += sign * np.bincount(cells, weights=self.weight_columns[j][carriers], minlength=self.city.n_cells).astype(np.int64)
 
     def _recount(self) -> None:
-        """Per-cell counts from scratch (lazy: they are not kept up to date step by step)."""
+        """Per-cell counts from scratch."""
         self.cell_counts[:] = 0
         self._count(np.flatnonzero(self.present), +1)
 
@@ -277,7 +301,7 @@ class Mobility:
             px[here] = self.city.pixel(_rows(self.pos, carriers[here]))
         else:
             px = self.city.pixel(pos)
-        if self.lazy:  # the counts are only needed for the truth: catch_up recounts
+        if self.lazy:  # the counts are only needed for the truth
             self.px[carriers] = px
             return
         old = self.cells(carriers)
@@ -303,14 +327,11 @@ class Mobility:
                 rolled = self.planner.roll(day_end)
                 if rolled is not None:
                     self.next_change = rolled
+                    self.next_change[self.quiet] = INF
             due = np.flatnonzero(self.next_change < limit)
             for _ in range(16):  # a carrier may pass through several segments in one step
                 if not len(due):
                     break
-                if self.lazy:
-                    # Quiet carriers on a trip: where they are at this step's start, as the
-                    # step-by-step way would have them (their new trip starts there).
-                    self._place(due[self.pending[due]], t0)
                 when = self.next_change[due]
                 kind, place, nxt = self.planner.due(due)
                 self.next_change[due] = nxt
@@ -326,14 +347,10 @@ class Mobility:
         departed_all = _cat(departed)
         appeared_all = _cat(appeared)
         vanished_all = _cat(vanished)
-        travelling = np.flatnonzero(self.travelling)  # (never a quiet carrier, when lazy)
+        travelling = np.flatnonzero(self.travelling)
         arrived, pos = self._follow(travelling, t1)
         self.travelling[arrived] = False
         self.now_ms = t1
-        if self.lazy:
-            # Quiet carriers that set off are still where they were placed (at this step's start),
-            # and nobody hears them: neither Mobility nor the radio has anything to do for them.
-            departed_all = departed_all[~self.quiet[departed_all]]
         # Who moved: the travellers and the few that set off, came or went (sorted, distinct),
         # merged without a pass over every carrier. The travellers (all present) are relocated
         # from the positions just computed, the others from their stored positions (one that
@@ -358,23 +375,6 @@ class Mobility:
         _set_rows(self.pos, carriers, pos)
         return carriers[frac[:, 0] >= 1.0], pos
 
-    def _place(self, carriers: np.ndarray, t: int) -> None:
-        """Lazy: place quiet carriers on a trip as of t (a step's end), as if followed all along.
-        A trip is a pure function of time, so this is the same arithmetic the step-by-step way
-        does at t, and a trip that ended earlier gives its end point, as it gave then."""
-        # A trip that starts at t or later (set off earlier in this step) has not moved them yet.
-        carriers = carriers[self.trip_dep[carriers] < t]
-        if len(carriers):
-            arrived, pos = self._follow(carriers, t)
-            self.pending[arrived] = False
-            self._relocate(carriers, pos)  # (a carrier on a trip is present)
-
-    def catch_up(self) -> None:
-        """Lazy: place every quiet carrier as of the last step's end, and count everyone."""
-        if self.lazy:
-            self._place(np.flatnonzero(self.pending), self.now_ms)
-            self._recount()
-
     def _enter(self, carriers: np.ndarray, when: np.ndarray, kind: np.ndarray, place: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Carriers enter new segments at `when`: leave, appear, or set off towards the place."""
         keep = kind == KEEP
@@ -388,14 +388,12 @@ class Mobility:
         gone = carriers[leaving & self.present[carriers]]
         self.present[gone] = False
         self.travelling[gone] = False
-        self.pending[gone] = False
         self.pos[gone] = np.nan
         coming = ~leaving & ~self.present[carriers]
         arrivals = carriers[coming]
         self.present[arrivals] = True
         self.pos[arrivals] = place[coming]
         self.travelling[arrivals] = False
-        self.pending[arrivals] = False
         moving = ~leaving & ~coming
         if moving.all():  # (always, with the steady scenario's planner: no copies then)
             movers, dest, dep = carriers, place, when
@@ -409,14 +407,13 @@ class Mobility:
             _set_rows(self.trip_to, movers, dest)
             self.trip_dep[movers] = dep
             self.trip_arr[movers] = dep + travel_ms(distance, self.drives[movers])
-            quiet = self.quiet[movers]
-            self.travelling[movers[~quiet]] = True
-            self.pending[movers[quiet]] = True
+            self.travelling[movers] = True
         return movers, arrivals, gone
 
     def presence_by_area(self) -> np.ndarray:
         """(areas, 3): people, operator devices and devices of all operators truly present."""
-        self.catch_up()
+        if self.lazy:
+            raise RuntimeError("a Mobility without a truth does not move quiet carriers: it knows no presence")
         return self.city.membership.T.astype(np.int64) @ self.cell_counts
 
 

@@ -100,6 +100,24 @@ class Population:
         # Device j of the output is starts[c] + (j - first output position of c): one repeat.
         return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
+    def subset(self, lo: int, hi: int) -> "Population":
+        """Carriers lo..hi-1 and their devices, as a population of their own (carrier and device
+        indexes start at 0; the arrays are views): one shard of a threaded Simulation."""
+        first, last = int(self.device_ptr[lo]), int(self.device_ptr[hi])
+        return Population(
+            kind=self.kind[lo:hi],
+            home_xy=self.home_xy[lo:hi],
+            work_xy=self.work_xy[lo:hi],
+            home_cell=self.home_cell[lo:hi],
+            n_devices=self.n_devices[lo:hi],
+            train=self.train[lo:hi],
+            night_off=self.night_off[lo:hi],
+            carrier=self.carrier[first:last] - lo,
+            device_class=self.device_class[first:last],
+            segment=self.segment[first:last],
+            pseudonym=self.pseudonym[first:last],
+        )
+
     def summary(self) -> dict[str, int]:
         people = int(self.is_person.sum())
         return {

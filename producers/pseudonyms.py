@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 
 import numpy as np
 
@@ -47,13 +48,15 @@ class Pseudonymiser:
         self.identities = identities
         self.schedule = schedule
         self._by_epoch: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()  # a sharded Simulation labels in several threads
 
     def for_epoch(self, epoch: int) -> np.ndarray:
-        if epoch not in self._by_epoch:
-            self._by_epoch[epoch] = pseudonymise(self.identities, self.schedule.key(epoch))
-            for old in [e for e in self._by_epoch if e < epoch - 1]:
-                del self._by_epoch[old]
-        return self._by_epoch[epoch]
+        with self._lock:
+            if epoch not in self._by_epoch:
+                self._by_epoch[epoch] = pseudonymise(self.identities, self.schedule.key(epoch))
+                for old in [e for e in self._by_epoch if e < epoch - 1]:
+                    del self._by_epoch[old]
+            return self._by_epoch[epoch]
 
     def label(self, who: np.ndarray, ts_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pseudonyms for events (device index `who`, time `ts_ms`) in their epoch, and the shadow

@@ -6,12 +6,15 @@ copies follow its events, in frames flagged as shadows (docs/privacy.md)."""
 from __future__ import annotations
 
 import json
+import queue
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, TextIO
+from typing import Callable, Iterator, Protocol, TextIO
+
+import numpy as np
 
 from streams.areas import AreaMap
 from streams.keys import Rotation
@@ -51,12 +54,15 @@ class SimulationRun:
     #: the Simulation's default (10 s), so a seed gives the same events as before; a longer step
     #: publishes faster (the per-step costs are shared by more events; `crowdpulse bench` uses 60).
     step_s: float = 10.0
+    #: Threads generating the events (Simulation's shards). One reproduces the events of a seed
+    #: as before; more are another realisation of the same model, faster on as many cores.
+    threads: int = 1
 
     def simulation(self, areas: AreaMap, truth: bool = False) -> Simulation:
         config = configure(self.scenario, dict(self.overrides), quick=self.quick)
         return Simulation(
             areas, self.devices, self.seed, self.start_ms, step_s=self.step_s, config=config, rotation=self.rotation,
-            truth=truth, bucket_s=self.bucket_s, windows_s=self.windows_s,
+            truth=truth, bucket_s=self.bucket_s, windows_s=self.windows_s, shards=self.threads,
         )
 
 
@@ -67,12 +73,15 @@ def run_simulation(
     stop: threading.Event | None = None,
     progress: "Progress | None" = None,
     sim: Simulation | None = None,
-    on_step: Callable[[Simulation], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict:
     """Publish the run's events through `sink`; returns a summary (events, frames, rates).
 
-    `sim` may be built by the caller (to keep its ground truth); `on_step` is called after each
-    step has been sent (pacing or back-pressure hooks).
+    The steps are generated in a thread of their own, at most two ahead of the one being framed
+    and sent here: generating and publishing overlap (on two cores, both run at once). `sim` may
+    be built by the caller (to keep its ground truth: read it after this returns);
+    `on_step(now_ms)` is called after each step has been sent, with the simulated time it ended
+    at (pacing or back-pressure hooks).
     """
     stop = stop or threading.Event()
     sim = sim or run.simulation(areas, truth=run.truth_path is not None)
@@ -81,42 +90,89 @@ def run_simulation(
     end_ms = run.start_ms + int(run.duration_s * 1000)
     wall_start = time.monotonic()
     shadow_events = 0
+    sent_ms = sim.now_ms
+    steps = _Steps(sim, end_ms, stop, truth=truth_file is not None)
     try:
-        while sim.now_ms < end_ms and not stop.is_set():
-            events, shadows = sim.step_with_shadows(end_ms)
+        for now_ms, events, shadows, truth_rows in steps:
             sink.send(framer.frames(events))
             sink.send(framer.frames(shadows, shadow=True))
             shadow_events += len(shadows)
-            if truth_file is not None and sim.truth is not None:
-                for row in sim.truth.pop_rows():
+            sent_ms = now_ms
+            if truth_file is not None:
+                for row in truth_rows:
                     truth_file.write(json.dumps(row, separators=(",", ":")) + "\n")
             if progress is not None:
-                progress.update(sim.now_ms, sink.events)
+                progress.update(now_ms, sink.events)
             if on_step is not None:
-                on_step(sim)
+                on_step(now_ms)
             if run.speedup > 0:
-                due = wall_start + (sim.now_ms - run.start_ms) / 1000 / run.speedup
+                due = wall_start + (now_ms - run.start_ms) / 1000 / run.speedup
                 delay = due - time.monotonic()
                 if delay > 0:
                     stop.wait(delay)
     finally:
+        steps.close()
         sink.close()
         if truth_file is not None:
             truth_file.close()
         if progress is not None:
-            progress.done(sim.now_ms, sink.events)
+            progress.done(sent_ms, sink.events)
     wall = time.monotonic() - wall_start
     return {
         "scenario": run.scenario,
         "events": sink.events,
         "shadow_events": shadow_events,  # included in events
         "frames": sink.frames,
-        "simulated_s": (sim.now_ms - run.start_ms) / 1000,
+        "simulated_s": (sent_ms - run.start_ms) / 1000,
         "wall_s": round(wall, 3),
         "events_per_s": round(sink.events / wall, 1) if wall > 0 else None,
         "population": sim.population.summary(),
         "event_types": dict(sim.event_counts),
     }
+
+
+class _Steps:
+    """A simulation's steps up to `end_ms` (until `stop`), generated in a thread of its own:
+    iterate for (now_ms, events, shadows, truth rows), one step after the other. The thread runs
+    at most two steps ahead (one waiting in the queue, one being made); an error in it is raised
+    to the caller. `close` stops it and waits for it."""
+
+    def __init__(self, sim: Simulation, end_ms: int, stop: threading.Event, truth: bool) -> None:
+        self.sim, self.end_ms, self.stop, self.truth = sim, end_ms, stop, truth
+        self.halt = threading.Event()
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._generate, name="simulation-steps", daemon=True)
+        self.thread.start()
+
+    def _generate(self) -> None:
+        sim = self.sim
+        try:
+            while sim.now_ms < self.end_ms and not (self.stop.is_set() or self.halt.is_set()):
+                events, shadows = sim.step_with_shadows(self.end_ms)
+                rows = sim.truth.pop_rows() if self.truth and sim.truth is not None else []
+                self.queue.put((sim.now_ms, events, shadows, rows))
+        except BaseException as exc:  # handed to the caller, raised there
+            self.queue.put(exc)
+        else:
+            self.queue.put(None)
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, list]]:
+        while not self.stop.is_set():
+            item = self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.halt.set()
+        while self.thread.is_alive():  # unblock a put that waits for room
+            try:
+                self.queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self.thread.join()
 
 
 def frames_for(run: SimulationRun, areas: AreaMap) -> list[tuple[int, bytes, bytes]]:

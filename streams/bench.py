@@ -73,10 +73,11 @@ class BenchConfig:
     estimator_areas: tuple[int, ...]
     scaleout_events: int  # 0: skipped
     simulator_devices: int
+    simulator_seconds: float  # how long each simulator run is timed
 
 
-QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000)
-FULL = BenchConfig(False, 10_000_000, 2_000_000, 2_000_000, 20.0, 3, 100_000, 60.0, (1_000, 10_000), 12_000_000, 1_000_000)
+QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000, 3.0)
+FULL = BenchConfig(False, 10_000_000, 2_000_000, 2_000_000, 20.0, 3, 100_000, 60.0, (1_000, 10_000), 12_000_000, 1_000_000, 10.0)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -741,12 +742,14 @@ def city_key_memory(client: redis.Redis, namespace: str) -> dict:
 
 # --- simulator ------------------------------------------------------------------------------------
 def simulator_rates(bootstrap: str, partitions: int, areas: AreaMap, devices: int, seconds: float = 3.0,
-                    step_s: float = 60.0) -> dict:
-    """What a user runs to publish, `crowdpulse simulate --speedup 0` (producers/simulate.py's
-    run_simulation: Simulation -> Framer -> kafka-python KafkaSink in one process, flushed at the
-    end), timed end to end for `seconds` (`simulator_total_eps`); then its parts timed one after
-    the other on the same kind of events: Simulation.step (generation), Framer (framing),
-    KafkaSink (publishing); and for comparison the same frames published with aiokafka.
+                    step_s: float = 60.0, threads: int = 2) -> dict:
+    """What a user runs to publish, `crowdpulse simulate --speedup 0 --threads N` (producers/
+    simulate.py's run_simulation: Simulation -> Framer -> kafka-python KafkaSink in one process,
+    flushed at the end), timed end to end for `seconds` (`simulator_total_eps`) with `threads`
+    generating (Simulation's shards) and, side by side, with one (`simulator_1thread_*`); then
+    the parts of the threaded run timed one after the other on the same kind of events:
+    Simulation.step (generation), Framer (framing), KafkaSink (publishing); and for comparison
+    the same frames published with aiokafka.
 
     The steady scenario at a 60 s step: the step is the simulator's unit of work (everyone who
     moved is re-placed once per step), so the longer it is the more events share that cost; 60 s
@@ -762,31 +765,38 @@ def simulator_rates(bootstrap: str, partitions: int, areas: AreaMap, devices: in
 
         day_ms = 86_400_000
         start_ms = (int(time.time() * 1000) // day_ms - 1) * day_ms + 12 * 3_600_000
-        run = SimulationRun(devices=devices, seed=1, start_ms=start_ms, duration_s=30 * 86_400.0, speedup=0.0,
-                            partitions=partitions, producer_id=1, step_s=step_s)
 
-        def simulation():
+        def simulation(n_threads: int):
+            run = SimulationRun(devices=devices, seed=1, start_ms=start_ms, duration_s=30 * 86_400.0, speedup=0.0,
+                                partitions=partitions, producer_id=1, step_s=step_s, threads=n_threads)
             sim = run.simulation(areas)
             sim.pseudonyms.for_epoch(int(sim.rotation.epoch(start_ms)))
-            return sim
+            return run, sim
+
+        def end_to_end(n_threads: int) -> tuple[dict, list]:
+            """As the command does it (kafka-python sends from its own thread meanwhile); then
+            the generation alone on a fresh run of the same simulation (its batches returned)."""
+            run, sim = simulation(n_threads)
+            stop = threading.Event()
+            timer = threading.Timer(seconds, stop.set)
+            timer.start()
+            summary = run_simulation(run, areas, KafkaSink(bootstrap, topic), stop, sim=sim)
+            timer.cancel()
+            _, sim = simulation(n_threads)
+            batches = []
+            started = time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                batches.append(sim.step())
+            generate_s = time.perf_counter() - started
+            return {"total_eps": summary["events"] / summary["wall_s"], "total_events": summary["events"],
+                    "total_wall_s": summary["wall_s"], "generate_eps": sum(len(b) for b in batches) / generate_s}, batches
 
         topic = f"bench-sim-{secrets.token_hex(3)}.crowd.events"
         ensure_topics(bootstrap, {topic: partitions})
-        # End to end, as the command does it (kafka-python sends from its own thread meanwhile).
-        stop = threading.Event()
-        timer = threading.Timer(seconds, stop.set)
-        sim = simulation()
-        timer.start()
-        summary = run_simulation(run, areas, KafkaSink(bootstrap, topic), stop, sim=sim)
-        timer.cancel()
-        # The parts, one after the other, on a fresh run of the same simulation.
-        sim = simulation()
-        batches = []
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            batches.append(sim.step())
-        generate_s = time.perf_counter() - started
+        one, _ = end_to_end(1)
+        threaded, batches = end_to_end(threads)
         events = sum(len(b) for b in batches)
+        generate_s = events / threaded["generate_eps"]
         framer = Framer(1, partitions, areas.cell_ids)
         started = time.perf_counter()
         frames = [f for batch in batches for f in framer.frames(batch)]
@@ -803,16 +813,21 @@ def simulator_rates(bootstrap: str, partitions: int, areas: AreaMap, devices: in
         return {
             "simulator_devices": devices,
             "simulator_step_s": step_s,
+            "simulator_threads": threads,
+            "simulator_seconds": seconds,
             "simulator_events": events,
-            "simulator_generate_eps": events / generate_s,
+            "simulator_generate_eps": threaded["generate_eps"],
             "simulator_frame_eps": events / frame_s,
             "simulator_publish_eps": events / publish_s,
             # The parts' times added up (no overlap), and the measured end-to-end rate.
             "simulator_serial_eps": events / (generate_s + frame_s + publish_s),
-            "simulator_total_eps": summary["events"] / summary["wall_s"],
-            "simulator_total_events": summary["events"],
-            "simulator_total_wall_s": summary["wall_s"],
+            "simulator_total_eps": threaded["total_eps"],
+            "simulator_total_events": threaded["total_events"],
+            "simulator_total_wall_s": threaded["total_wall_s"],
             "simulator_publish_aiokafka_eps": events / aiokafka_s,
+            # The same, generated in one thread: the baseline of the threads' speed-up.
+            "simulator_1thread_total_eps": one["total_eps"],
+            "simulator_1thread_generate_eps": one["generate_eps"],
         }
     except Exception as exc:  # report, do not fail the bench
         return {"simulator_error": f"{type(exc).__name__}: {exc}"}
@@ -984,7 +999,8 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
             figures["memory"] = cost["memory"]
 
         step("simulator")
-        figures.update(simulator_rates(endpoints.kafka, settings.partitions, areas, config.simulator_devices))
+        figures.update(simulator_rates(endpoints.kafka, settings.partitions, areas, config.simulator_devices,
+                                       seconds=config.simulator_seconds))
 
         if config.scaleout_events:
             step("scale-out")
@@ -1095,9 +1111,11 @@ def format_table(f: dict) -> str:
                      f"{(f.get('worker_peak_rss_json_bytes') or 0) / 2**20:,.0f} MiB (JSON)")
     if "simulator_total_eps" in f:
         lines.append(
-            f"simulator ({f['simulator_devices']:,} devices, {f.get('simulator_step_s', 10):g} s steps): "
-            f"generate, frame and publish in one process {f['simulator_total_eps']:,.0f} events/s end to end "
-            f"(kafka-python KafkaSink); parts alone: generate {f['simulator_generate_eps']:,.0f}, "
+            f"simulator ({f['simulator_devices']:,} devices, {f.get('simulator_step_s', 10):g} s steps, "
+            f"{f.get('simulator_threads', 1)} threads generating): generate, frame and publish in one process "
+            f"{f['simulator_total_eps']:,.0f} events/s end to end (one thread: "
+            f"{f.get('simulator_1thread_total_eps', float('nan')):,.0f}) (kafka-python KafkaSink); parts alone: "
+            f"generate {f['simulator_generate_eps']:,.0f} (one thread: {f.get('simulator_1thread_generate_eps', float('nan')):,.0f}), "
             f"frame {f['simulator_frame_eps']:,.0f}, publish {f['simulator_publish_eps']:,.0f}; "
             f"the same frames via aiokafka {f['simulator_publish_aiokafka_eps']:,.0f} events/s"
         )

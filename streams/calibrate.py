@@ -166,7 +166,7 @@ def collect(run: Run, areas_path: Path) -> dict:
     areas = load_areas(areas_path)
     config = configure(run.scenario)
     start = config.scenario.start_ms()
-    sim = Simulation(areas, run.devices, run.seed, start, config=config)
+    sim = Simulation(areas, run.devices, run.seed, start, config=config, truth=True)  # (everyone moved)
     pop = sim.population
     tracker = CurveTracker(areas, pop.device_class == PHONE, start, members=pop.pseudonym.view("<u8"))
     sim.truth = tracker  # the simulation feeds its truth hooks (add, close) with device indices

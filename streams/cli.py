@@ -106,6 +106,9 @@ def _simulation_args(p: argparse.ArgumentParser, default_speedup: float = 60.0, 
                    help=f"simulated seconds per wall second; 0 = as fast as possible (default {default_speedup:g})")
     p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds (with --out: simulated seconds, default the scenario's)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="generate in this many threads (shards of the population; default 1). One thread gives a "
+                        "seed's events exactly as before; more give another realisation of the same model, faster")
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -208,6 +211,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     areas = load_areas(settings.areas_path)
     if args.devices <= 0:
         raise ValueError("--devices must be positive")
+    if args.threads < 1:
+        raise ValueError("--threads must be >= 1")
     overrides = parse_overrides(args.set)
     scenario = configure(args.scenario, overrides).scenario  # validates the overrides early
     if args.out:
@@ -235,6 +240,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         scenario=args.scenario,
         overrides=tuple(overrides.items()),
         rotation=settings.rotation,  # the schedule the workers follow (CROWDPULSE_ROTATION_*)
+        threads=args.threads,
     )
     if args.out:
         sink = FileSink(args.out)

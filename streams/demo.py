@@ -24,6 +24,8 @@ from .topics import TopicNames
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ValueError("--threads must be >= 1")
     with _terminal_foreground():
         return _run_demo(args)
 
@@ -94,6 +96,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             producer_id=secrets.randbits(63), bucket_s=settings.bucket_s, windows_s=settings.windows_s,
             scenario=args.scenario, overrides=tuple(parse_overrides(args.set).items()),
             rotation=settings.rotation,  # the worker reads the same CROWDPULSE_ROTATION_* settings
+            threads=args.threads,
         )
         sink = KafkaSink(endpoints.kafka, TopicNames(settings.topic_prefix).events, **settings.kafka_security.kafka_python_config())
         simulator = threading.Thread(

@@ -560,12 +560,12 @@ class _Pacer:
     estimator_ms: int | None = None
     last_poll: float = 0.0
 
-    def __call__(self, sim: Any) -> None:
-        due = self.wall_start + (sim.now_ms - self.start_ms) / 1000 / self.pace
+    def __call__(self, now_ms: int) -> None:
+        due = self.wall_start + (now_ms - self.start_ms) / 1000 / self.pace
         delay = due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        if sim.now_ms - (self.estimator_ms or self.start_ms) <= self.max_ahead_ms:
+        if now_ms - (self.estimator_ms or self.start_ms) <= self.max_ahead_ms:
             return
         stalled_since = time.monotonic()
         while True:
@@ -573,7 +573,7 @@ class _Pacer:
                 self.last_poll = time.monotonic()
                 seconds = _metric(self.base_url, "crowdpulse_stream_time_seconds")
                 self.estimator_ms = int(seconds * 1000) if seconds else None
-            if sim.now_ms - (self.estimator_ms or self.start_ms) <= self.max_ahead_ms:
+            if now_ms - (self.estimator_ms or self.start_ms) <= self.max_ahead_ms:
                 return
             if self.worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with code {self.worker.poll()}")

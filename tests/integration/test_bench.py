@@ -75,8 +75,14 @@ def test_quick_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     assert positive(memory["small_area_key_bytes"]) and positive(memory["large_area_key_bytes"])
     assert memory["small_area_key_bytes"] < memory["large_area_key_bytes"]
     assert positive(figures["city_memory"]["cell_key_bytes"])
+    # The simulator publishing from one process, two threads generating and, beside it, one.
+    assert figures["simulator_threads"] == 2, figures.get("simulator_error")
+    for key in ("simulator_total_eps", "simulator_1thread_total_eps", "simulator_generate_eps",
+                "simulator_1thread_generate_eps", "simulator_publish_eps"):
+        assert positive(figures.get(key)), (key, figures.get(key))
 
     table = result.stdout
     for line in ("limit: raw aiokafka consumer", "naive Faust", "crowdpulse worker, binary frames",
-                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 1,000 areas"):
+                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 1,000 areas",
+                 "simulator (100,000 devices, 60 s steps, 2 threads generating)"):
         assert line in table, line

@@ -33,10 +33,8 @@ def test_timer_and_position_state_stays_consistent(scenario: str, start: str, tr
         assert not (radio.next_pp != INF)[~radio.edge].any()
         # Every device's earliest deadline is the minimum of its timers.
         assert np.array_equal(radio.next_due, radio.timers.min(axis=1))
-        # Every carrier's pixel is that of its position (lazily followed ones: as last placed);
-        # absent carriers have none.
-        placed = mob.present & ~mob.pending
-        assert np.array_equal(mob.px[placed], sim.city.pixel(mob.pos[placed]))
+        # Every carrier's pixel is that of its position; absent carriers have none.
+        assert np.array_equal(mob.px[mob.present], sim.city.pixel(mob.pos[mob.present]))
         assert (mob.px[~mob.present] == -1).all()
         if not mob.lazy:  # the per-cell counts, kept incrementally, are those of a recount
             counts = mob.cell_counts.copy()
