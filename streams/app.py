@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -23,7 +24,16 @@ import redis
 
 from .alert_store import AlertService
 from .areas import AreaMap, load_areas
-from .estimator import DAY_MS, PeopleModel, WindowBook, points_to_refresh, private_releases
+from .estimator import (
+    AHEAD_PASSES,
+    DAY_MS,
+    PeopleModel,
+    SealedCounts,
+    WindowBook,
+    points_to_refresh,
+    private_releases,
+    sealed_through,
+)
 from .privacy import DiscreteLaplace
 from .hll_store import HllStore, connect
 from .ingest import BatchPlan, Ingestor, Message, Output
@@ -64,6 +74,8 @@ class Pipeline:
         self.book = WindowBook(
             areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, people_model(settings, areas), settings.segments
         )
+        self.sealed = SealedCounts(settings.bucket_s)
+        self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
         self.last_publish_wall: float | None = None
         #: Stream time within the grace period of the wall clock at the last pass: a live feed,
         #: not a replay or a backlog (the estimator's cadence depends on it, app.next_pass_at).
@@ -167,7 +179,7 @@ class Pipeline:
         if not points:
             return []
         needed = self.book.needed(points)
-        counts = await store.span_counts(needed, self.book.spans)
+        counts = await self._span_counts(needed, newest)
         data_from = await store.data_since(self.book.history_area, {b for _, b in needed}, self.book.history_s)
         estimates = self.book.update(counts, newest, data_from)
         if self.noise is not None:
@@ -181,6 +193,30 @@ class Pipeline:
         self._observe(estimates, stream_now, as_of_ms(newest, settings.bucket_ms))
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
+
+    async def _span_counts(self, needed: list[tuple[str, int]], newest: int) -> dict[tuple[str, int, tuple], int]:
+        """The needed points' span counts: sealed ones kept from earlier passes, the rest merged
+        in Redis. On a live feed a pass also counts a share of the next window end's sealed
+        spans ahead of need (AHEAD_PASSES), so the pass that opens a new minute merges only
+        what can still change. Ahead counts are kept, not returned."""
+        settings = self.settings
+        through = sealed_through(await self.store.watermarks(), settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
+        spans = self.book.spans
+        known, todo = self.sealed.split(needed, spans)
+        ahead: list = []
+        if self.live and self._ahead_done != newest + 1:
+            ahead = self.sealed.missing([(a, newest + 1) for a in self.areas.area_ids], spans, through)
+            if not ahead:
+                self._ahead_done = newest + 1
+            ahead = ahead[: math.ceil(len(self.areas.area_ids) / AHEAD_PASSES)]
+        counted = await self.store.count_spans(todo + ahead)
+        self.sealed.keep(counted, through)
+        self.sealed.forget(newest - self.book.keep_buckets + 1)
+        self.metrics.span_counts.labels("redis").inc(len(counted))
+        self.metrics.span_counts.labels("kept").inc(len(known))
+        if ahead:
+            counted = {k: n for k, n in counted.items() if k[1] <= newest}
+        return {**known, **counted}
 
     def _observe(self, estimates: list[dict], stream_now: int, current_as_of: int) -> None:
         m = self.metrics

@@ -42,6 +42,7 @@ import numpy as np
 import redis
 
 from .areas import AreaMap, load_areas
+from .estimator import AHEAD_PASSES, SealedCounts, sealed_through
 from .keys import KeyLayout
 from .services import EmbeddedServices, Endpoints, ManagedProcess, ensure_topics
 from .settings import Settings
@@ -659,11 +660,29 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             counts = await store.span_counts(points, spans)  # sent in bounded pieces
             return time.perf_counter() - started, redis_cpu_s(probe) - before, counts
 
+        async def live_pass(spans: list[tuple[int, int]]) -> tuple[float, float]:
+            """The pass a live estimator makes once sealed spans are kept (app.Pipeline.
+            _span_counts): every area's spans that can still change, plus the share of the next
+            window end's sealed spans it counts ahead (the costlier kind of pass in a minute;
+            the share is counted here at this window end: the same keys, the same cost)."""
+            settings = Settings.from_env({})
+            # Stream time at the start of the newest bucket: the fewest buckets sealed.
+            through = sealed_through({0: newest * 60_000}, 1, settings.grace_s * 1000, 60_000)
+            sealed = SealedCounts(60)
+            changing = [span for span in spans if not sealed.sealed(newest, span, through)]
+            closed = [span for span in spans if sealed.sealed(newest, span, through)]
+            share = area_ids[: -(-n_areas // AHEAD_PASSES)]
+            requests = [((area, newest), changing) for area in area_ids] + [((area, newest), closed) for area in share]
+            before = redis_cpu_s(probe)
+            started = time.perf_counter()
+            await store.count_spans(requests)
+            return time.perf_counter() - started, redis_cpu_s(probe) - before
+
         # The three windows alone (the naive model), then the pass the product runs with the
         # visibility model: the windows plus the curve's spans, and the neighbour search.
         window_spans = [(0, w) for w in ESTIMATOR_WINDOWS_S]
         model_spans = window_spans + [span for span in CURVE_SPANS_S if span not in window_spans]
-        walls, cpus, model_walls, model_cpus, knn = [], [], [], [], []
+        walls, cpus, model_walls, model_cpus, knn, live_walls, live_cpus = [], [], [], [], [], [], []
         model = VisibilityModel.load(Settings.from_env({}).visibility_model_path)
         for _ in range(repeats):
             wall, cpu, counts = await full_pass(window_spans)
@@ -672,6 +691,9 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             wall, cpu, curve_counts = await full_pass(model_spans)
             model_walls.append(wall)
             model_cpus.append(cpu)
+            wall, cpu = await live_pass(model_spans)
+            live_walls.append(wall)
+            live_cpus.append(cpu)
             curves = np.array([[curve_counts[(a, newest, span)] for span in CURVE_SPANS_S] for a in area_ids], dtype=np.float64)
             started = time.perf_counter()
             model.predict(curve_features(curves, curves.max(axis=0)), curves[:, N60])
@@ -702,6 +724,9 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             "model_refresh_redis_cpu_s": median(model_cpus),
             "model_redis_cpu_share_at_10s": median(model_cpus) / 10.0,
             "model_knn_s": median(knn),
+            "model_live_pass_wall_s": median(live_walls),
+            "model_live_pass_redis_cpu_s": median(live_cpus),
+            "model_live_redis_cpu_share_at_10s": median(live_cpus) / 10.0,
         }
         memory = {
             "small_area_devices_per_bucket": list(SMALL_AREA_DEVICES),
@@ -1096,7 +1121,9 @@ def format_table(f: dict) -> str:
             f"estimator: {int(n):,} areas x {e['windows']} windows refreshed in {e['refresh_wall_s']:.2f} s, "
             f"Redis CPU {e['refresh_redis_cpu_s']:.2f} s ({100 * e['redis_cpu_share_at_10s']:.1f}% of a core at one pass per 10 s); "
             f"with the visibility model's {e['model_spans']} spans {e['model_refresh_wall_s']:.2f} s, Redis CPU "
-            f"{e['model_refresh_redis_cpu_s']:.2f} s ({100 * e['model_redis_cpu_share_at_10s']:.1f}%), neighbour search {e['model_knn_s']:.2f} s"
+            f"{e['model_refresh_redis_cpu_s']:.2f} s ({100 * e['model_redis_cpu_share_at_10s']:.1f}%), neighbour search {e['model_knn_s']:.2f} s; "
+            f"a live pass with sealed spans kept {e.get('model_live_pass_wall_s', float('nan')):.2f} s, Redis CPU "
+            f"{e.get('model_live_pass_redis_cpu_s', float('nan')):.2f} s ({100 * e.get('model_live_redis_cpu_share_at_10s', float('nan')):.1f}%)"
         )
     m = f.get("memory")
     if m and m.get("small_area_key_bytes"):

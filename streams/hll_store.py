@@ -97,17 +97,28 @@ def pack_span_counts(
     keys: KeyLayout, points: Sequence[tuple[str, int]], spans: Sequence[tuple], chunk_commands: int = COMMANDS_PER_PIPELINE,
 ) -> list[tuple[bytes, int]]:
     """The RESP bytes of one PFCOUNT per (point, span), in the order of points then spans, as
-    pieces of `chunk_commands` commands. A pass counts every changed area over ~20 spans of up
-    to 60 bucket keys each (windows, the visibility curve, segments): redis-py would encode
-    ~180,000 key names one by one (0.3 s for 300 areas here). Here each (point, segment) builds
-    its bucket keys once, as RESP tokens in bucket order, and every span is a slice of them."""
+    pieces of `chunk_commands` commands (pack_span_requests, every point with every span)."""
+    return pack_span_requests(keys, [(point, spans) for point in points], chunk_commands)
+
+
+def pack_span_requests(
+    keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
+) -> list[tuple[bytes, int]]:
+    """The RESP bytes of one PFCOUNT per (point, span) of each request (a point and its spans),
+    in order, as pieces of `chunk_commands` commands. A pass counts every changed area over
+    ~20 spans of up to 60 bucket keys each (windows, the visibility curve, segments): redis-py
+    would encode ~180,000 key names one by one (0.3 s for 300 areas here). Here each (point,
+    segment) builds its bucket keys once, as RESP tokens in bucket order, and every span is a
+    slice of them."""
     bucket_s = keys.bucket_s
-    lookback_s = max(span[0] + span[1] for span in spans)
-    lookback = lookback_s // bucket_s
     chunks: list[tuple[bytes, int]] = []
     parts: list[bytes] = []
     commands = 0
-    for area, bucket in points:
+    for (area, bucket), spans in requests:
+        if not spans:
+            continue
+        lookback_s = max(span[0] + span[1] for span in spans)
+        lookback = lookback_s // bucket_s
         tokens: dict[str, list[bytes]] = {}
         for span in spans:
             segment = span[2] if len(span) > 2 else ""
@@ -252,6 +263,12 @@ class HllStore:
     async def set_published_through(self, bucket: int) -> None:
         await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
 
+    async def watermarks(self) -> dict[int, int | None]:
+        """Every partition's watermark as last applied (the estimator's sealing; see
+        estimator.sealed_through)."""
+        raw = await self.redis.hgetall(self.keys.ingest_state)
+        return {int(p): _parse_partition(v).watermark_ms for p, v in raw.items()}
+
     async def data_since(self, area: str, buckets: Iterable[int], span_s: int) -> dict[int, int | None]:
         """For each window end (newest bucket), the oldest bucket of the `span_s` ending there
         in which `area` has data (its key exists; None: none). The estimator asks it of the
@@ -284,9 +301,17 @@ class HllStore:
         the buckets of length_s ending skip_s before the window end (KeyLayout.area_span), of
         the area's total or of one of its segments. Packed like the ingest's writes
         (pack_span_counts), sent in bounded pieces on one connection."""
-        triples = [(area, bucket, span) for area, bucket in points for span in spans]
-        chunks = pack_span_counts(self.keys, points, spans)
-        replies = await self._pipeline_packed(chunks, replies=True)
+        return await self.count_spans([(point, spans) for point in points])
+
+    async def count_spans(
+        self, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]]
+    ) -> dict[tuple[str, int, tuple], int]:
+        """PFCOUNT of each request's point over each of its own spans (span_counts, with a
+        list of spans per point)."""
+        triples = [(area, bucket, span) for (area, bucket), spans in requests for span in spans]
+        if not triples:
+            return {}
+        replies = await self._pipeline_packed(pack_span_requests(self.keys, requests), replies=True)
         return {triple: int(count) for triple, count in zip(triples, replies)}
 
     async def save_estimates(self, estimates: Iterable[dict], current_as_of: int, series_span_ms: int) -> None:

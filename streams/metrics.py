@@ -51,6 +51,13 @@ class Metrics:
             "Window points not computed because stream time jumped further than the catch-up limit.",
             registry=r,
         )
+        self.span_counts = Counter(
+            "crowdpulse_estimator_span_counts_total",
+            "Span counts an estimator pass used: merged in Redis (PFCOUNT), or kept from an earlier "
+            "pass because every bucket they cover is sealed.",
+            ["source"],
+            registry=r,
+        )
         self.stream_time = Gauge(
             "crowdpulse_stream_time_seconds", "Stream time (highest event-time watermark), epoch seconds.", registry=r
         )

@@ -140,7 +140,10 @@ class VisibilityModel:
         # neighbours: each distinct row is searched once. That matters off the table's map,
         # where one search visits much of the tree (2 ms instead of 0.1 ms here).
         distinct, inverse = np.unique(x, axis=0, return_inverse=True)
-        distance, nearest = self._tree.query(distinct, k=self.k)  # (rows, k) each: k >= 2
+        # Thousands of searches (a pass over thousands of areas) are shared out over every core
+        # (scipy's threads); a few hundred are not worth starting threads for.
+        workers = -1 if len(distinct) >= 1000 else 1
+        distance, nearest = self._tree.query(distinct, k=self.k, workers=workers)  # (rows, k) each: k >= 2
         inverse = inverse.reshape(-1)
         distance, nearest = distance[inverse], nearest[inverse]
         zs = self.z[nearest]

@@ -9,7 +9,16 @@ import pytest
 
 from streams.areas import Area
 from streams.app import next_pass_at
-from streams.estimator import HLL_STANDARD_ERROR, EstimateRange, build_estimate, hll_range, level, points_to_refresh
+from streams.estimator import (
+    HLL_STANDARD_ERROR,
+    EstimateRange,
+    SealedCounts,
+    build_estimate,
+    hll_range,
+    level,
+    points_to_refresh,
+    sealed_through,
+)
 
 STADIUM = Area(id="stadium", name="Stadium", capacity=60_000, cells=(1038, 1039), kind="venue")
 AS_OF = 1_700_000_040_000
@@ -190,3 +199,36 @@ def test_live_passes_start_at_a_fixed_rate_and_catching_up_leaves_ingest_an_inte
     # Catching up (a replay or a backlog): a whole interval after the pass ended.
     assert next_pass_at(100.0, now=100.6, interval=1.0, live=False) == 101.6
     assert next_pass_at(100.0, now=101.5, interval=1.0, live=False) == 102.5
+
+
+# --- sealed spans: counted once -----------------------------------------------------------------
+def test_a_bucket_is_sealed_once_every_partition_is_past_its_end_by_the_grace() -> None:
+    minute = 60_000
+    # Bucket 99 ends at 100 min; with 2 min of grace every watermark must reach 102 min.
+    assert sealed_through({0: 102 * minute, 1: 110 * minute}, 2, 2 * minute, minute) == 99
+    assert sealed_through({0: 102 * minute - 1, 1: 110 * minute}, 2, 2 * minute, minute) == 98
+    # A partition without a watermark (or not seen at all) could still bring anything.
+    assert sealed_through({0: 200 * minute, 1: None}, 2, 2 * minute, minute) is None
+    assert sealed_through({0: 200 * minute}, 2, 2 * minute, minute) is None
+    assert sealed_through({}, 0, 2 * minute, minute) is None
+
+
+def test_sealed_counts_keep_only_spans_whose_buckets_are_all_sealed() -> None:
+    book = SealedCounts(60)
+    hour_older_than_5 = (300, 3300)  # buckets b-59 .. b-5 of window end b
+    last_5 = (0, 300)  # b-4 .. b
+    through = 95  # window end 100: the older span ends at bucket 95, sealed; the last 5 not
+    assert book.sealed(100, hour_older_than_5, through) and not book.sealed(100, last_5, through)
+    assert not book.sealed(101, hour_older_than_5, through) and not book.sealed(100, hour_older_than_5, None)
+    points = [("a", 100), ("b", 100)]
+    known, todo = book.split(points, [last_5, hour_older_than_5])
+    assert known == {} and todo == [(("a", 100), [last_5, hour_older_than_5]), (("b", 100), [last_5, hour_older_than_5])]
+    book.keep({("a", 100, last_5): 7, ("a", 100, hour_older_than_5): 40, ("b", 100, hour_older_than_5): 50}, through)
+    known, todo = book.split(points, [last_5, hour_older_than_5])
+    assert known == {("a", 100, hour_older_than_5): 40, ("b", 100, hour_older_than_5): 50}
+    assert todo == [(("a", 100), [last_5]), (("b", 100), [last_5])]  # the open span is counted again
+    assert book.hits == 2
+    # Ahead of need: the next window end's sealed spans not kept yet.
+    assert book.missing([("a", 101), ("a", 100)], [last_5, hour_older_than_5], 96) == [(("a", 101), [hour_older_than_5])]
+    book.forget(101)
+    assert book.split(points, [hour_older_than_5])[0] == {}

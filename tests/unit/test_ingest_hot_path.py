@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streams.areas import load_areas
-from streams.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_counts
+from streams.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_counts, pack_span_requests
 from streams.ingest import HllAdds, Ingestor, Message
 from streams.keys import KeyLayout, Rotation
 from streams.settings import Settings
@@ -211,6 +211,17 @@ def test_packed_span_counts_are_the_pfcounts_of_the_spans_keys_across_a_rotation
     ]
     assert commands == expected
     assert any(name.endswith(b":next") for name in commands[1]) and not any(b":next" in n for n in commands[-1])
+
+
+def test_span_requests_pack_each_points_own_spans_in_order() -> None:
+    keys = KeyLayout("ns", 60)
+    requests = [(("stadium", 1000), [(300, 3300), (0, 60)]), (("city", 1000), []), (("city", 1001), [(0, 900, "res")])]
+    commands = [c for payload, _ in pack_span_requests(keys, requests, chunk_commands=2) for c in parse_resp(payload)]
+    assert commands == [
+        [b"PFCOUNT", *(name.encode() for name in keys.area_span(area, bucket, *span))]
+        for (area, bucket), spans in requests for span in spans
+    ]
+    assert len(commands) == 3 and len(commands[0]) == 1 + 55 and len(commands[1]) == 2
 
 
 def test_a_taken_batch_is_planned_in_runs_of_bounded_bytes() -> None:
