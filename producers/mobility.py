@@ -72,11 +72,11 @@ class Plans:
         self.kind[rows] = KEEP
         self.place[rows] = np.nan
 
-    def rows(self, lo: int, hi: int) -> "Plans":
-        """Carriers lo..hi-1's plans (views, not copies): one shard's share of the day."""
+    def rows(self, carriers: np.ndarray) -> "Plans":
+        """The given carriers' plans (sorted indexes): one shard's share of the day."""
         part = Plans.__new__(Plans)
         part.day_start = self.day_start
-        part.offset, part.kind, part.place = self.offset[lo:hi], self.kind[lo:hi], self.place[lo:hi]
+        part.offset, part.kind, part.place = self.offset[carriers], self.kind[carriers], self.place[carriers]
         return part
 
     def finish(self) -> "Plans":
@@ -155,7 +155,7 @@ class WalkPlanner:
                  moves_per_hour: float = 1.5, neighbour_m: float = 750.0) -> None:
         self.city, self.rng = city, rng
         # Carriers without the operator's devices draw from a stream of their own, so that the
-        # others' moves do not depend on whether they are moved at all (Mobility, `lazy`).
+        # others' moves do not depend on whether they are simulated at all (Simulation, truth).
         self.quiet = population.visible_per_carrier == 0
         self.quiet_rng = np.random.default_rng(rng.integers(0, 2**63))
         self.rate_per_ms = moves_per_hour / 3_600_000
@@ -185,7 +185,7 @@ class WalkPlanner:
 
     def due(self, carriers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         quiet = self.quiet[carriers]
-        if not quiet.any():  # (always, when quiet carriers are not moved)
+        if not quiet.any():  # (always without a truth: quiet carriers are not simulated then)
             return self._due(carriers, self.rng)
         kind = np.full(len(carriers), OUT, dtype=np.int8)
         place = np.empty((len(carriers), 2))
@@ -221,12 +221,9 @@ class Moves:
 class Mobility:
     """Positions, trips and presence of every carrier; per-cell presence counts for the truth.
 
-    `lazy`: carriers with none of the operator's devices ("quiet": more than half of them) are
-    heard by nobody, so only the truth needs to know where they are. Without a truth to keep,
-    they are not moved at all: they stay where they started and their plans never fall due.
-    Nothing a device does depends on them (the planners draw their randomness from streams of
-    their own: WalkPlanner), so the events are exactly those of a run that moves them. There is
-    no presence to ask for then (`presence_by_area`), nor per-cell counts kept.
+    `lazy`: no truth to keep, so no per-cell counts and no presence (`presence_by_area`). A
+    Simulation without a truth gives its Mobility only the carriers that hold some of the
+    operator's devices (see Simulation): the others are heard by nobody.
     """
 
     def __init__(self, city: City, population: Population, planner: Planner, start_ms: int, lazy: bool = False) -> None:
@@ -265,8 +262,6 @@ class Mobility:
         self.cell_counts = np.zeros((city.n_cells, 3), dtype=np.int64)
         self._count(np.flatnonzero(self.present), +1)
         self.lazy = lazy
-        self.quiet = population.visible_per_carrier == 0 if lazy else np.zeros(n, dtype=bool)
-        self.next_change[self.quiet] = INF  # (lazy: quiet carriers stay where they are)
         self.now_ms = start_ms  # positions are as of this time (the last step's end)
         if isinstance(planner, WalkPlanner):
             planner.mobility = self
@@ -327,7 +322,6 @@ class Mobility:
                 rolled = self.planner.roll(day_end)
                 if rolled is not None:
                     self.next_change = rolled
-                    self.next_change[self.quiet] = INF
             due = np.flatnonzero(self.next_change < limit)
             for _ in range(16):  # a carrier may pass through several segments in one step
                 if not len(due):
@@ -413,7 +407,7 @@ class Mobility:
     def presence_by_area(self) -> np.ndarray:
         """(areas, 3): people, operator devices and devices of all operators truly present."""
         if self.lazy:
-            raise RuntimeError("a Mobility without a truth does not move quiet carriers: it knows no presence")
+            raise RuntimeError("a Mobility without a truth keeps no per-cell counts: it knows no presence")
         return self.city.membership.T.astype(np.int64) @ self.cell_counts
 
 

@@ -100,22 +100,24 @@ class Population:
         # Device j of the output is starts[c] + (j - first output position of c): one repeat.
         return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
-    def subset(self, lo: int, hi: int) -> "Population":
-        """Carriers lo..hi-1 and their devices, as a population of their own (carrier and device
-        indexes start at 0; the arrays are views): one shard of a threaded Simulation."""
-        first, last = int(self.device_ptr[lo]), int(self.device_ptr[hi])
+    def subset(self, carriers: np.ndarray) -> "Population":
+        """The given carriers (sorted indexes) and their devices, as a population of their own
+        (carrier and device indexes start at 0): one shard of a Simulation."""
+        carriers = np.asarray(carriers, dtype=np.int64)
+        devices = self.devices_of(carriers)
+        counts = self.device_ptr[1:][carriers] - self.device_ptr[carriers]
         return Population(
-            kind=self.kind[lo:hi],
-            home_xy=self.home_xy[lo:hi],
-            work_xy=self.work_xy[lo:hi],
-            home_cell=self.home_cell[lo:hi],
-            n_devices=self.n_devices[lo:hi],
-            train=self.train[lo:hi],
-            night_off=self.night_off[lo:hi],
-            carrier=self.carrier[first:last] - lo,
-            device_class=self.device_class[first:last],
-            segment=self.segment[first:last],
-            pseudonym=self.pseudonym[first:last],
+            kind=self.kind[carriers],
+            home_xy=self.home_xy[carriers],
+            work_xy=self.work_xy[carriers],
+            home_cell=self.home_cell[carriers],
+            n_devices=self.n_devices[carriers],
+            train=self.train[carriers],
+            night_off=self.night_off[carriers],
+            carrier=np.repeat(np.arange(len(carriers), dtype=np.int32), counts),
+            device_class=self.device_class[devices],
+            segment=self.segment[devices],
+            pseudonym=self.pseudonym[devices],
         )
 
     def summary(self) -> dict[str, int]:

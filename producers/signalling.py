@@ -112,11 +112,17 @@ class EventLog:
 
 
 class Radio:
-    """Per-device radio state and timers; `step` turns a time slice and the moves into events."""
+    """Per-device radio state and timers; `step` turns a time slice and the moves into events.
+
+    `carrier_rows` (count, row of each carrier): when `pop` was cut from a larger population
+    (Simulation leaves out carriers without devices), the per-carrier draws are made for all of
+    that population's `count` carriers and each carrier reads its own `row`, so that leaving the
+    others out changes no one's draws."""
 
     def __init__(self, city: City, pop: Population, mobility: Mobility, params: Signalling,
                  activity: Callable[[np.ndarray, np.ndarray], np.ndarray], activity_max: float,
-                 start_ms: int, rng: np.random.Generator) -> None:
+                 start_ms: int, rng: np.random.Generator,
+                 carrier_rows: tuple[int, np.ndarray] | None = None) -> None:
         self.city, self.pop, self.mob, self.p, self.rng = city, pop, mobility, params, rng
         self.activity, self.activity_max = activity, max(activity_max, 1e-9)
         n = pop.n_visible
@@ -144,10 +150,11 @@ class Radio:
         night = pop.night_off[carrier]
         self.bed = np.full(n, -1, dtype=np.int64)
         self.wake = np.full(n, -1, dtype=np.int64)
-        per_person_bed = rng.normal(params.bedtime_h * 3_600_000, params.power_sd_min * 60_000, pop.n_carriers)
-        per_person_wake = rng.normal(params.wake_h * 3_600_000, params.power_sd_min * 60_000, pop.n_carriers)
-        self.bed[night] = (per_person_bed[carrier[night]] % DAY_MS).astype(np.int64)
-        self.wake[night] = (per_person_wake[carrier[night]] % DAY_MS).astype(np.int64)
+        rows, row = carrier_rows if carrier_rows is not None else (pop.n_carriers, np.arange(pop.n_carriers))
+        per_person_bed = rng.normal(params.bedtime_h * 3_600_000, params.power_sd_min * 60_000, rows)
+        per_person_wake = rng.normal(params.wake_h * 3_600_000, params.power_sd_min * 60_000, rows)
+        self.bed[night] = (per_person_bed[row[carrier[night]]] % DAY_MS).astype(np.int64)
+        self.wake[night] = (per_person_wake[row[carrier[night]]] % DAY_MS).astype(np.int64)
         self.on = ~night | ~_between(start_ms % DAY_MS, self.bed, self.wake)
         # Timers (absolute ms; INF = not running), one row per device: a device's earliest
         # deadline is then one row read and a min (`_earliest`) instead of seven gathers. The

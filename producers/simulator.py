@@ -105,18 +105,23 @@ class Simulation:
                        for p, r in zip(plan_seed.spawn(shards), radio_seed.spawn(shards))]
         self.shards: list[Shard] = []
         for (lo, hi), (shard_plan_rng, shard_radio_rng) in zip(_split(pop, shards), streams):
-            part = pop.subset(lo, hi)
+            # Without a truth to keep, carriers without the operator's devices (more than half
+            # of them) are not simulated at all: nobody hears them. Nothing a device does
+            # depends on them (day plans are built for everyone at once, and WalkPlanner draws
+            # their moves from a stream of their own), so the events are the same either way.
+            carriers = np.arange(lo, hi)
+            if not truth:
+                carriers = carriers[pop.visible_per_carrier[lo:hi] > 0]
+            part = pop.subset(carriers)
             if isinstance(s, Steady):
                 planner = WalkPlanner(self.city, part, shard_plan_rng, moves_per_hour=s.moves_per_hour)
             else:
-                planner = DayPlanner(lambda day, lo=lo, hi=hi: days.plans(day).rows(lo, hi), part.n_carriers)
-            # Without a truth to keep, carriers without the operator's devices are not moved at
-            # all (Mobility, `lazy`: the same events, much less work per step).
+                planner = DayPlanner(lambda day, rows=carriers: days.plans(day).rows(rows), part.n_carriers)
             mobility = Mobility(self.city, part, planner, self.start_ms, lazy=not truth)
             radio = Radio(
                 self.city, part, mobility, self.config.signalling,
                 activity=lambda t, kind: s.activity(t, kind, self.start_ms), activity_max=s.activity_max(),
-                start_ms=self.start_ms, rng=shard_radio_rng,
+                start_ms=self.start_ms, rng=shard_radio_rng, carrier_rows=(hi - lo, carriers - lo),
             )
             self.shards.append(Shard(int(pop.device_ptr[lo]), mobility, radio))
         # numpy releases the GIL inside its loops, so shards stepped in threads run in parallel.
