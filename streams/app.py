@@ -12,7 +12,6 @@ import asyncio
 import atexit
 import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -25,11 +24,11 @@ import redis
 from .alert_store import AlertService
 from .areas import AreaMap, load_areas
 from .estimator import (
-    AHEAD_PASSES,
     DAY_MS,
     PeopleModel,
     SealedCounts,
     WindowBook,
+    ahead_share,
     points_to_refresh,
     private_releases,
     sealed_through,
@@ -179,7 +178,7 @@ class Pipeline:
         if not points:
             return []
         needed = self.book.needed(points)
-        counts = await self._span_counts(needed, newest)
+        counts = await self._span_counts(needed, newest, stream_now)
         data_from = await store.data_since(self.book.history_area, {b for _, b in needed}, self.book.history_s)
         estimates = self.book.update(counts, newest, data_from)
         if self.noise is not None:
@@ -194,11 +193,12 @@ class Pipeline:
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
 
-    async def _span_counts(self, needed: list[tuple[str, int]], newest: int) -> dict[tuple[str, int, tuple], int]:
+    async def _span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int) -> dict[tuple[str, int, tuple], int]:
         """The needed points' span counts: sealed ones kept from earlier passes, the rest merged
         in Redis. On a live feed a pass also counts a share of the next window end's sealed
-        spans ahead of need (AHEAD_PASSES), so the pass that opens a new minute merges only
-        what can still change. Ahead counts are kept, not returned."""
+        spans ahead of need (estimator.ahead_share: spread over the passes left in the minute),
+        so the pass that opens a new minute merges only what can still change. Ahead counts
+        are kept, not returned."""
         settings = self.settings
         through = sealed_through(await self.store.watermarks(), settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
         spans = self.book.spans
@@ -208,7 +208,7 @@ class Pipeline:
             ahead = self.sealed.missing([(a, newest + 1) for a in self.areas.area_ids], spans, through)
             if not ahead:
                 self._ahead_done = newest + 1
-            ahead = ahead[: math.ceil(len(self.areas.area_ids) / AHEAD_PASSES)]
+            ahead = ahead[: ahead_share(len(ahead), stream_now, newest, settings.bucket_ms, settings.publish_interval_s)]
         counted = await self.store.count_spans(todo + ahead)
         self.sealed.keep(counted, through)
         self.sealed.forget(newest - self.book.keep_buckets + 1)

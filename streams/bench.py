@@ -42,7 +42,7 @@ import numpy as np
 import redis
 
 from .areas import AreaMap, load_areas
-from .estimator import AHEAD_PASSES, SealedCounts, sealed_through
+from .estimator import SealedCounts, ahead_share, sealed_through
 from .keys import KeyLayout
 from .services import EmbeddedServices, Endpoints, ManagedProcess, ensure_topics
 from .settings import Settings
@@ -662,16 +662,17 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
 
         async def live_pass(spans: list[tuple[int, int]]) -> tuple[float, float]:
             """The pass a live estimator makes once sealed spans are kept (app.Pipeline.
-            _span_counts): every area's spans that can still change, plus the share of the next
-            window end's sealed spans it counts ahead (the costlier kind of pass in a minute;
-            the share is counted here at this window end: the same keys, the same cost)."""
+            _span_counts) at one pass per 10 s: every area's spans that can still change, plus
+            the share of the next window end's sealed spans it counts ahead (a fifth of the
+            areas at the start of a minute: estimator.ahead_share; counted here at this window
+            end: the same keys, the same cost)."""
             settings = Settings.from_env({})
             # Stream time at the start of the newest bucket: the fewest buckets sealed.
             through = sealed_through({0: newest * 60_000}, 1, settings.grace_s * 1000, 60_000)
             sealed = SealedCounts(60)
             changing = [span for span in spans if not sealed.sealed(newest, span, through)]
             closed = [span for span in spans if sealed.sealed(newest, span, through)]
-            share = area_ids[: -(-n_areas // AHEAD_PASSES)]
+            share = area_ids[: ahead_share(n_areas, newest * 60_000, newest, 60_000, 10.0)]
             requests = [((area, newest), changing) for area in area_ids] + [((area, newest), closed) for area in share]
             before = redis_cpu_s(probe)
             started = time.perf_counter()

@@ -27,9 +27,6 @@ DAY_MS = 86_400_000
 # Two-sided 90% range of a normal error: +-1.645 standard errors.
 Z_90 = 1.6449
 WARN_SHARE = 0.80
-#: On a live feed, the next window end's sealed spans are counted over this many passes (a share
-#: of the areas each) before stream time reaches it (app.Pipeline._span_counts).
-AHEAD_PASSES = 4
 CRITICAL_SHARE = 0.95
 
 
@@ -133,6 +130,16 @@ def sealed_through(watermarks: dict[int, int | None], partitions: int, grace_ms:
     if not marks or any(m is None for m in marks):
         return None
     return (min(marks) - grace_ms) // bucket_ms - 1  # type: ignore[type-var, operator]
+
+
+def ahead_share(remaining: int, stream_now_ms: int, newest: int, bucket_ms: int, interval_s: float) -> int:
+    """How many of the `remaining` areas a live pass counts the next window end's sealed spans
+    for: spread evenly over the passes left before stream time reaches it (at one pass per
+    `interval_s`), keeping the last of them free, so the pass that opens the minute finds them
+    all counted. At least one, and never more than remain."""
+    left_s = ((newest + 1) * bucket_ms - stream_now_ms) / 1000
+    passes = max(1, int(left_s // interval_s) - 1)
+    return min(remaining, max(1, -(-remaining // passes)))
 
 
 class SealedCounts:

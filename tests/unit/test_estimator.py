@@ -13,6 +13,7 @@ from streams.estimator import (
     HLL_STANDARD_ERROR,
     EstimateRange,
     SealedCounts,
+    ahead_share,
     build_estimate,
     hll_range,
     level,
@@ -232,3 +233,15 @@ def test_sealed_counts_keep_only_spans_whose_buckets_are_all_sealed() -> None:
     assert book.missing([("a", 101), ("a", 100)], [last_5, hour_older_than_5], 96) == [(("a", 101), [hour_older_than_5])]
     book.forget(101)
     assert book.split(points, [hour_older_than_5])[0] == {}
+
+
+def test_the_next_minutes_sealed_spans_are_spread_over_the_passes_left() -> None:
+    minute = 60_000
+    # 10 s passes at the start of minute 100: six passes left, the last kept free: a fifth each.
+    assert ahead_share(10_000, 100 * minute, 100, minute, 10.0) == 2_000
+    # 1 s passes: 59 passes share the work.
+    assert ahead_share(10_000, 100 * minute, 100, minute, 1.0) == 170
+    # Late in the minute what remains is done at once; never more than remains, never nothing.
+    assert ahead_share(300, 100 * minute + 55_000, 100, minute, 10.0) == 300
+    assert ahead_share(3, 100 * minute, 100, minute, 1.0) == 1
+    assert ahead_share(0, 100 * minute, 100, minute, 1.0) == 0
