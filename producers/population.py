@@ -105,7 +105,6 @@ class Population:
         (carrier and device indexes start at 0): one shard of a Simulation."""
         carriers = np.asarray(carriers, dtype=np.int64)
         devices = self.devices_of(carriers)
-        counts = self.device_ptr[1:][carriers] - self.device_ptr[carriers]
         return Population(
             kind=self.kind[carriers],
             home_xy=self.home_xy[carriers],
@@ -114,7 +113,7 @@ class Population:
             n_devices=self.n_devices[carriers],
             train=self.train[carriers],
             night_off=self.night_off[carriers],
-            carrier=np.repeat(np.arange(len(carriers), dtype=np.int32), counts),
+            carrier=np.repeat(np.arange(len(carriers), dtype=np.int32), self.visible_per_carrier[carriers]),
             device_class=self.device_class[devices],
             segment=self.segment[devices],
             pseudonym=self.pseudonym[devices],

@@ -30,7 +30,7 @@ from .mobility import DayPlanner, Mobility, Plans, WalkPlanner
 from .population import PHONE, Population, build_population
 from .pseudonyms import KeySchedule, Pseudonymiser
 from .scenarios import Config, Steady, configure
-from .signalling import EventLog, Radio
+from .signalling import EventLog, Radio, time_order
 from .truth import GroundTruth, TruthTable, WindowTruth
 
 T3412_MS = 54 * 60_000
@@ -240,14 +240,9 @@ class _Days:
 
 
 def _by_time(records: list[np.ndarray]) -> np.ndarray:
-    """The shards' records (each sorted by time) in one array sorted by time, stably (as
-    EventLog.arrays sorts: uint16 offsets when a step's events lie within 65.5 s)."""
+    """The shards' records (each sorted by time) in one array sorted by time, stably."""
     out = np.concatenate(records)
-    if len(out) < 2:
-        return out
-    ts = out["ts"]
-    offset = ts - ts.min()
-    return out[np.argsort(offset.astype(np.uint16) if offset.max() < 1 << 16 else ts, kind="stable")]
+    return out[time_order(out["ts"])]
 
 
 def _split(pop: Population, shards: int) -> list[tuple[int, int]]:

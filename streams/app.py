@@ -34,7 +34,7 @@ from .estimator import (
     sealed_through,
 )
 from .privacy import DiscreteLaplace
-from .hll_store import HllStore, connect
+from .hll_store import HllStore, connect, stream_time
 from .ingest import BatchPlan, Ingestor, Message, Output
 from .kafka_transport import transport_class
 from .keys import KeyLayout, as_of_ms
@@ -159,7 +159,8 @@ class Pipeline:
         started = time.perf_counter()
         settings = self.settings
         store = self.store
-        stream_now = await store.stream_now_ms()
+        watermarks = await store.watermarks()
+        stream_now = stream_time(watermarks)
         if stream_now is None:
             return []
         self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
@@ -178,7 +179,7 @@ class Pipeline:
         if not points:
             return []
         needed = self.book.needed(points)
-        counts = await self._span_counts(needed, newest, stream_now)
+        counts = await self._span_counts(needed, newest, stream_now, watermarks)
         data_from = await store.data_since(self.book.history_area, {b for _, b in needed}, self.book.history_s)
         estimates = self.book.update(counts, newest, data_from)
         if self.noise is not None:
@@ -193,14 +194,15 @@ class Pipeline:
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
 
-    async def _span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int) -> dict[tuple[str, int, tuple], int]:
+    async def _span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int,
+                           watermarks: dict[int, int | None]) -> dict[tuple[str, int, tuple], int]:
         """The needed points' span counts: sealed ones kept from earlier passes, the rest merged
         in Redis. On a live feed a pass also counts a share of the next window end's sealed
         spans ahead of need (estimator.ahead_share: spread over the passes left in the minute),
         so the pass that opens a new minute merges only what can still change. Ahead counts
         are kept, not returned."""
         settings = self.settings
-        through = sealed_through(await self.store.watermarks(), settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
+        through = sealed_through(watermarks, settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
         spans = self.book.spans
         known, todo = self.sealed.split(needed, spans)
         ahead: list = []

@@ -155,7 +155,6 @@ class SealedCounts:
     def __init__(self, bucket_s: int) -> None:
         self.bucket_s = bucket_s
         self.by_bucket: dict[int, dict[tuple[str, tuple], int]] = {}  # window end -> (area, span) -> count
-        self.hits = 0
 
     def sealed(self, bucket: int, span: tuple, through: int | None) -> bool:
         """Are all of the span's buckets (it ends `span[0]` before window end `bucket`) sealed?"""
@@ -176,7 +175,6 @@ class SealedCounts:
                     known[(area, bucket, span)] = count
             if missing:
                 todo.append(((area, bucket), missing))
-        self.hits += len(known)
         return known, todo
 
     def missing(self, points: list[tuple[str, int]], spans: list[tuple], through: int | None) -> list[tuple[tuple[str, int], list[tuple]]]:

@@ -93,14 +93,6 @@ def pack_hll_adds(
     return chunks
 
 
-def pack_span_counts(
-    keys: KeyLayout, points: Sequence[tuple[str, int]], spans: Sequence[tuple], chunk_commands: int = COMMANDS_PER_PIPELINE,
-) -> list[tuple[bytes, int]]:
-    """The RESP bytes of one PFCOUNT per (point, span), in the order of points then spans, as
-    pieces of `chunk_commands` commands (pack_span_requests, every point with every span)."""
-    return pack_span_requests(keys, [(point, spans) for point in points], chunk_commands)
-
-
 def pack_span_requests(
     keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
 ) -> list[tuple[bytes, int]]:
@@ -137,6 +129,12 @@ def pack_span_requests(
     if parts:
         chunks.append((b"".join(parts), commands))
     return chunks
+
+
+def stream_time(watermarks: dict[int, int | None]) -> int | None:
+    """Stream time: the highest watermark of any partition (None before any)."""
+    known = [m for m in watermarks.values() if m is not None]
+    return max(known) if known else None
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -241,10 +239,7 @@ class HllStore:
 
     async def stream_now_ms(self) -> int | None:
         """Stream time: the highest watermark of any partition."""
-        raw = await self.redis.hgetall(self.keys.ingest_state)
-        marks = [_parse_partition(v).watermark_ms for v in raw.values()]
-        known = [m for m in marks if m is not None]
-        return max(known) if known else None
+        return stream_time(await self.watermarks())
 
     # --- estimator ----------------------------------------------------------------------------
     async def pop_dirty(self) -> set[tuple[str, int]]:
@@ -264,8 +259,8 @@ class HllStore:
         await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
 
     async def watermarks(self) -> dict[int, int | None]:
-        """Every partition's watermark as last applied (the estimator's sealing; see
-        estimator.sealed_through)."""
+        """Every partition's watermark as last applied: stream time (stream_time) and the
+        estimator's sealing (estimator.sealed_through) both come from them."""
         raw = await self.redis.hgetall(self.keys.ingest_state)
         return {int(p): _parse_partition(v).watermark_ms for p, v in raw.items()}
 
@@ -300,7 +295,7 @@ class HllStore:
         """PFCOUNT of each (area, newest bucket) over each span (skip_s, length_s[, segment]):
         the buckets of length_s ending skip_s before the window end (KeyLayout.area_span), of
         the area's total or of one of its segments. Packed like the ingest's writes
-        (pack_span_counts), sent in bounded pieces on one connection."""
+        (pack_span_requests), sent in bounded pieces on one connection."""
         return await self.count_spans([(point, spans) for point in points])
 
     async def count_spans(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streams.areas import load_areas
-from streams.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_counts, pack_span_requests
+from streams.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_requests
 from streams.ingest import HllAdds, Ingestor, Message
 from streams.keys import KeyLayout, Rotation
 from streams.settings import Settings
@@ -202,7 +202,7 @@ def test_packed_span_counts_are_the_pfcounts_of_the_spans_keys_across_a_rotation
     boundary = (86_400 * 20_000 + 4 * 3600) // 60
     points = [("stadium", boundary + 10), ("city", boundary - 3), ("stadium", boundary + 70)]
     spans = [(0, 300), (0, 3600), (300, 3300), (1800, 1800), (0, 900, "res")]
-    chunks = pack_span_counts(keys, points, spans, chunk_commands=4)
+    chunks = pack_span_requests(keys, [(point, spans) for point in points], chunk_commands=4)
     assert [count for _, count in chunks] == [4, 4, 4, 3]
     commands = [command for payload, _ in chunks for command in parse_resp(payload)]
     expected = [
