@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.areas import AreaMap
+from streams.core.areas import AreaMap
 
 #: Raster resolution for small cities; larger cities get coarser pixels (at most MAX_PIXELS).
 RASTER_M = 25.0
@@ -39,7 +39,7 @@ class Footprint:
 class City:
     """Geometry of one areas file, with the lookups the simulator's hot path needs.
 
-    Cell *indexes* are positions in `areas.cell_ids` (sorted), as in streams.areas.
+    Cell *indexes* are positions in `areas.cell_ids` (sorted), as in streams.core.areas.
     """
 
     def __init__(self, areas: AreaMap, tracking_area_m: float = 1000.0) -> None:

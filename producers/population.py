@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streams.segments import encode as encode_segment
+from streams.core.segments import encode as encode_segment
 
 from .city import City
 from .pseudonyms import pseudonymise
+from streams.core.errors import ConfigError
 
 # Carrier kinds.
 WORKER = 0  # resident with a job
@@ -66,7 +67,7 @@ class Population:
     # Devices of the simulated operator, sorted by carrier.
     carrier: np.ndarray  # int32
     device_class: np.ndarray  # uint8 (PHONE / M2M)
-    segment: np.ndarray  # uint16 wire segment (streams/segments.py): home cell code | age band << 12
+    segment: np.ndarray  # uint16 wire segment (streams/core/segments.py): home cell code | age band << 12
     pseudonym: np.ndarray  # V8
     device_ptr: np.ndarray = field(init=False)  # devices of carrier c: device_ptr[c]:device_ptr[c+1]
 
@@ -147,7 +148,7 @@ def build_population(
     plus M2M. `in_commuters` (a share of residents) and `visitors` (a number) come on top.
     """
     if devices <= 0:
-        raise ValueError("devices must be positive")
+        raise ConfigError("devices must be positive")
     share = _share_by_cell(city, params)
     mean_share = float(share @ city.residential_weight)
     n_m2m = int(round(devices * params.m2m_share))
@@ -219,7 +220,7 @@ def _share_by_cell(city: City, params: PopulationParams) -> np.ndarray:
         if area_id not in city.areas.area_by_id:
             continue
         if not 0.0 < value <= 1.0:
-            raise ValueError(f"market share of {area_id} must be in (0, 1]")
+            raise ConfigError(f"market share of {area_id} must be in (0, 1]")
         cells = city.membership[:, city.area_index(area_id)] & ~assigned
         share[cells] = value
         assigned |= cells

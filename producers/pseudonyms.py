@@ -16,13 +16,14 @@ import threading
 
 import numpy as np
 
-from streams.keys import Rotation
+from streams.core.rotation import Rotation
+from streams.core.errors import ConfigError
 
 
 class KeySchedule:
     def __init__(self, master_secret: bytes, rotation: Rotation) -> None:
         if len(master_secret) < 16:
-            raise ValueError("the pseudonymisation secret must be at least 16 bytes")
+            raise ConfigError("the pseudonymisation secret must be at least 16 bytes")
         self._master = master_secret
         self.rotation = rotation
         self._cache: dict[int, bytes] = {}

@@ -18,7 +18,8 @@ import numpy as np
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from streams.wire import FLAG_SHADOW, HEADER_SIZE, MAX_RECORDS_PER_FRAME, RECORD_SIZE, frame_bytes
+from streams.core.wire import FLAG_SHADOW, HEADER_SIZE, MAX_RECORDS_PER_FRAME, RECORD_SIZE, frame_bytes
+from streams.core.errors import ConfigError
 
 DEFAULT_FRAME_RECORDS = 1000
 # A frames file is a sequence of (u32 length, u32 partition, frame bytes).
@@ -39,7 +40,7 @@ class Framer:
         self, producer_id: int, partitions: int, cell_ids: np.ndarray, frame_records: int = DEFAULT_FRAME_RECORDS
     ) -> None:
         if not 0 < frame_records <= MAX_RECORDS_PER_FRAME:
-            raise ValueError(f"frame_records must be in 1..{MAX_RECORDS_PER_FRAME}")
+            raise ConfigError(f"frame_records must be in 1..{MAX_RECORDS_PER_FRAME}")
         self.producer_id = producer_id
         self.partitions = partitions
         self.frame_records = frame_records
@@ -138,9 +139,9 @@ def read_frames_file(path: Path) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as f:
         while header := f.read(_FILE_ENTRY.size):
             if len(header) != _FILE_ENTRY.size:
-                raise ValueError(f"{path}: truncated frames file")
+                raise ConfigError(f"{path}: truncated frames file")
             length, partition = _FILE_ENTRY.unpack(header)
             frame = f.read(length)
             if len(frame) != length:
-                raise ValueError(f"{path}: truncated frames file")
+                raise ConfigError(f"{path}: truncated frames file")
             yield partition, frame

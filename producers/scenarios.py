@@ -34,6 +34,7 @@ from .mobility import (DAY_MS, EDGE, HOME, OUT, OUTSIDE, SHOP, STATION, VENUE, W
                        travel_ms)
 from .population import CAR, IN_COMMUTER, RESIDENT, VISITOR, WORKER, Population, PopulationParams
 from .signalling import Signalling
+from streams.core.errors import ConfigError
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -292,7 +293,7 @@ class MatchDay(Scenario):
         if self.attendance:
             return self.attendance
         if self.venue not in city.areas.area_by_id:
-            raise ValueError(f"match-day needs a venue area {self.venue!r} (set venue=AREA)")
+            raise ConfigError(f"match-day needs a venue area {self.venue!r} (set venue=AREA)")
         return int(0.95 * city.areas.area_by_id[self.venue].capacity)
 
     def visitors(self, city: City) -> int:
@@ -332,7 +333,7 @@ class MatchDay(Scenario):
         if not day_start <= k < day_start + DAY_MS:
             return
         if self.venue not in city.areas.area_by_id:
-            raise ValueError(f"match-day needs a venue area {self.venue!r} (set venue=AREA)")
+            raise ConfigError(f"match-day needs a venue area {self.venue!r} (set venue=AREA)")
         venue = city.footprint(self.venue)
         residents = np.flatnonzero((pop.kind == WORKER) | (pop.kind == RESIDENT))
         n_res = min(int(round(self.crowd(city) * self.resident_share)), int(0.4 * len(residents)))
@@ -433,7 +434,7 @@ def configure(name: str = "steady", overrides: Mapping[str, Any] | None = None, 
     values are converted to the field's type.
     """
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
+        raise ConfigError(f"unknown scenario {name!r} (choose from {', '.join(SCENARIOS)})")
     cls = SCENARIOS[name]
     values: dict[str, Any] = dict(cls.quick) if quick else {}
     values.update(overrides or {})
@@ -448,7 +449,7 @@ def configure(name: str = "steady", overrides: Mapping[str, Any] | None = None, 
                 parts[part][key] = _convert(key, raw, fields[key], klass)
                 break
         else:
-            raise ValueError(f"unknown parameter {key!r} for scenario {name}")
+            raise ConfigError(f"unknown parameter {key!r} for scenario {name}")
     return Config(cls(**parts["scenario"]), PopulationParams(**parts["population"]), Signalling(**parts["signalling"]))
 
 
@@ -458,7 +459,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected name=value")
+            raise ConfigError(f"--set {item!r}: expected name=value")
         out[key.strip().replace("-", "_")] = value.strip()
     return out
 
@@ -470,21 +471,21 @@ def _convert(key: str, raw: Any, f: dataclasses.Field, klass: type) -> Any:
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
+                raise ConfigError(raw)
             return raw.lower() in ("true", "1", "yes")
         if isinstance(default, int):
             return int(raw)
         if isinstance(default, float):
             value = float(raw)
             if not math.isfinite(value):
-                raise ValueError(raw)
+                raise ConfigError(raw)
             return value
         if isinstance(default, tuple):
             # "area:share,area:share" for the per-area market share
             pairs = [p.split(":") for p in raw.split(",") if p]
             return tuple((a.strip(), float(s)) for a, s in pairs)
     except ValueError:
-        raise ValueError(f"{key}={raw!r} is not a valid {type(default).__name__}") from None
+        raise ConfigError(f"{key}={raw!r} is not a valid {type(default).__name__}") from None
     return raw
 
 

@@ -29,11 +29,12 @@ from typing import Callable
 
 import numpy as np
 
-from streams.wire import EVENT_TYPES
+from streams.core.wire import EVENT_TYPES
 
 from .city import City
 from .mobility import INF, Moves, Mobility
 from .population import CAR, METER, Population
+from streams.core.errors import ConfigError
 
 ATTACH, DETACH, HANDOVER, TAU, PAGING, DATA = (EVENT_TYPES[k] for k in ("attach", "detach", "handover", "tau", "paging", "data"))
 DAY_MS = 86_400_000
@@ -77,13 +78,13 @@ class Signalling:
     def __post_init__(self) -> None:
         for name in ("t3412_s", "session_mean_s", "paging_session_s", "meter_report_s", "meter_t3412_s"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+                raise ConfigError(f"{name} must be positive")
         for name in ("data_sessions_per_hour", "pagings_per_hour", "ping_pong_per_hour",
                      "idle_reselections_per_hour", "car_pings_per_hour", "shadow_sigma"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+                raise ConfigError(f"{name} must be >= 0")
         if self.edge_ratio < 1.0:
-            raise ValueError("edge_ratio must be >= 1")
+            raise ConfigError("edge_ratio must be >= 1")
 
 
 class EventLog:

@@ -16,8 +16,8 @@ from typing import Callable, Iterator, Protocol, TextIO
 
 import numpy as np
 
-from streams.areas import AreaMap
-from streams.keys import Rotation
+from streams.core.areas import AreaMap
+from streams.core.rotation import Rotation
 
 from .publisher import Framer
 from .scenarios import configure

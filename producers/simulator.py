@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from streams.areas import AreaMap
-from streams.keys import Rotation
-from streams.wire import EVENT_TYPE_NAMES, RECORD_DTYPE
+from streams.core.areas import AreaMap
+from streams.core.rotation import Rotation
+from streams.core.wire import EVENT_TYPE_NAMES, RECORD_DTYPE
 
 from .city import City
 from .mobility import DayPlanner, Mobility, Plans, WalkPlanner
@@ -32,6 +32,7 @@ from .pseudonyms import KeySchedule, Pseudonymiser
 from .scenarios import Config, Steady, configure
 from .signalling import EventLog, Radio, time_order
 from .truth import GroundTruth, TruthTable, WindowTruth
+from streams.core.errors import ConfigError
 
 T3412_MS = 54 * 60_000
 
@@ -72,7 +73,7 @@ class Simulation:
         shards: int = 1,
     ) -> None:
         if devices <= 0:
-            raise ValueError("devices must be positive")
+            raise ConfigError("devices must be positive")
         self.config = config or configure(scenario)
         self.scenario = self.config.scenario
         self.areas = areas
@@ -80,12 +81,12 @@ class Simulation:
         self.now_ms = int(start_ms)
         self.step_ms = int(step_s * 1000)
         if self.step_ms <= 0:
-            raise ValueError("step_s must be positive")
+            raise ConfigError("step_s must be positive")
         self.bucket_ms = bucket_s * 1000
         if truth and self.bucket_ms % self.step_ms:
-            raise ValueError("with truth, the step must divide the bucket")
+            raise ConfigError("with truth, the step must divide the bucket")
         if shards < 1:
-            raise ValueError("shards must be >= 1")
+            raise ConfigError("shards must be >= 1")
         pop_seed, plan_seed, radio_seed = np.random.SeedSequence(seed).spawn(3)
         pop_rng, plan_rng = np.random.default_rng(pop_seed), np.random.default_rng(plan_seed)
         self.city = City(areas)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.areas import AreaMap
+from streams.core.areas import AreaMap
 
 
 @dataclass

@@ -19,11 +19,12 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.cli import http_json, topic_partitions
-from streams.keys import KeyLayout
-from streams.services import EmbeddedServices, Endpoints, ManagedProcess, ensure_topics, free_port
-from streams.settings import Settings
-from streams.topics import TopicNames
+from streams.runtime.services import topic_partitions
+from streams.tools.harness import http_json
+from streams.core.keys import KeyLayout
+from streams.runtime.services import EmbeddedServices, Endpoints, ManagedProcess, ensure_topics, free_port
+from streams.core.settings import Settings
+from streams.core.topics import TopicNames
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,11 +21,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from producers.publisher import Framer, KafkaSink
-from streams.areas import AreaMap, load_areas
-from streams.cli import parse_time
-from streams.services import Endpoints
-from streams.settings import DEFAULT_AREAS
-from streams.wire import EVENT_TYPES, RECORD_DTYPE
+from streams.core.areas import AreaMap, load_areas
+from streams.core.clock import parse_time
+from streams.runtime.services import Endpoints
+from streams.core.settings import DEFAULT_AREAS
+from streams.core.wire import EVENT_TYPES, RECORD_DTYPE
 
 from .conftest import RunningWorker, consume_all, launch_worker
 

@@ -1,0 +1,103 @@
+"""The layout of every Redis key: nothing else formats key strings. Pure.
+
+Every key of one area shares the hash tag {a:<area>}, so a window's PFCOUNT touches a single
+Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.core.rotation import NO_ROTATION, Rotation
+from streams.core.windows import window_buckets
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Builds every Redis key; nothing else formats key strings."""
+
+    namespace: str
+    bucket_s: int
+    rotation: Rotation = NO_ROTATION
+
+    def area_bucket(self, area: str, bucket: int, shadow: bool = False, segment: str = "") -> str:
+        """A bucket's HyperLogLog; `shadow`: the one holding next-epoch pseudonyms (rotation);
+        `segment`: one of the area's segment HyperLogLogs (streams/core/segments.py), "" the total."""
+        return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:{bucket}{':' + segment if segment else ''}{':next' if shadow else ''}"
+
+    def cell_bucket(self, cell: int, bucket: int, shadow: bool = False) -> str:
+        return f"{self.namespace}:{{c:{cell}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
+
+    def area_window(self, area: str, newest_bucket: int, window_s: int) -> list[str]:
+        """The keys of one window, all under the pseudonym epoch of its newest bucket."""
+        return self.area_span(area, newest_bucket, 0, window_s)
+
+    def area_span(self, area: str, newest_bucket: int, skip_s: int, length_s: int, segment: str = "") -> list[str]:
+        """The keys of `length_s` ending `skip_s` before the end of the window whose newest bucket
+        is `newest_bucket` (skip 0: that window), under the pseudonym epoch of its newest bucket."""
+        bucket_ms = self.bucket_s * 1000
+        epoch = self.rotation.epoch(newest_bucket * bucket_ms)
+        return [
+            self.area_bucket(area, b, shadow=self.rotation.epoch(b * bucket_ms) < epoch, segment=segment)
+            for b in window_buckets(newest_bucket - skip_s // self.bucket_s, length_s, self.bucket_s)
+        ]
+
+    def area_series(self, area: str, window_s: int) -> str:
+        return f"{self.namespace}:{{a:{area}}}:series:{window_s}"
+
+    # Ingest bookkeeping shares one hash tag so a batch's accounting updates atomically.
+    @property
+    def ingest_state(self) -> str:
+        """Hash: per topic-partition, "<applied offset>:<watermark ms>"."""
+        return f"{self.namespace}:{{ingest}}:partitions"
+
+    @property
+    def ingest_stats(self) -> str:
+        """Hash: events by outcome (in, counted, deadletter, late) and frame sequence gaps/repeats."""
+        return f"{self.namespace}:{{ingest}}:stats"
+
+    @property
+    def producer_sequences(self) -> str:
+        """Hash: "<producer id>:<partition>" -> last frame sequence number seen."""
+        return f"{self.namespace}:{{ingest}}:sequences"
+
+    @property
+    def dirty_buckets(self) -> str:
+        """Set of "<area>|<bucket>" that received events since the estimator last looked."""
+        return f"{self.namespace}:{{estimator}}:dirty"
+
+    @property
+    def estimator_state(self) -> str:
+        """Hash: published_through (the newest bucket every area has a point for)."""
+        return f"{self.namespace}:{{estimator}}:state"
+
+    def dp_budget(self, day: int) -> str:
+        """Hash: area -> differential-privacy epsilon spent on that stream-time day."""
+        return f"{self.namespace}:{{privacy}}:budget:{day}"
+
+    @property
+    def latest_estimates(self) -> str:
+        """Hash: "<area>|<window_s>" -> latest published estimate (JSON)."""
+        return f"{self.namespace}:{{estimates}}:latest"
+
+    # Alert keys share the {alerts} hash tag: a pass's state, records and outbox change in one
+    # transaction (streams/ops/alert_store.py).
+    @property
+    def alert_engine(self) -> str:
+        """Hash: area -> alert engine state (JSON: newest as_of evaluated, one tracker per check)."""
+        return f"{self.namespace}:{{alerts}}:engine"
+
+    @property
+    def alert_records(self) -> str:
+        """Hash: alert id -> the alert (JSON), active and recently resolved."""
+        return f"{self.namespace}:{{alerts}}:records"
+
+    @property
+    def alert_outbox(self) -> str:
+        """List: alert events (JSON) not yet published on crowd.alerts."""
+        return f"{self.namespace}:{{alerts}}:outbox"
+
+    @property
+    def alert_webhook_queue(self) -> str:
+        """List: alert events (JSON) not yet delivered to the webhook."""
+        return f"{self.namespace}:{{alerts}}:webhook"

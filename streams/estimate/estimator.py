@@ -1,0 +1,449 @@
+"""From window distinct counts to published estimates: people and their range, privacy
+suppression and the capacity level. Pure: the Faust timer in streams/runtime/app.py does the I/O.
+
+`devices` is each window's distinct count of the operator's phones (HyperLogLog: 2^14
+registers, a standard error of 1.04 / sqrt(16384) = 0.81%). `people` is the estimate of
+everyone present at the window end, customers of other operators included (docs/estimation.md):
+the visibility model (streams/estimate/visibility.py) turns the area's window curve into phones present,
+the market share and SIMs per person turn phones into people, and the range combines the
+model's, HyperLogLog's and the scaling's errors. With people_model "devices" (the naive model),
+people = the window's devices and the range is HyperLogLog's alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from streams.core.areas import Area, AreaMap
+from streams.estimate.privacy import DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
+from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED
+from streams.estimate.visibility import CURVE_SPANS_S, N60, VisibilityModel, curve_features, log_half_width, people_from
+
+HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
+DAY_MS = 86_400_000
+# Two-sided 90% range of a normal error: +-1.645 standard errors.
+Z_90 = 1.6449
+WARN_SHARE = 0.80
+CRITICAL_SHARE = 0.95
+
+
+@dataclass(frozen=True)
+class EstimateRange:
+    people: int
+    low: int
+    high: int
+
+
+def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
+    """The 90% range of a HyperLogLog count (relative error ~ N(0, 0.81%))."""
+    spread = z * HLL_STANDARD_ERROR * devices
+    return EstimateRange(devices, max(0, math.floor(devices - spread)), math.ceil(devices + spread))
+
+
+@dataclass(frozen=True)
+class PeopleModel:
+    """Phones present from the visibility model, then people by market share and SIMs."""
+
+    visibility: VisibilityModel
+    #: The area every curve is compared with (AreaMap.widest: the whole network).
+    reference: str
+    share: dict[str, float]
+    sims_per_person: float
+    scaling_se: float = 0.0
+
+    @classmethod
+    def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
+                  scaling_se: float = 0.0) -> "PeopleModel":
+        share = {a.id: a.market_share or default_share for a in areas.areas}
+        return cls(visibility, areas.widest(), share, sims, scaling_se)
+
+    def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
+        """People and 90% range per area (of `only`, or all), from the curves of one window end
+        (which must include the reference area's; without it nothing can be said and nothing is
+        returned)."""
+        if self.reference not in curves:
+            return {}
+        ids = sorted(curves if only is None else only & curves.keys())
+        if not ids:
+            return {}
+        matrix = np.array([curves[a] for a in ids], dtype=np.float64)
+        z, half = self.visibility.predict(curve_features(matrix, curves[self.reference]), matrix[:, N60])
+        # A table calibrated on HyperLogLog counts (meta "counts": "hll", streams/tools/calibrate.py)
+        # already holds HyperLogLog's error in its ranges; for one calibrated on exact counts
+        # it enters here, through N(60), the scale of the estimate.
+        hll_se = 0.0 if self.visibility.meta.get("counts") == "hll" else HLL_STANDARD_ERROR
+        half = log_half_width(half, hll_se, self.scaling_se, Z_90)
+        share = np.array([self.share[a] for a in ids])
+        people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person)
+        return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}
+
+
+def level(people_high: int, capacity: int) -> str:
+    """Capacity level from the range's upper bound: for safety, the conservative side decides."""
+    share = people_high / capacity
+    if share >= CRITICAL_SHARE:
+        return "critical"
+    if share >= WARN_SHARE:
+        return "warn"
+    return "ok"
+
+
+def points_to_refresh(
+    area_ids: list[str],
+    dirty: set[tuple[str, int]],
+    published_through: int | None,
+    newest: int,
+    window_buckets: int,
+    max_catchup: int,
+) -> tuple[list[tuple[str, int]], int]:
+    """Which (area, newest bucket) window points to (re)compute, and how many were skipped.
+
+    - Every bucket that stream time entered since the last pass gets a point for every area,
+      so an accelerated replay yields the same per-minute series as a live run (at most
+      `max_catchup` buckets back; older ones are skipped and counted).
+    - A bucket that received events (dirty) changes every window that contains it: the points
+      from that bucket up to `window_buckets - 1` later, as far as stream time has reached.
+      That is how late events within grace republish the windows they belong to.
+    """
+    oldest_allowed = newest - max_catchup + 1
+    first_new = newest if published_through is None else published_through + 1
+    skipped = max(0, oldest_allowed - first_new)
+    points = {(a, b) for b in range(max(first_new, oldest_allowed), newest + 1) for a in area_ids}
+    for area, bucket in dirty:
+        last = min(newest, bucket + window_buckets - 1)
+        points.update((area, b) for b in range(max(bucket, oldest_allowed), last + 1))
+    return sorted(points, key=lambda p: (p[1], p[0])), skipped
+
+
+def sealed_through(watermarks: dict[int, int | None], partitions: int, grace_ms: int, bucket_ms: int) -> int | None:
+    """The newest bucket no event can enter any more, or None.
+
+    Ingest takes an event from a partition only if it is no older than that partition's
+    watermark - grace (streams/pipeline/ingest.py), and a watermark never goes back. So once every
+    partition's watermark (as applied in Redis: a batch still being written was planned against
+    a watermark at least as high) is past a bucket's end by the grace, the bucket is final. A
+    partition without a watermark yet could still bring anything: then nothing is sealed."""
+    marks = [watermarks.get(p) for p in range(partitions)]
+    if not marks or any(m is None for m in marks):
+        return None
+    return (min(marks) - grace_ms) // bucket_ms - 1  # type: ignore[type-var, operator]
+
+
+def ahead_share(remaining: int, stream_now_ms: int, newest: int, bucket_ms: int, interval_s: float) -> int:
+    """How many of the `remaining` areas a live pass counts the next window end's sealed spans
+    for: spread evenly over the passes left before stream time reaches it (at one pass per
+    `interval_s`), keeping the last of them free, so the pass that opens the minute finds them
+    all counted. At least one, and never more than remain."""
+    left_s = ((newest + 1) * bucket_ms - stream_now_ms) / 1000
+    passes = max(1, int(left_s // interval_s) - 1)
+    return min(remaining, max(1, -(-remaining // passes)))
+
+
+class SealedCounts:
+    """Counts of spans whose buckets are all sealed (sealed_through): they can never change, so
+    each is counted once and kept. The visibility model's older spans (the hour older than 5, 15
+    and 30 minutes: 130 of an area's 241 bucket-key merges with the three windows) are sealed a
+    few minutes after they begin, and a live estimator re-counts every area's current window end
+    on every pass: they would otherwise be merged again each time.
+
+    Pure bookkeeping; a count comes from Redis (HllStore.count_spans) like any other, so an
+    estimate is the same with or without it."""
+
+    def __init__(self, bucket_s: int) -> None:
+        self.bucket_s = bucket_s
+        self.by_bucket: dict[int, dict[tuple[str, tuple], int]] = {}  # window end -> (area, span) -> count
+
+    def sealed(self, bucket: int, span: tuple, through: int | None) -> bool:
+        """Are all of the span's buckets (it ends `span[0]` before window end `bucket`) sealed?"""
+        return through is not None and bucket - span[0] // self.bucket_s <= through
+
+    def split(self, points: list[tuple[str, int]], spans: list[tuple]) -> tuple[dict, list[tuple[tuple[str, int], list[tuple]]]]:
+        """The counts already kept for these points' spans, and per point the spans to count."""
+        known: dict[tuple[str, int, tuple], int] = {}
+        todo: list[tuple[tuple[str, int], list[tuple]]] = []
+        for area, bucket in points:
+            kept = self.by_bucket.get(bucket, {})
+            missing = []
+            for span in spans:
+                count = kept.get((area, span))
+                if count is None:
+                    missing.append(span)
+                else:
+                    known[(area, bucket, span)] = count
+            if missing:
+                todo.append(((area, bucket), missing))
+        return known, todo
+
+    def missing(self, points: list[tuple[str, int]], spans: list[tuple], through: int | None) -> list[tuple[tuple[str, int], list[tuple]]]:
+        """Per point, its sealed spans not kept yet (to count ahead of need)."""
+        out = []
+        for area, bucket in points:
+            kept = self.by_bucket.get(bucket, {})
+            wanted = [s for s in spans if self.sealed(bucket, s, through) and (area, s) not in kept]
+            if wanted:
+                out.append(((area, bucket), wanted))
+        return out
+
+    def keep(self, counts: dict[tuple[str, int, tuple], int], through: int | None) -> None:
+        """Keep the new counts of sealed spans."""
+        for (area, bucket, span), n in counts.items():
+            if self.sealed(bucket, span, through):
+                self.by_bucket.setdefault(bucket, {})[(area, span)] = n
+
+    def forget(self, before_bucket: int) -> None:
+        """Drop the counts of window ends older than `before_bucket`."""
+        for bucket in [b for b in self.by_bucket if b < before_bucket]:
+            del self.by_bucket[bucket]
+
+
+def build_estimate(
+    area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int, suppressed: bool = False,
+    people: EstimateRange | None = None, segments: dict[str, int | None] | None = None,
+    warming_up: bool = False,
+) -> dict:
+    """The published JSON estimate (CONTRACT.md shape). Below min_count, or when the privacy
+    rule withholds it (streams/estimate/privacy.py), every count is null. `people`: the model's estimate
+    (None: the naive model, people = devices with HyperLogLog's range). `segments`: each
+    segment's device count, None where the privacy rule withholds it; published with its share
+    of the people estimate. `warming_up`: the stream behind it is shorter than what the
+    estimate needs (WindowBook.warming_up); always present, so a consumer can rely on it."""
+    if suppressed or devices < min_count:
+        return {
+            "area": area.id,
+            "window_s": window_s,
+            "as_of": as_of_ms,
+            "devices": None,
+            "people": None,
+            "people_low": None,
+            "people_high": None,
+            "suppressed": True,
+            "capacity": area.capacity,
+            "level": "ok",
+            "warming_up": warming_up,
+            **({"segments": None} if segments is not None else {}),
+        }
+    estimate = people if people is not None else hll_range(devices)
+    extra = {}
+    if segments is not None:
+        extra["segments"] = {
+            name: None if count is None else {
+                "devices": count, "people": round(estimate.people * count / devices) if devices else 0,
+            }
+            for name, count in segments.items()
+        }
+    return {
+        "area": area.id,
+        "window_s": window_s,
+        "as_of": as_of_ms,
+        "devices": devices,
+        "people": estimate.people,
+        "people_low": estimate.low,
+        "people_high": estimate.high,
+        "suppressed": False,
+        "capacity": area.capacity,
+        "level": level(estimate.high, area.capacity),
+        "warming_up": warming_up,
+        **extra,
+    }
+
+
+def segment_counts(totals: dict[int, int], stored: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    """Published segment counts per (window, segment) from the stored HyperLogLogs: residents
+    and the bands as counted (never above the total), visitors = total - residents."""
+    out: dict[tuple[int, str], int] = {}
+    for window, total in totals.items():
+        residents = min(stored.get((window, RESIDENTS), 0), total)
+        out[(window, "residents")] = residents
+        out[(window, "visitors")] = total - residents
+        for name in BANDS.values():
+            out[(window, name)] = min(stored.get((window, name), 0), total)
+    return out
+
+
+class WindowBook:
+    """The raw counts and published estimates of recent window ends.
+
+    A pass recomputes only the points that changed, yet the privacy rule must see every area of
+    a window end at once (a neighbour's change can withhold or release an unchanged area), and
+    the people model compares every area with the reference area of the same window end. The
+    book keeps each recent window end's counts, applies the rule over all of them, and returns
+    only the estimates whose published form changed. It forgets window ends older than
+    `keep_buckets`; a point that comes back later makes it count every area of that end again.
+
+    Warming up: a window is only as full as the stream behind it. After a cold start (or a
+    silence longer than the span) the first hour's curves are truncated, which the visibility
+    model has never seen, and the windows grow as they fill, which is no crowd arriving. The
+    caller says, per window end, from which bucket the whole network has data (`data_from`,
+    HllStore.data_since over `history_s`); an estimate with less behind it than it needs is
+    marked `warming_up` (and the alert engine computes no trend from it).
+    """
+
+    def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], min_count: int, bucket_ms: int, keep_buckets: int,
+                 people: PeopleModel | None = None, segments: bool = False) -> None:
+        self.areas = areas
+        self.windows_s = windows_s
+        self.min_count = min_count
+        self.bucket_ms = bucket_ms
+        self.keep_buckets = keep_buckets
+        self.people = people
+        self.segments = segments
+        area_cells = {a.id: a.cells for a in areas.areas}
+        self.pairs: list = containment_pairs(area_cells, windows_s)
+        if segments:
+            self.pairs += segment_pairs(area_cells, windows_s, PUBLISHED, nested=("residents", *BANDS.values()))
+        self.counts: dict[int, dict[Item, int]] = {}
+        self.curves: dict[int, dict[str, np.ndarray]] = {}
+        self.people_of: dict[int, dict[str, EstimateRange]] = {}
+        self.published: dict[int, dict[Item, dict]] = {}
+        self.data_from: dict[int, int | None] = {}
+
+    @property
+    def history_area(self) -> str:
+        """The area whose data tells how far back the stream reaches: the whole network."""
+        return self.people.reference if self.people is not None else self.areas.widest()
+
+    @property
+    def history_s(self) -> int:
+        """The stream an estimate needs behind it: the visibility model reads the last hour's
+        curve for every window; the naive model, the window alone (the longest of them)."""
+        if self.people is not None:
+            return max(skip + length for skip, length in CURVE_SPANS_S)
+        return max(self.windows_s)
+
+    def warming_up(self, bucket: int, window_s: int) -> bool:
+        """Is the stream behind this window end shorter than the estimate needs? Unknown
+        (no `data_from` given for it) is not warming up."""
+        if bucket not in self.data_from:
+            return False
+        first = self.data_from[bucket]
+        needs_s = self.history_s if self.people is not None else window_s
+        return first is None or (bucket - first + 1) * self.bucket_ms < needs_s * 1000
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """The spans (skip_s, length_s) to count per point: the published windows, and the
+        visibility model's curve."""
+        spans: list[tuple] = [(0, w) for w in self.windows_s]
+        if self.people is not None:
+            spans += [span for span in CURVE_SPANS_S if span not in spans]
+        if self.segments:
+            spans += [(0, w, name) for w in self.windows_s for name in STORED]
+        return spans
+
+    def _is_window(self, span: tuple) -> bool:
+        """A published window's total (skip 0, one of the windows, no segment)."""
+        return len(span) == 2 and span[0] == 0 and span[1] in self.windows_s
+
+    def needed(self, points: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The points to count: the given ones, plus every area of a window end not in the book."""
+        out: list[tuple[str, int]] = []
+        by_bucket: dict[int, list[str]] = {}
+        for area, bucket in points:
+            by_bucket.setdefault(bucket, []).append(area)
+        for bucket in sorted(by_bucket):
+            areas = self.areas.area_ids if bucket not in self.counts else by_bucket[bucket]
+            if self.people is not None and self.people.reference not in self.curves.get(bucket, {}):
+                areas = sorted({*areas, self.people.reference})
+            out.extend((area, bucket) for area in areas)
+        return out
+
+    def update(self, counts: dict[tuple[str, int, tuple[int, int]], int], newest: int,
+               data_from: dict[int, int | None] | None = None) -> list[dict]:
+        """Merge new span counts (area, bucket, (skip_s, length_s)); return the estimates to
+        publish (new or changed), oldest first. `data_from`: per window end, the oldest bucket
+        of the last `history_s` with data of `history_area` (see the class notes)."""
+        self.data_from.update(data_from or {})
+        touched: set[int] = set()
+        fresh: dict[tuple[str, int], dict[tuple, int]] = {}
+        for (area, bucket, span), devices in counts.items():
+            if self._is_window(span):
+                self.counts.setdefault(bucket, {})[(area, span[1])] = devices
+            fresh.setdefault((area, bucket), {})[span] = devices
+            touched.add(bucket)
+        if self.segments:
+            for (area, bucket), spans in fresh.items():
+                totals = {span[1]: n for span, n in spans.items() if self._is_window(span)}
+                stored = {(span[1], span[2]): n for span, n in spans.items() if len(span) == 3}
+                book = self.counts.setdefault(bucket, {})
+                for (window, name), n in segment_counts(totals, stored).items():
+                    book[(area, window, name)] = n
+        if self.people is not None:
+            for (area, bucket), spans in fresh.items():
+                if all(span in spans for span in CURVE_SPANS_S):
+                    self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
+        changed: list[dict] = []
+        for bucket in sorted(touched):
+            book = self.counts[bucket]
+            withheld = suppressed_items(book, self.pairs, self.min_count)
+            people: dict[str, EstimateRange] = {}
+            if self.people is not None:
+                # Only the areas whose counts came in are re-estimated (the others keep theirs,
+                # estimated against the reference as it was then): a pass costs what changed.
+                people = self.people_of.setdefault(bucket, {})
+                people.update(self.people.estimate(self.curves.get(bucket, {}), {a for a, b in fresh if b == bucket}))
+            before = self.published.setdefault(bucket, {})
+            as_of = (bucket + 1) * self.bucket_ms
+            for item, devices in sorted(book.items()):
+                if len(item) != 2:
+                    continue  # a segment: published inside its total's estimate
+                area, window = item
+                segments = None
+                if self.segments:
+                    segments = {
+                        name: None if (area, window, name) in withheld else book.get((area, window, name))
+                        for name in PUBLISHED
+                    }
+                estimate = build_estimate(
+                    self.areas.area_by_id[area], window, as_of, devices, self.min_count, (area, window) in withheld,
+                    people.get(area), segments, self.warming_up(bucket, window),
+                )
+                if before.get((area, window)) != estimate:
+                    before[(area, window)] = estimate
+                    changed.append(estimate)
+        for bucket in [b for b in self.counts if b <= newest - self.keep_buckets]:
+            del self.counts[bucket]
+            self.curves.pop(bucket, None)
+            self.people_of.pop(bucket, None)
+            self.published.pop(bucket, None)
+        for bucket in [b for b in self.data_from if b <= newest - self.keep_buckets]:
+            del self.data_from[bucket]
+        return changed
+
+
+def private_releases(
+    estimates: list[dict],
+    mechanism: DiscreteLaplace,
+    spent: dict[tuple[str, int], float],
+    daily_budget: float,
+) -> tuple[list[dict], dict[tuple[str, int], float]]:
+    """Differential privacy at publication, with a per-area daily epsilon budget.
+
+    Each release of a (changed) point costs `mechanism.epsilon` from its area's budget for the
+    stream-time day of its window end; `spent` is what was already spent. A release that would
+    overspend is withheld instead (suppressed, reason privacy_budget). Returns the releases and
+    the new charges to record.
+    """
+    charges: dict[tuple[str, int], float] = {}
+    out: list[dict] = []
+    for estimate in estimates:
+        if estimate["suppressed"]:
+            out.append(estimate)
+            continue
+        if estimate.get("segments") is not None:
+            # Each segment would need noise and budget of its own: with DP on, none is released.
+            estimate = {**estimate, "segments": None}
+        key = (estimate["area"], estimate["as_of"] // DAY_MS)
+        total = spent.get(key, 0.0) + charges.get(key, 0.0)
+        if total + mechanism.epsilon > daily_budget + 1e-9:
+            withheld = {**estimate, "devices": None, "people": None, "people_low": None, "people_high": None}
+            withheld.update(suppressed=True, level="ok", suppressed_reason="privacy_budget")
+            out.append(withheld)
+            continue
+        charges[key] = charges.get(key, 0.0) + mechanism.epsilon
+        noisy = noisy_release(estimate, mechanism)
+        noisy["level"] = level(noisy["people_high"], estimate["capacity"])
+        out.append(noisy)
+    return out, charges

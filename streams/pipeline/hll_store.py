@@ -1,0 +1,373 @@
+"""The only module that talks to Redis: HyperLogLog writes and window counts, ingest
+bookkeeping, and the published-estimate snapshot that the API reads.
+
+HyperLogLog registers never leave this module: callers get counts, never keys' contents.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+
+from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
+from streams.core.keys import KeyLayout
+
+# Commands per pipeline round trip for the estimator's reads and writes.
+COMMANDS_PER_PIPELINE = 2000
+STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
+
+# One member as a RESP bulk string: "$8\r\n", the device's 8 bytes, "\r\n".
+_MEMBER_FRAME = np.frombuffer(b"$8\r\n" + bytes(8) + b"\r\n", dtype=np.uint8)
+_MEMBER_SIZE = len(_MEMBER_FRAME)
+#: A key with more members in one batch gets several PFADDs (0.9 MB each at most).
+MAX_MEMBERS_PER_PFADD = 1 << 16
+#: A batch's commands go out in pieces of about this many bytes, one piece queued behind the one
+#: Redis is running. Redis reads a pipeline only as fast as it runs it, and redis-py gives each
+#: socket write 5 s (its default socket_timeout): a batch of large frames sent whole could take
+#: Redis longer than that, time out, be retried, and time out again.
+PIPELINE_CHUNK_BYTES = 4 << 20
+#: A key that gets at least this many members in one batch is created dense. Redis starts every
+#: HyperLogLog in its sparse encoding, where each PFADD member costs a scan of the whole key, and
+#: converts it to dense once it outgrows hll-sparse-max-bytes (3,000 bytes by default, about
+#: 1,600 devices); a key this big would be converted anyway, so the quadratic sparse phase is
+#: pure cost (about a quarter of Redis' CPU on the bench data, docs/performance.md). Smaller
+#: keys keep the memory-saving sparse encoding.
+DENSE_FROM_MEMBERS = 2_000
+# An empty HyperLogLog in Redis' dense encoding: "HYLL", encoding 0 (dense), 3 unused bytes, an
+# 8-byte cached cardinality marked invalid (top bit of its last byte), 16,384 6-bit registers.
+# Written with SET NX only where the key does not exist yet, so it never replaces counts.
+EMPTY_DENSE_HLL = b"HYLL" + bytes(4) + bytes(7) + b"\x80" + bytes(16_384 * 6 // 8)
+
+
+def pack_hll_adds(
+    adds: HllAdds,
+    max_members: int = MAX_MEMBERS_PER_PFADD,
+    dense_from: int = DENSE_FROM_MEMBERS,
+    chunk_bytes: int = PIPELINE_CHUNK_BYTES,
+) -> list[tuple[bytes, int]]:
+    """The RESP bytes of every PFADD (and the key's PEXPIREAT) of a batch, as pieces of about
+    `chunk_bytes`, each with the number of commands it holds. A key with at least `dense_from`
+    members is first created dense.
+
+    redis-py packs a command argument by argument in Python, about a microsecond per member;
+    here numpy lays out all members in one array (a memory copy per member) and Python only
+    writes a header per key.
+    """
+    n = len(adds.members)
+    body = np.empty((n, _MEMBER_SIZE), dtype=np.uint8)
+    body[:] = _MEMBER_FRAME
+    body[:, 4:12] = adds.members.view(np.uint8).reshape(n, 8)
+    flat = memoryview(body.reshape(-1))
+    starts = adds.starts.tolist()
+    dense = b"$%d\r\n%s\r\n$2\r\nNX\r\n" % (len(EMPTY_DENSE_HLL), EMPTY_DENSE_HLL)
+    chunks: list[tuple[bytes, int]] = []
+    parts: list[bytes | memoryview] = []
+    size = commands = 0
+
+    def command(*pieces: bytes | memoryview) -> None:
+        nonlocal size, commands
+        parts.extend(pieces)
+        size += sum(len(piece) for piece in pieces)
+        commands += 1
+        if size >= chunk_bytes:
+            chunks.append((b"".join(parts), commands))
+            parts.clear()
+            size = commands = 0
+
+    for i, key in enumerate(adds.keys):
+        name = key.encode()
+        if starts[i + 1] - starts[i] >= dense_from:
+            command(b"*4\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(name), name), dense)
+        for lo in range(starts[i], starts[i + 1], max_members):
+            hi = min(starts[i + 1], lo + max_members)
+            header = b"*%d\r\n$5\r\nPFADD\r\n$%d\r\n%s\r\n" % (hi - lo + 2, len(name), name)
+            command(header, flat[lo * _MEMBER_SIZE : hi * _MEMBER_SIZE])
+        expire = b"%d" % adds.expire_at_ms[i]
+        command(b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(expire), expire))
+    if parts:
+        chunks.append((b"".join(parts), commands))
+    return chunks
+
+
+def pack_span_requests(
+    keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
+) -> list[tuple[bytes, int]]:
+    """The RESP bytes of one PFCOUNT per (point, span) of each request (a point and its spans),
+    in order, as pieces of `chunk_commands` commands. A pass counts every changed area over
+    ~20 spans of up to 60 bucket keys each (windows, the visibility curve, segments): redis-py
+    would encode ~180,000 key names one by one (0.3 s for 300 areas here). Here each (point,
+    segment) builds its bucket keys once, as RESP tokens in bucket order, and every span is a
+    slice of them."""
+    bucket_s = keys.bucket_s
+    chunks: list[tuple[bytes, int]] = []
+    parts: list[bytes] = []
+    commands = 0
+    for (area, bucket), spans in requests:
+        if not spans:
+            continue
+        lookback_s = max(span[0] + span[1] for span in spans)
+        lookback = lookback_s // bucket_s
+        tokens: dict[str, list[bytes]] = {}
+        for span in spans:
+            segment = span[2] if len(span) > 2 else ""
+            if segment not in tokens:
+                names = keys.area_span(area, bucket, 0, lookback_s, segment)  # oldest first
+                tokens[segment] = [b"$%d\r\n%s\r\n" % (len(n), n) for n in (name.encode() for name in names)]
+            end = lookback - span[0] // bucket_s
+            selected = tokens[segment][end - span[1] // bucket_s : end]
+            parts.append(b"*%d\r\n$7\r\nPFCOUNT\r\n" % (len(selected) + 1))
+            parts.extend(selected)
+            commands += 1
+            if commands == chunk_commands:
+                chunks.append((b"".join(parts), commands))
+                parts.clear()
+                commands = 0
+    if parts:
+        chunks.append((b"".join(parts), commands))
+    return chunks
+
+
+def stream_time(watermarks: dict[int, int | None]) -> int | None:
+    """Stream time: the highest watermark of any partition (None before any)."""
+    known = [m for m in watermarks.values() if m is not None]
+    return max(known) if known else None
+
+
+def connect(url: str) -> aioredis.Redis:
+    """An asyncio Redis client for a redis:// or rediss:// URL."""
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+class HllStore:
+    def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
+        self.redis = client
+        self.keys = keys
+
+    # --- ingest -------------------------------------------------------------------------------
+    async def load_partition(self, partition: int) -> tuple[PartitionState, dict[str, int]]:
+        """What a previous owner of this partition left: applied offset, watermark, sequences."""
+        raw = await self.redis.hget(self.keys.ingest_state, str(partition))
+        state = _parse_partition(raw)
+        sequences = {
+            name.decode(): int(value)
+            for name, value in (await self.redis.hgetall(self.keys.producer_sequences)).items()
+            if name.decode().endswith(f":{partition}")
+        }
+        return state, sequences
+
+    async def apply(self, plan: BatchPlan) -> None:
+        """Write a batch: HyperLogLogs first, then the bookkeeping in one transaction.
+
+        The order matters for at-least-once delivery: if the process dies between the two, the
+        batch is redelivered and re-added (PFADD is idempotent) and only then accounted for.
+        """
+        if len(plan.adds):
+            chunks = pack_hll_adds(plan.adds)
+            if plan.dirty_buckets:
+                dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
+                chunks.append((b"".join(_pack("SADD", self.keys.dirty_buckets, *dirty)), 1))
+            await self._pipeline_packed(chunks)
+        if not plan.partitions:
+            return
+        tx = self.redis.pipeline(transaction=True)
+        tx.hset(
+            self.keys.ingest_state,
+            mapping={
+                str(p): f"{s.applied_offset}:{'' if s.watermark_ms is None else s.watermark_ms}"
+                for p, s in plan.partitions.items()
+            },
+        )
+        for name, value in plan.stats.items():
+            if value:
+                tx.hincrby(self.keys.ingest_stats, name, value)
+        for reason, value in plan.reasons.items():
+            tx.hincrby(self.keys.ingest_stats, f"deadletter:{reason}", value)
+        if plan.sequences:
+            tx.hset(self.keys.producer_sequences, mapping=plan.sequences)
+        await tx.execute()
+
+    async def _pipeline_packed(self, chunks: list[tuple[bytes, int]], replies: bool = False) -> list:
+        """Send pre-packed commands on one connection and read their replies, like a
+        non-transactional pipeline: a chunk's replies are read while the next chunk waits in
+        Redis' input, every reply is read even after an error reply (so the connection stays in
+        step) and the first error is raised. A connection that fails or is interrupted halfway
+        is closed, never handed back with replies pending. With `replies`, returns them."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()
+        error: redis.ResponseError | None = None
+        out: list = []
+
+        async def read_replies(count: int) -> None:
+            nonlocal error
+            for _ in range(count):
+                try:
+                    reply = await connection.read_response()
+                except redis.ResponseError as exc:
+                    error = error or exc
+                    reply = None
+                if replies:
+                    out.append(reply)
+
+        try:
+            pending: list[int] = []
+            for payload, commands in chunks:
+                # A health-check PING must never be sent with replies still pending.
+                await connection.send_packed_command(payload, check_health=not pending)
+                pending.append(commands)
+                if len(pending) > 1:
+                    await read_replies(pending.pop(0))
+            for commands in pending:
+                await read_replies(commands)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        if error is not None:
+            raise error
+        return out
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.keys.ingest_stats)
+        stats = {name: 0 for name in STAT_FIELDS}
+        stats.update({k.decode(): int(v) for k, v in raw.items()})
+        return stats
+
+    async def stream_now_ms(self) -> int | None:
+        """Stream time: the highest watermark of any partition."""
+        return stream_time(await self.watermarks())
+
+    # --- estimator ----------------------------------------------------------------------------
+    async def pop_dirty(self) -> set[tuple[str, int]]:
+        """The (area, bucket) pairs that received events since the last call."""
+        tx = self.redis.pipeline(transaction=True)
+        tx.smembers(self.keys.dirty_buckets)
+        tx.delete(self.keys.dirty_buckets)
+        members, _ = await tx.execute()
+        pairs = (m.decode().rpartition("|") for m in members)
+        return {(area, int(bucket)) for area, _, bucket in pairs}
+
+    async def published_through(self) -> int | None:
+        raw = await self.redis.hget(self.keys.estimator_state, "published_through")
+        return int(raw) if raw is not None else None
+
+    async def set_published_through(self, bucket: int) -> None:
+        await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
+
+    async def watermarks(self) -> dict[int, int | None]:
+        """Every partition's watermark as last applied: stream time (stream_time) and the
+        estimator's sealing (estimator.sealed_through) both come from them."""
+        raw = await self.redis.hgetall(self.keys.ingest_state)
+        return {int(p): _parse_partition(v).watermark_ms for p, v in raw.items()}
+
+    async def data_since(self, area: str, buckets: Iterable[int], span_s: int) -> dict[int, int | None]:
+        """For each window end (newest bucket), the oldest bucket of the `span_s` ending there
+        in which `area` has data (its key exists; None: none). The estimator asks it of the
+        whole network's area: a stream that began, or came back after a silence, inside the
+        span has not filled the windows yet (streams/estimate/estimator.py, `warming_up`)."""
+        spans = {b: self.keys.area_span(area, b, 0, span_s) for b in sorted(set(buckets))}
+        keys = sorted({k for span in spans.values() for k in span})
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        present = {k for k, n in zip(keys, await pipe.execute() if keys else []) if n}
+        first_bucket = {b: b - len(span) + 1 for b, span in spans.items()}
+        return {
+            b: next((first_bucket[b] + i for i, key in enumerate(span) if key in present), None)
+            for b, span in spans.items()
+        }
+
+    async def window_counts(
+        self, points: Sequence[tuple[str, int]], windows_s: Sequence[int]
+    ) -> dict[tuple[str, int, int], int]:
+        """PFCOUNT over each (area, newest bucket, window)'s bucket keys, pipelined; Redis
+        merges the registers on the fly and they never leave Redis."""
+        counts = await self.span_counts(points, [(0, w) for w in windows_s])
+        return {(area, bucket, span[1]): n for (area, bucket, span), n in counts.items()}
+
+    async def span_counts(
+        self, points: Sequence[tuple[str, int]], spans: Sequence[tuple]
+    ) -> dict[tuple[str, int, tuple], int]:
+        """PFCOUNT of each (area, newest bucket) over each span (skip_s, length_s[, segment]):
+        the buckets of length_s ending skip_s before the window end (KeyLayout.area_span), of
+        the area's total or of one of its segments. Packed like the ingest's writes
+        (pack_span_requests), sent in bounded pieces on one connection."""
+        return await self.count_spans([(point, spans) for point in points])
+
+    async def count_spans(
+        self, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]]
+    ) -> dict[tuple[str, int, tuple], int]:
+        """PFCOUNT of each request's point over each of its own spans (span_counts, with a
+        list of spans per point)."""
+        triples = [(area, bucket, span) for (area, bucket), spans in requests for span in spans]
+        if not triples:
+            return {}
+        replies = await self._pipeline_packed(pack_span_requests(self.keys, requests), replies=True)
+        return {triple: int(count) for triple, count in zip(triples, replies)}
+
+    async def save_estimates(self, estimates: Iterable[dict], current_as_of: int, series_span_ms: int) -> None:
+        """Each (area, window)'s recent series, and the snapshot the API serves: the latter
+        only from points at the current window end (a republished older point must not
+        replace a newer one)."""
+        pipe = self.redis.pipeline(transaction=False)
+        latest: dict[str, str] = {}
+        for i, estimate in enumerate(estimates):
+            if i and i % (COMMANDS_PER_PIPELINE // 4) == 0:  # four commands per estimate
+                await pipe.execute()
+                pipe = self.redis.pipeline(transaction=False)
+            body = json.dumps(estimate, separators=(",", ":"))
+            if estimate["as_of"] == current_as_of:
+                latest[f"{estimate['area']}|{estimate['window_s']}"] = body
+            series = self.keys.area_series(estimate["area"], estimate["window_s"])
+            as_of = estimate["as_of"]
+            # A republished window replaces its earlier point instead of adding a second one.
+            pipe.zremrangebyscore(series, as_of, as_of)
+            pipe.zadd(series, {body: as_of})
+            pipe.zremrangebyscore(series, "-inf", f"({as_of - series_span_ms}")
+            pipe.pexpire(series, series_span_ms + 3_600_000)
+        if latest:
+            pipe.hset(self.keys.latest_estimates, mapping=latest)
+        await pipe.execute()
+
+    async def dp_spent(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
+        """Epsilon already spent per (area, stream-time day)."""
+        pairs = sorted(set(keys))
+        pipe = self.redis.pipeline(transaction=False)
+        for area, day in pairs:
+            pipe.hget(self.keys.dp_budget(day), area)
+        values = await pipe.execute() if pairs else []
+        return {pair: float(v) for pair, v in zip(pairs, values) if v is not None}
+
+    async def dp_charge(self, charges: dict[tuple[str, int], float]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for (area, day), epsilon in charges.items():
+            pipe.hincrbyfloat(self.keys.dp_budget(day), area, epsilon)
+            pipe.expire(self.keys.dp_budget(day), 3 * 86_400)  # a day's budget outlives the day
+        if charges:
+            await pipe.execute()
+
+    async def latest_estimates(self) -> list[dict]:
+        raw = await self.redis.hgetall(self.keys.latest_estimates)
+        estimates = [json.loads(v) for v in raw.values()]
+        return sorted(estimates, key=lambda e: (e["area"], e["window_s"]))
+
+    async def series(self, area: str, window_s: int) -> list[dict]:
+        raw = await self.redis.zrange(self.keys.area_series(area, window_s), 0, -1)
+        return [json.loads(v) for v in raw]
+
+
+def _pack(*args: str) -> list[bytes]:
+    """RESP bytes of a small command."""
+    encoded = [a.encode() for a in args]
+    return [b"*%d\r\n" % len(encoded), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)]
+
+
+def _parse_partition(raw: bytes | None) -> PartitionState:
+    if not raw:
+        return PartitionState()
+    offset, _, watermark = raw.decode().partition(":")
+    return PartitionState(int(offset), int(watermark) if watermark else None)

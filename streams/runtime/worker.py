@@ -1,0 +1,39 @@
+"""`crowdpulse worker`: one stream worker (Faust); run several for scale-out."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "one stream worker (Faust); run several for scale-out"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--http-port", type=int, help="HTTP port (env CROWDPULSE_HTTP_PORT, default 6066)")
+    p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from streams.core.settings import Settings
+    from streams.runtime.app import create_app
+    from streams.runtime.services import EmbeddedServices, ensure_topics, topic_partitions
+
+    settings = Settings.from_env(http_port=args.http_port)
+    services = EmbeddedServices(os.environ)
+    try:
+        endpoints = services.start()
+        if services.processes:
+            print("\n".join(endpoints.env_lines()), flush=True)
+        settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
+        ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
+        app = create_app(settings)
+        worker = Worker(app, loglevel=args.loglevel, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+    finally:
+        services.stop()

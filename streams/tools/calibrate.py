@@ -1,0 +1,296 @@
+"""`crowdpulse calibrate`: build the visibility model's calibration table from simulator runs.
+
+Each run steps a scenario of the simulator (producers/) and follows, per area and minute, the
+curve the estimator reads from Redis (streams/estimate/visibility.py: N(1..60) and the hour's older
+spans), counted exactly over the operator's phones, next to the people truly present. Every
+row (area, minute) gives the features and the truth z = log(phones present / N(60)), where
+phones present = people * market share * SIMs per person (the same scaling the estimator
+inverts, so the table learns visibility only).
+
+The runs are the scenarios' own stories with seeds that `crowdpulse evaluate` does not use
+(evaluate's default seed is 1): the model never sees the run it is scored on. A second set of
+runs (other seeds again) is held out to scale the ranges so that 90% of held-out points fall
+inside.
+
+The curves are read as Redis would count them: per area and minute a HyperLogLog with Redis'
+registers, hash and estimator (streams/estimate/hll_model.py), the spans merged like PFCOUNT over the
+bucket keys. So the table's features and its z (against the HyperLogLog N(60)) carry
+HyperLogLog's error as the estimator meets it, correlated between nested spans as it is, and
+the held-out ranges cover it; the estimator adds no separate HyperLogLog term for such a table
+(meta "counts": "hll"). The exact curves are kept next to them for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from streams.core.areas import AreaMap, load_areas
+from streams.core.settings import DEFAULT_VISIBILITY_MODEL, Settings
+from streams.estimate import hll_model
+from streams.estimate.visibility import CURVE_LENGTH, HOUR_MIN, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features
+from streams.core.errors import ConfigError
+
+
+BUCKET_MS = 60_000
+PHONE = 0
+#: Rows kept for the table: after the first minutes, with enough people and phones to say
+#: something (the table must also know small and starting-up areas).
+MIN_PEOPLE = 100
+MIN_N60 = 15
+WARMUP_MIN = 5
+#: Minutes of one-minute HyperLogLogs the tracker keeps per area (the hour, and late events).
+RING_MIN = 64
+K_NEIGHBOURS = 10
+
+
+@dataclass(frozen=True)
+class Run:
+    scenario: str
+    devices: int
+    hours: float
+    seed: int
+
+    def label(self) -> str:
+        return f"{self.scenario}/{self.devices}/{self.hours:g}h/seed{self.seed}"
+
+
+# Seeds 101+ for the table, 201+ held out; evaluate's default seed is 1.
+TABLE_RUNS = (
+    Run("match-day", 100_000, 6.5, 101),
+    Run("match-day", 100_000, 6.5, 102),
+    Run("high-street", 30_000, 168.0, 101),
+    Run("station-rush", 60_000, 16.0, 101),
+    Run("steady", 50_000, 3.0, 101),
+)
+HELD_OUT_RUNS = (
+    Run("match-day", 100_000, 6.5, 201),
+    Run("match-day", 100_000, 6.5, 202),
+    Run("high-street", 30_000, 168.0, 201),
+    Run("station-rush", 60_000, 16.0, 201),
+)
+QUICK_TABLE_RUNS = (Run("match-day", 6_000, 2.0, 101), Run("steady", 5_000, 1.5, 101))
+QUICK_HELD_OUT_RUNS = (Run("match-day", 6_000, 2.0, 201),)
+
+
+class CurveTracker:
+    """Stands in for the simulation's ground truth: receives every event (device index, time,
+    cell index) and, at each closed minute, records every area's curve and people present.
+
+    Each curve is recorded twice: exactly (per area and device, a 64-bit mask of the minutes it
+    was seen in, bit 0 = the newest, shifted once a minute) and as Redis would count it
+    (`hll_curves`: per area a ring of 64 one-minute HyperLogLogs, streams/estimate/hll_model.py, fed with
+    each device's 8-byte member, the spans merged and counted like PFCOUNT over bucket keys).
+    """
+
+    def __init__(self, areas: AreaMap, phone: np.ndarray, start_ms: int, members: np.ndarray | None = None) -> None:
+        self.areas = areas
+        self.phone = phone
+        self.n_areas = len(areas.area_ids)
+        self.membership = np.zeros((len(areas.cell_ids), self.n_areas), dtype=bool)
+        for a, area in enumerate(areas.areas):
+            self.membership[np.searchsorted(areas.cell_ids, area.cells), a] = True
+        self.masks = np.zeros((self.n_areas, len(phone)), dtype=np.uint64)
+        if members is None:
+            members = np.arange(len(phone), dtype=np.uint64)
+        self.register, self.rank = hll_model.register_and_rank(members)
+        self.registers = np.zeros((self.n_areas, RING_MIN, hll_model.REGISTERS), dtype=np.uint8)
+        self.current = start_ms // BUCKET_MS
+        self.curves: list[np.ndarray] = []
+        self.hll_curves: list[np.ndarray] = []
+        self.people: list[np.ndarray] = []
+
+    def add(self, device: np.ndarray, ts: np.ndarray, cell_index: np.ndarray) -> None:
+        keep = self.phone[device]
+        device, ts, cell_index = device[keep], ts[keep], cell_index[keep]
+        minute = ts // BUCKET_MS
+        age = self.current - minute
+        ok = (age >= 0) & (age < RING_MIN)
+        device, minute, cell_index, age = device[ok], minute[ok], cell_index[ok], age[ok]
+        bits = np.left_shift(np.uint64(1), age.astype(np.uint64))
+        slot = minute % RING_MIN
+        for a in range(self.n_areas):
+            here = self.membership[cell_index, a]
+            np.bitwise_or.at(self.masks[a], device[here], bits[here])
+            np.maximum.at(self.registers[a], (slot[here], self.register[device[here]]), self.rank[device[here]])
+
+    def close(self, presence_by_area: np.ndarray) -> None:
+        """The minute `current` is over: record its curves and people; shift the masks."""
+        curve = np.zeros((self.n_areas, CURVE_LENGTH), dtype=np.int64)
+        for a in range(self.n_areas):
+            live = self.masks[a][self.masks[a] != 0]
+            for i, minutes in enumerate(RECENT_MIN):
+                curve[a, i] = np.count_nonzero(live & _bits(0, minutes))
+            for j, split in enumerate(SPLIT_MIN):
+                curve[a, len(RECENT_MIN) + j] = np.count_nonzero(live & _bits(split, 60))
+        self.curves.append(curve)
+        self.hll_curves.append(self._hll_curve())
+        self.people.append(np.asarray(presence_by_area)[:, 0].copy())
+        self.masks <<= np.uint64(1)
+        self.current += 1
+        self.registers[:, self.current % RING_MIN] = 0  # the ring slot of the new minute
+
+    def _hll_curve(self) -> np.ndarray:
+        """The curve as PFCOUNTs. The hour's minutes fall into five pieces by age (0, 1-4,
+        5-14, 15-29, 30-59 minutes ago); each piece's registers are merged once, and every span
+        is a union of neighbouring pieces: N(m) from the newest, O(s) from the oldest."""
+        def piece(first_age: int, last_age: int) -> np.ndarray:
+            return self.registers[:, (self.current - np.arange(first_age, last_age)) % RING_MIN].max(axis=1)
+
+        p0, p1, p2, p3, p4 = (piece(a, b) for a, b in ((0, 1), (1, 5), (5, 15), (15, 30), (30, HOUR_MIN)))
+        n5 = np.maximum(p0, p1)
+        n15 = np.maximum(n5, p2)
+        n30 = np.maximum(n15, p3)
+        o15 = np.maximum(p3, p4)
+        spans = [p0, n5, n15, n30, np.maximum(n30, p4), np.maximum(p2, o15), o15, p4]  # CURVE_SPANS_S' order
+        return hll_model.count(np.stack(spans, axis=1))
+
+
+def _bits(first: int, last: int) -> np.uint64:
+    """A mask of bits first..last-1 (minutes ago)."""
+    return np.uint64(((1 << last) - 1) ^ ((1 << first) - 1))
+
+
+def collect(run: Run, areas_path: Path) -> dict:
+    """Simulate one run; return its curves (T, A, 8) and people (T, A)."""
+    from producers.scenarios import configure
+    from producers.simulator import Simulation
+
+    areas = load_areas(areas_path)
+    config = configure(run.scenario)
+    start = config.scenario.start_ms()
+    sim = Simulation(areas, run.devices, run.seed, start, config=config, truth=True)  # (everyone moved)
+    pop = sim.population
+    tracker = CurveTracker(areas, pop.device_class == PHONE, start, members=pop.pseudonym.view("<u8"))
+    sim.truth = tracker  # the simulation feeds its truth hooks (add, close) with device indices
+    end = start + int(run.hours * 3_600_000)
+    while sim.now_ms < end:
+        sim.step(end)
+    return {
+        "run": run.label(), "curves": np.array(tracker.hll_curves), "exact_curves": np.array(tracker.curves),
+        "people": np.array(tracker.people), "area_ids": areas.area_ids,
+    }
+
+
+def rows(data: dict, areas: AreaMap, settings: Settings, reference: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, truth z, N(60) and area index of every usable (minute, area) of one run."""
+    curves, people = data["curves"], data["people"]
+    ref = list(data["area_ids"]).index(reference)
+    share = np.array([a.market_share or settings.market_share for a in areas.areas])
+    feats, zs, n60s, area_index = [], [], [], []
+    for t in range(WARMUP_MIN, len(curves)):
+        n60 = curves[t, :, N60]
+        use = (people[t] >= MIN_PEOPLE) & (n60 >= MIN_N60)
+        if not use.any():
+            continue
+        feats.append(curve_features(curves[t][use], curves[t, ref]))
+        phones = people[t][use] * share[use] * settings.sims_per_person
+        zs.append(np.log(phones / n60[use]))
+        n60s.append(n60[use])
+        area_index.append(np.flatnonzero(use))
+    if not feats:
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), np.zeros(0, dtype=int)
+    return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index))  # type: ignore[return-value]
+
+
+def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int) -> tuple[VisibilityModel, dict]:
+    areas = load_areas(settings.areas_path)
+    reference = areas.widest()
+    started = time.monotonic()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(collect, run, settings.areas_path) for run in (*table_runs, *held_out_runs)]
+        results = [f.result() for f in futures]
+    table = [rows(r, areas, settings, reference) for r in results[: len(table_runs)]]
+    held = [rows(r, areas, settings, reference) for r in results[len(table_runs) :]]
+    features = np.concatenate([r[0] for r in table if len(r[0])])
+    z = np.concatenate([r[1] for r in table if len(r[0])])
+    # One group per (run, area): a row's error is measured without its own area in its own run.
+    groups = np.concatenate([i * 10_000 + r[3] for i, r in enumerate(table) if len(r[0])])
+    meta = {
+        "table_runs": [r.label() for r in table_runs],
+        "held_out_runs": [r.label() for r in held_out_runs],
+        "areas": areas.name,
+        "reference_area": reference,
+        "market_share": settings.market_share,
+        "sims_per_person": settings.sims_per_person,
+        "k": K_NEIGHBOURS,
+        "rows": int(len(z)),
+        # The curves were counted as Redis counts them (HyperLogLog error inside the table).
+        "counts": "hll",
+    }
+    model = VisibilityModel.fit(features, z, K_NEIGHBOURS, meta, groups)
+    held_f = np.concatenate([r[0] for r in held if len(r[0])])
+    held_z = np.concatenate([r[1] for r in held if len(r[0])])
+    held_n60 = np.concatenate([r[2] for r in held if len(r[0])])
+    held_run = np.concatenate([np.full(len(r[1]), i) for i, r in enumerate(held) if len(r[0])])
+    model = model.with_coverage(held_f, held_z, held_n60, runs=held_run)
+    z_hat, half = model.predict(held_f, held_n60)
+    inside = np.abs(held_z - z_hat) <= half
+    summary = {
+        **meta,
+        "held_out_rows": int(len(held_z)),
+        "held_out_mape": float(np.mean(np.abs(np.exp(z_hat - held_z) - 1))),
+        "held_out_coverage_90": float(np.mean(inside)),
+        # Each held-out run's own coverage: the ranges are scaled for the typical run, so a
+        # harder story shows here below 90%.
+        "held_out_coverage_90_by_run": {
+            run.label(): round(float(np.mean(inside[held_run == i])), 4) for i, run in enumerate(held_out_runs) if np.any(held_run == i)
+        },
+        "spread_90": [round(float(x), 3) for x in model.spread_90],
+        "spread_floor": model.spread_floor,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    model = replace(model, meta={**meta, **{k: summary[k] for k in ("held_out_mape", "held_out_coverage_90")}})
+    return model, summary
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    table_runs, held_out = (QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS) if args.quick else (TABLE_RUNS, HELD_OUT_RUNS)
+    if args.without:
+        # A generalisation check: a table that has never seen this scenario (docs/estimation.md).
+        table_runs = tuple(r for r in table_runs if r.scenario != args.without)
+        held_out = tuple(r for r in held_out if r.scenario != args.without)
+        if not table_runs or not held_out:
+            raise ConfigError(f"without {args.without} no calibration runs are left")
+    out = Path(args.out) if args.out else DEFAULT_VISIBILITY_MODEL
+    workers = args.workers or max(1, min(len(table_runs) + len(held_out), os.cpu_count() or 1))
+    model, summary = calibrate(table_runs, held_out, settings, workers)
+    model.save(out)
+    summary["out"] = str(out)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"crowdpulse calibrate: {summary['rows']:,} rows from {', '.join(summary['table_runs'])}")
+        print(f"  held out ({', '.join(summary['held_out_runs'])}): {summary['held_out_rows']:,} rows, "
+              f"phones-present MAPE {100 * summary['held_out_mape']:.1f}%, 90% range holds "
+              f"{100 * summary['held_out_coverage_90']:.1f}% (spread x{summary['spread_90']} by size class)")
+        print("  by held-out run: " + ", ".join(f"{run} {100 * c:.1f}%" for run, c in summary["held_out_coverage_90_by_run"].items()))
+        print(f"  wrote {out} in {summary['seconds']} s")
+    return 0
+
+
+HELP = "build the visibility model's table from simulator runs (docs/estimation.md)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="two small runs (a test of the command, not a usable model)")
+    p.add_argument("--out", help="where to write the table (default: the shipped streams/data/visibility-model.npz)")
+    p.add_argument("--workers", type=int, help="simulations run in parallel (default: one per core)")
+    p.add_argument("--without", metavar="SCENARIO", help="leave a scenario out of the table and the held-out runs "
+                   "(to check that the model generalises; write it elsewhere with --out)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

@@ -1,0 +1,226 @@
+"""`crowdpulse demo`: embedded services, one worker, the simulator and a live terminal table,
+as one process tree that stops cleanly on Ctrl-C or after --duration."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+from pathlib import Path
+from typing import Iterator
+
+from streams.core.areas import load_areas
+from streams.tools.harness import http_json
+from streams.runtime.services import EmbeddedServices, ManagedProcess, ensure_topics, topic_partitions
+from streams.core.settings import Settings
+from streams.core.topics import TopicNames
+from streams.core.errors import ConfigError
+
+
+HELP = "services + worker + simulator + live table, until Ctrl-C or --duration"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from streams.tools.simulate import simulation_arguments
+
+    simulation_arguments(p, default_speedup=60.0, default_devices=100_000)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ConfigError("--threads must be >= 1")
+    with _terminal_foreground():
+        return _run_demo(args)
+
+
+@contextlib.contextmanager
+def _terminal_foreground() -> Iterator[None]:
+    """Make this process the terminal's foreground process group while the demo runs.
+
+    Ctrl-C signals the whole foreground group. Under `make demo` that includes make, which then
+    dies by SIGINT (exit 130) however cleanly the demo stops. Taking the foreground for our own
+    group means Ctrl-C reaches only the demo, which stops everything and exits 0, and so does
+    make. Without a terminal (CI, pipes) there is nothing to do.
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        yield
+        return
+    try:
+        previous = os.tcgetpgrp(fd)
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not take the tty otherwise
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        os.close(fd)
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            os.tcsetpgrp(fd, previous)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from producers.publisher import KafkaSink
+    from producers.scenarios import parse_overrides
+    from producers.simulate import SimulationRun, run_simulation
+
+    settings = Settings.from_env()
+    areas = load_areas(settings.areas_path)
+    log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-demo-"))
+    services = EmbeddedServices(os.environ, log_dir=log_dir)
+    worker = ManagedProcess()
+    stop = threading.Event()
+    simulator: threading.Thread | None = None
+    summary: dict = {}
+    base = f"http://127.0.0.1:{settings.http_port}"
+    started = time.monotonic()
+    try:
+        endpoints = services.start()
+        settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
+        ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
+        env = dict(os.environ, CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url)
+        # A fresh consumer group per demo: the embedded broker can hold a dead member for a while.
+        env.setdefault("CROWDPULSE_APP_ID", f"crowdpulse-demo-{secrets.token_hex(3)}")
+        print(f"crowdpulse demo: broker {endpoints.kafka}, redis {endpoints.redis_url}, logs in {log_dir}", flush=True)
+        worker.start([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], "worker", log_dir / "worker.log", env=env, stop_signal=signal.SIGINT)
+        _wait_for_http(f"{base}/api/ingest", worker, timeout=90)
+        print(f"worker up: dashboard {base}/  API {base}/api/areas  alerts {base}/api/alerts  metrics {base}/metrics", flush=True)
+
+        run = SimulationRun(
+            devices=args.devices, seed=args.seed, start_ms=int(time.time() // 60 * 60 * 1000),
+            duration_s=10 * 365 * 86400.0, speedup=args.speedup, partitions=settings.partitions,
+            producer_id=secrets.randbits(63), bucket_s=settings.bucket_s, windows_s=settings.windows_s,
+            scenario=args.scenario, overrides=tuple(parse_overrides(args.set).items()),
+            rotation=settings.rotation,  # the worker reads the same CROWDPULSE_ROTATION_* settings
+            threads=args.threads,
+        )
+        sink = KafkaSink(endpoints.kafka, TopicNames(settings.topic_prefix).events, **settings.kafka_security.kafka_python_config())
+        simulator = threading.Thread(
+            target=lambda: summary.update(run_simulation(run, areas, sink, stop)), name="simulator", daemon=True
+        )
+        sim_started = time.monotonic()
+        simulator.start()
+        deadline = None if args.duration is None else started + args.duration
+        interactive = sys.stdout.isatty()
+        last_print = 0.0
+        while deadline is None or time.monotonic() < deadline:
+            if worker.poll() is not None:
+                print(f"worker exited with code {worker.poll()}; see {log_dir / 'worker.log'}", file=sys.stderr)
+                return 1
+            if interactive or time.monotonic() - last_print >= 5:
+                _print_table(base, interactive)
+                last_print = time.monotonic()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+    finally:
+        stop.set()
+        if simulator is not None:
+            simulator.join(timeout=15)
+            _drain(base, summary.get("events", 0), worker, timeout=15)
+            _print_summary(base, summary, time.monotonic() - sim_started)
+        worker.stop(timeout=15)
+        services.stop()
+    return 0
+
+
+def _wait_for_http(url: str, worker: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with code {worker.poll()} while starting")
+        try:
+            http_json(url)
+            return
+        except (OSError, urllib.error.URLError, ValueError):
+            time.sleep(0.5)
+    raise RuntimeError(f"worker did not answer {url} within {timeout:.0f}s")
+
+
+def _drain(base: str, sent: int, worker: ManagedProcess, timeout: float) -> None:
+    """Give the worker a moment to count what the simulator sent before the summary."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            if http_json(f"{base}/api/ingest")["events_in"] >= sent:  # type: ignore[index]
+                return
+        except (OSError, urllib.error.URLError, ValueError):
+            return
+        time.sleep(0.5)
+
+
+def _print_table(base: str, interactive: bool) -> None:
+    try:
+        estimates = http_json(f"{base}/api/areas")
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"(api not answering: {exc})", flush=True)
+        return
+    lines = [f"{'area':<15} {'window':>7} {'devices':>9} {'range (90%)':>19} {'capacity':>9} {'level':>8}"]
+    as_of = None
+    for e in estimates:  # type: ignore[union-attr]
+        as_of = e["as_of"]
+        window = f"{e['window_s'] // 60}m"
+        if e["suppressed"]:
+            lines.append(f"{e['area']:<15} {window:>7} {'<k':>9} {'suppressed':>19} {'':>9} {e['level']:>8}")
+            continue
+        rng = f"{e['people_low']}-{e['people_high']}"
+        pct = f"{100 * e['people'] / e['capacity']:.1f}%"
+        lines.append(f"{e['area']:<15} {window:>7} {e['devices']:>9} {rng:>19} {pct:>9} {e['level']:>8}")
+    if as_of is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(as_of / 1000))
+        lines.insert(0, f"stream time: windows ending {stamp} UTC")
+    lines.extend(_alert_lines(base))
+    if interactive:
+        sys.stdout.write("\x1b[2J\x1b[H")
+    print("\n".join(lines) + "\n", flush=True)
+
+
+def _alert_lines(base: str) -> list[str]:
+    """The active alerts under the table (the dashboard at / shows them with ack buttons)."""
+    try:
+        active = http_json(f"{base}/api/alerts")["active"]  # type: ignore[index]
+    except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+        return []
+    if not active:
+        return ["", "alerts: none active"]
+    lines = ["", f"alerts: {len(active)} active"]
+    for a in active[:12]:
+        lines.append(f"  {a['level'].upper():<8} {a['state']:<12} {a['message']}")
+    if len(active) > 12:
+        lines.append(f"  ... and {len(active) - 12} more")
+    return lines
+
+
+def _print_summary(base: str, simulator: dict, wall_s: float) -> None:
+    try:
+        stats = http_json(f"{base}/api/ingest")
+    except (OSError, urllib.error.URLError, ValueError):
+        stats = {}
+    sent = simulator.get("events", "?")
+    print("demo summary:", flush=True)
+    print(f"  simulator: {sent} events in {simulator.get('frames', '?')} frames", flush=True)
+    if stats:
+        s = stats  # type: ignore[assignment]
+        closes = s["events_in"] == s["counted"] + s["deadletter"] + s["late"]
+        print(
+            f"  worker: in {s['events_in']} = counted {s['counted']} + dead-lettered {s['deadletter']} "
+            f"+ late {s['late']} ({'closes' if closes else 'DOES NOT CLOSE'})",
+            flush=True,
+        )
+        print(f"  frame sequence gaps {s['sequence_gaps']}, repeats {s['sequence_repeats']}", flush=True)
+        if wall_s > 0:
+            print(f"  throughput: {s['events_in'] / wall_s:,.0f} events/s over {wall_s:.0f} s", flush=True)

@@ -1,0 +1,247 @@
+"""Estimates from distinct counts (streams/estimate/estimator.py): range, capacity level, suppression."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from streams.core.areas import Area
+from streams.runtime.app import next_pass_at
+from streams.estimate.estimator import (
+    HLL_STANDARD_ERROR,
+    EstimateRange,
+    SealedCounts,
+    ahead_share,
+    build_estimate,
+    hll_range,
+    level,
+    points_to_refresh,
+    sealed_through,
+)
+
+STADIUM = Area(id="stadium", name="Stadium", capacity=60_000, cells=(1038, 1039), kind="venue")
+AS_OF = 1_700_000_040_000
+CONTRACT_KEYS = {
+    "area", "window_s", "as_of", "devices", "people", "people_low", "people_high", "suppressed", "capacity", "level",
+}
+#: The contract's keys and what crowdpulse adds to them (docs/operations.md, "Estimates").
+ESTIMATE_KEYS = CONTRACT_KEYS | {"warming_up"}
+
+
+# --- the HyperLogLog range -------------------------------------------------------------------
+
+
+def test_standard_error_is_that_of_16384_registers() -> None:
+    assert HLL_STANDARD_ERROR == 1.04 / 128 == 0.008125
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        (0, EstimateRange(0, 0, 0)),
+        (1, EstimateRange(1, 0, 2)),
+        (15, EstimateRange(15, 14, 16)),
+        (100, EstimateRange(100, 98, 102)),
+        (10_000, EstimateRange(10_000, 9_866, 10_134)),  # spread 133.65
+        (52_000, EstimateRange(52_000, 51_305, 52_695)),  # spread 694.97
+    ],
+)
+def test_hll_range_exact_values(devices: int, expected: EstimateRange) -> None:
+    assert hll_range(devices) == expected
+
+
+def test_hll_range_is_the_90_percent_spread_rounded_outwards() -> None:
+    for devices in range(0, 2_000_000, 9_973):
+        spread = 1.6449 * 0.008125 * devices
+
+        estimate = hll_range(devices)
+
+        assert estimate.low <= estimate.people == devices <= estimate.high
+        assert 0 <= (estimate.high - devices) - spread < 1 + 1e-6, devices
+        assert 0 <= (devices - estimate.low) - min(spread, devices) < 1 + 1e-6, devices
+
+
+def test_hll_range_with_a_wider_z() -> None:
+    assert hll_range(10_000, z=3.0) == EstimateRange(10_000, 9_756, 10_244)  # spread 243.75
+
+
+# --- capacity level --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("people_high", "expected"),
+    [
+        (0, "ok"),
+        (47_999, "ok"),
+        (48_000, "warn"),  # 80% of 60,000
+        (56_999, "warn"),
+        (57_000, "critical"),  # 95% of 60,000
+        (60_000, "critical"),
+        (90_000, "critical"),
+    ],
+)
+def test_level_thresholds(people_high: int, expected: str) -> None:
+    assert level(people_high, 60_000) == expected
+
+
+def test_level_thresholds_for_a_capacity_that_does_not_divide_evenly() -> None:
+    # 80% of 7 is 5.6, 95% is 6.65.
+    assert [level(n, 7) for n in range(9)] == ["ok"] * 6 + ["warn", "critical", "critical"]
+
+
+# --- the published estimate ------------------------------------------------------------------
+
+
+def test_estimate_below_min_count_is_suppressed_on_every_channel() -> None:
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=14, min_count=15)
+
+    assert estimate == {
+        "area": "stadium",
+        "window_s": 900,
+        "as_of": AS_OF,
+        "devices": None,
+        "people": None,
+        "people_low": None,
+        "people_high": None,
+        "suppressed": True,
+        "capacity": 60_000,
+        "level": "ok",
+        "warming_up": False,
+    }
+
+
+def test_estimate_at_min_count_is_published() -> None:
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=15, min_count=15)
+
+    assert estimate == {
+        "area": "stadium",
+        "window_s": 900,
+        "as_of": AS_OF,
+        "devices": 15,
+        "people": 15,
+        "people_low": 14,
+        "people_high": 16,
+        "suppressed": False,
+        "capacity": 60_000,
+        "level": "ok",
+        "warming_up": False,
+    }
+
+
+@pytest.mark.parametrize(("devices", "min_count"), [(0, 15), (14, 15), (15, 15), (52_000, 15), (0, 0)])
+def test_estimate_has_the_contract_shape(devices: int, min_count: int) -> None:
+    estimate = build_estimate(STADIUM, 300, AS_OF, devices=devices, min_count=min_count)
+
+    assert set(estimate) == ESTIMATE_KEYS
+    assert type(estimate["warming_up"]) is bool
+    assert type(estimate["area"]) is str
+    assert type(estimate["window_s"]) is int
+    assert type(estimate["as_of"]) is int
+    assert type(estimate["suppressed"]) is bool
+    assert type(estimate["capacity"]) is int
+    assert estimate["level"] in {"ok", "warn", "critical"}
+    counts = [estimate[k] for k in ("devices", "people", "people_low", "people_high")]
+    if estimate["suppressed"]:
+        assert counts == [None] * 4
+    else:
+        assert all(type(c) is int for c in counts)
+    assert json.loads(json.dumps(estimate)) == estimate
+
+
+def test_no_devices_with_no_threshold_is_a_published_zero() -> None:
+    estimate = build_estimate(STADIUM, 300, AS_OF, devices=0, min_count=0)
+
+    assert (estimate["suppressed"], estimate["people"], estimate["people_low"], estimate["people_high"]) == (
+        False, 0, 0, 0,
+    )
+
+
+def test_level_is_decided_by_the_upper_end_of_the_range() -> None:
+    # 47,700 people is below 80% of 60,000, but the range reaches 48,338.
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=47_700, min_count=15)
+
+    assert (estimate["people"], estimate["people_high"], estimate["level"]) == (47_700, 48_338, "warn")
+    assert math.isclose(estimate["people_high"] - 47_700, 1.6449 * 0.008125 * 47_700, abs_tol=1)
+
+
+def test_points_to_refresh_first_pass_is_the_current_bucket_only() -> None:
+    points, skipped = points_to_refresh(["a", "b"], set(), None, newest=100, window_buckets=60, max_catchup=240)
+    assert points == [("a", 100), ("b", 100)] and skipped == 0
+
+
+def test_points_to_refresh_catches_up_every_bucket_stream_time_entered() -> None:
+    points, skipped = points_to_refresh(["a"], set(), published_through=100, newest=104, window_buckets=60, max_catchup=240)
+    assert points == [("a", b) for b in range(101, 105)] and skipped == 0
+    points, skipped = points_to_refresh(["a"], set(), published_through=100, newest=110, window_buckets=60, max_catchup=3)
+    assert points == [("a", 108), ("a", 109), ("a", 110)] and skipped == 7
+
+
+def test_points_to_refresh_republishes_every_window_a_late_event_changed() -> None:
+    # Stream time is in bucket 200; an event within grace landed in bucket 198 of area "b".
+    points, _ = points_to_refresh(["a", "b"], {("b", 198)}, published_through=200, newest=200, window_buckets=60, max_catchup=240)
+    assert points == [("b", 198), ("b", 199), ("b", 200)]
+    # A 5-bucket window containing bucket 190 ends at 190..194 at the latest.
+    points, _ = points_to_refresh(["a"], {("a", 190)}, published_through=200, newest=200, window_buckets=5, max_catchup=240)
+    assert points == [("a", b) for b in range(190, 195)]
+    assert points_to_refresh(["a"], set(), 200, 200, 60, 240) == ([], 0)
+
+
+# --- the estimator's cadence ---------------------------------------------------------------------
+
+
+def test_live_passes_start_at_a_fixed_rate_and_catching_up_leaves_ingest_an_interval() -> None:
+    # Live: one interval after the previous start, however long the pass took within it.
+    assert next_pass_at(100.0, now=100.6, interval=1.0) == 101.0
+    # Live, overran (a 1.5 s pass): the next starts at once, and the lost tick is not run as well.
+    assert next_pass_at(100.0, now=101.5, interval=1.0) == 101.5
+    assert next_pass_at(101.5, now=101.6, interval=1.0) == 102.5
+    # Catching up (a replay or a backlog): a whole interval after the pass ended.
+    assert next_pass_at(100.0, now=100.6, interval=1.0, live=False) == 101.6
+    assert next_pass_at(100.0, now=101.5, interval=1.0, live=False) == 102.5
+
+
+# --- sealed spans: counted once -----------------------------------------------------------------
+def test_a_bucket_is_sealed_once_every_partition_is_past_its_end_by_the_grace() -> None:
+    minute = 60_000
+    # Bucket 99 ends at 100 min; with 2 min of grace every watermark must reach 102 min.
+    assert sealed_through({0: 102 * minute, 1: 110 * minute}, 2, 2 * minute, minute) == 99
+    assert sealed_through({0: 102 * minute - 1, 1: 110 * minute}, 2, 2 * minute, minute) == 98
+    # A partition without a watermark (or not seen at all) could still bring anything.
+    assert sealed_through({0: 200 * minute, 1: None}, 2, 2 * minute, minute) is None
+    assert sealed_through({0: 200 * minute}, 2, 2 * minute, minute) is None
+    assert sealed_through({}, 0, 2 * minute, minute) is None
+
+
+def test_sealed_counts_keep_only_spans_whose_buckets_are_all_sealed() -> None:
+    book = SealedCounts(60)
+    hour_older_than_5 = (300, 3300)  # buckets b-59 .. b-5 of window end b
+    last_5 = (0, 300)  # b-4 .. b
+    through = 95  # window end 100: the older span ends at bucket 95, sealed; the last 5 not
+    assert book.sealed(100, hour_older_than_5, through) and not book.sealed(100, last_5, through)
+    assert not book.sealed(101, hour_older_than_5, through) and not book.sealed(100, hour_older_than_5, None)
+    points = [("a", 100), ("b", 100)]
+    known, todo = book.split(points, [last_5, hour_older_than_5])
+    assert known == {} and todo == [(("a", 100), [last_5, hour_older_than_5]), (("b", 100), [last_5, hour_older_than_5])]
+    book.keep({("a", 100, last_5): 7, ("a", 100, hour_older_than_5): 40, ("b", 100, hour_older_than_5): 50}, through)
+    known, todo = book.split(points, [last_5, hour_older_than_5])
+    assert known == {("a", 100, hour_older_than_5): 40, ("b", 100, hour_older_than_5): 50}
+    assert todo == [(("a", 100), [last_5]), (("b", 100), [last_5])]  # the open span is counted again
+    assert len(known) == 2
+    # Ahead of need: the next window end's sealed spans not kept yet.
+    assert book.missing([("a", 101), ("a", 100)], [last_5, hour_older_than_5], 96) == [(("a", 101), [hour_older_than_5])]
+    book.forget(101)
+    assert book.split(points, [hour_older_than_5])[0] == {}
+
+
+def test_the_next_minutes_sealed_spans_are_spread_over_the_passes_left() -> None:
+    minute = 60_000
+    # 10 s passes at the start of minute 100: six passes left, the last kept free: a fifth each.
+    assert ahead_share(10_000, 100 * minute, 100, minute, 10.0) == 2_000
+    # 1 s passes: 59 passes share the work.
+    assert ahead_share(10_000, 100 * minute, 100, minute, 1.0) == 170
+    # Late in the minute what remains is done at once; never more than remains, never nothing.
+    assert ahead_share(300, 100 * minute + 55_000, 100, minute, 10.0) == 300
+    assert ahead_share(3, 100 * minute, 100, minute, 1.0) == 1
+    assert ahead_share(0, 100 * minute, 100, minute, 1.0) == 0

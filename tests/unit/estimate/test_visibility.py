@@ -1,0 +1,332 @@
+"""The visibility model's maths: curve features, the nearest-neighbour table, its calibrated
+ranges, the scaling from phones to people, and the exact curve tracker used to calibrate it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streams.estimate import hll_model
+from streams.core.areas import load_areas
+from streams.tools.calibrate import CurveTracker
+from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
+from streams.core.settings import DEFAULT_AREAS
+from streams.estimate.visibility import (
+    CURVE_SPANS_S,
+    FEATURE_NAMES,
+    N60,
+    SIZE_EDGES,
+    VisibilityModel,
+    curve_features,
+    log_half_width,
+    people_from,
+)
+
+AREAS = load_areas(DEFAULT_AREAS)
+
+
+def test_curve_spans_are_the_recent_windows_then_the_older_parts_of_the_hour() -> None:
+    assert CURVE_SPANS_S == ((0, 60), (0, 300), (0, 900), (0, 1800), (0, 3600), (300, 3300), (900, 2700), (1800, 1800))
+
+
+def test_curve_features_by_hand() -> None:
+    # N(1, 5, 15, 30, 60) and the older spans O(5), O(15), O(30).
+    curve = np.array([10, 40, 100, 160, 200, 180, 150, 90])
+    reference = np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200])
+    f = curve_features(curve, reference)[0]
+    assert f.shape == (len(FEATURE_NAMES),)
+    np.testing.assert_allclose(f[:4], [0.05, 0.2, 0.5, 0.8])  # N(W) / N(60)
+    np.testing.assert_allclose(f[4:8], [0.05 / 0.05, 0.2 / 0.2, 0.5 / 0.4, 0.8 / 0.6])  # relative to the reference
+    # Seen again: N(s) + O(s) - N(60) = 40+180-200, 100+150-200, 160+90-200.
+    np.testing.assert_allclose(f[8:11], [20 / 200, 50 / 200, 50 / 200])
+    ref_again = np.array([400 + 1900 - 2000, 800 + 1600 - 2000, 1200 + 1200 - 2000]) / 2000
+    np.testing.assert_allclose(f[11:14], np.array([0.1, 0.25, 0.25]) / ref_again)
+    assert f[14] == pytest.approx(0.4)
+
+
+def test_curve_features_survive_empty_areas() -> None:
+    f = curve_features(np.zeros((3, 8)), np.zeros(8))
+    assert np.isfinite(f).all() and (f == 0).all()
+
+
+def _synthetic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows whose z is a smooth function of two features, plus noise that is larger for small
+    areas (N(60) below 300) than for large ones."""
+    features = rng.random((n, len(FEATURE_NAMES)))
+    n60 = rng.choice([150, 5000], n)
+    z = 0.8 * features[:, 2] - 0.5 * features[:, 9] + rng.normal(0, np.where(n60 < 300, 0.15, 0.03))
+    return features, z, n60
+
+
+def test_the_table_recovers_a_smooth_visibility_and_its_ranges_hold_ninety_percent() -> None:
+    rng = np.random.default_rng(3)
+    features, z, _ = _synthetic(rng, 6000)
+    model = VisibilityModel.fit(features, z, k=10, meta={})
+    model = model.with_coverage(*_synthetic(rng, 4000))
+    test_f, test_z, test_n60 = _synthetic(rng, 4000)
+    z_hat, half = model.predict(test_f, test_n60)
+    # Fifteen features, two of them informative, 6,000 rows: the neighbours are not very near,
+    # so the error is several times the noise, but far below the spread of z itself (~0.25).
+    assert np.mean(np.abs(z_hat - test_z)) < 0.15
+    # The ranges hold 90% in each size class, not just overall: wider for the small areas.
+    for small in (True, False):
+        mine = (test_n60 < 300) == small
+        coverage = np.mean(np.abs(z_hat - test_z)[mine] <= half[mine])
+        assert 0.86 <= coverage <= 0.94, (small, coverage)
+    assert np.median(half[test_n60 < 300]) > np.median(half[test_n60 >= 300])
+
+
+def test_with_runs_the_ranges_hold_ninety_percent_for_the_typical_run_not_the_pool() -> None:
+    rng = np.random.default_rng(13)
+    features, z, _ = _synthetic(rng, 6000)
+    model = VisibilityModel.fit(features, z, k=10, meta={})
+    held_f, held_z, _ = _synthetic(rng, 6000)
+    held_n60 = np.full(6000, 5000)
+    runs = np.repeat([0, 1, 2], 2000)
+    held_z = held_z + np.where(runs == 2, rng.normal(0, 0.3, 6000), 0.0)  # run 2: a much harder story
+    test_f, test_z, _ = _synthetic(rng, 4000)
+    test_n60 = np.full(4000, 5000)
+
+    def coverage(m: VisibilityModel) -> float:
+        z_hat, half = m.predict(test_f, test_n60)
+        return float(np.mean(np.abs(z_hat - test_z) <= half))
+
+    pooled, typical = model.with_coverage(held_f, held_z, held_n60), model.with_coverage(held_f, held_z, held_n60, runs=runs)
+    assert coverage(pooled) > 0.97  # the hard run widened everyone's ranges
+    assert 0.86 <= coverage(typical) <= 0.94
+
+
+def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    features, z, _ = _synthetic(rng, 500)
+    model = VisibilityModel.fit(features, z, k=5, meta={"runs": ["x"]}).with_coverage(*_synthetic(rng, 200))
+    model.save(tmp_path / "m.npz")
+    again = VisibilityModel.load(tmp_path / "m.npz")
+    probe, n60 = rng.random((7, len(FEATURE_NAMES))), np.full(7, 500)
+    # The table is kept as float16 and z as float32: equal to a few thousandths.
+    np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=2e-3)
+    assert again.meta == {"runs": ["x"]} and again.k == 5
+    np.testing.assert_allclose(again.spread_90, model.spread_90)
+
+
+def test_people_from_phones_by_share_and_sims() -> None:
+    # 1,000 phones in the hour, visibility e^z = 0.8 -> 800 phones present -> / (0.32 * 1.35).
+    people, low, high = people_from(np.array([1000]), np.log([0.8]), np.array([0.1]), np.array([0.32]), 1.35)
+    assert people[0] == round(800 / 0.432)
+    assert low[0] == math.floor(800 * math.exp(-0.1) / 0.432) and high[0] == math.ceil(800 * math.exp(0.1) / 0.432)
+
+
+def test_half_widths_add_in_quadrature() -> None:
+    half = log_half_width(np.array([0.3]), 0.4 / Z_90, 0.0, Z_90)
+    assert half[0] == pytest.approx(0.5)
+
+
+def _flat_model(z: float) -> VisibilityModel:
+    """A table that answers z for everything (all rows equal), with a known spread."""
+    rng = np.random.default_rng(5)
+    features = rng.random((50, len(FEATURE_NAMES)))
+    return VisibilityModel(
+        table=features.astype(np.float32), z=np.full(50, z), mean=np.zeros(len(FEATURE_NAMES)),
+        scale=np.ones(len(FEATURE_NAMES)), k=5, spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.05, meta={},
+    )
+
+
+def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> None:
+    people = PeopleModel.for_areas(_flat_model(math.log(0.5)), AREAS, default_share=0.32, sims=1.35)
+    assert people.reference == "city" == AREAS.widest()
+    assert people.share["east-district"] == 0.36 and people.share["stadium"] == 0.32
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
+    assert people.estimate({"stadium": curve}) == {}  # no reference, nothing to say
+    out = people.estimate({"city": curve * 10, "stadium": curve, "east-district": curve})
+    assert out["stadium"].people == round(500 / (0.32 * 1.35))
+    assert out["east-district"].people == round(500 / (0.36 * 1.35))
+    half = math.sqrt(0.05**2 + (Z_90 * HLL_STANDARD_ERROR) ** 2)
+    assert out["stadium"].high == math.ceil(500 * math.exp(half) / (0.32 * 1.35))
+
+
+def test_window_book_publishes_the_models_people_on_every_window_and_withholds_with_the_count() -> None:
+    people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 15, 60_000, keep_buckets=5, people=people)
+    assert set(book.spans) == {(0, 300), (0, 900), (0, 3600), *CURVE_SPANS_S}
+    counts = {}
+    for i, area in enumerate(AREAS.area_ids):
+        scale = i + 1 if area != "arena" else 0.01  # the arena: 1 to 10 phones, below k
+        counts.update({(area, 7, span): round(n * scale) for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500])})
+    published = {(e["area"], e["window_s"]): e for e in book.update(counts, newest=7)}
+    for area in ("stadium", "centre"):
+        shown = [published[(area, w)] for w in (300, 900, 3600) if not published[(area, w)]["suppressed"]]
+        assert len(shown) >= 2
+        # One estimate of people present, whatever the window: phones present = N(60) * e^0.
+        n60 = counts[(area, 7, (0, 3600))]
+        assert {e["people"] for e in shown} == {round(n60 / 0.5)}
+    assert published[("arena", 900)]["suppressed"] and published[("arena", 900)]["people"] is None
+
+
+def test_the_book_asks_for_the_reference_area_when_it_lacks_its_curve() -> None:
+    people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 15, 60_000, keep_buckets=5, people=people)
+    assert ("city", 3) in book.needed([("stadium", 3)])
+
+
+
+def _curve_counts(bucket: int) -> dict:
+    return {
+        (area, bucket, span): n * (i + 1)
+        for i, area in enumerate(AREAS.area_ids)
+        for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500])
+    }
+
+
+def test_estimates_warm_up_until_the_stream_behind_them_covers_what_they_need() -> None:
+    # The model reads the last hour for every window: until the whole network has an hour of
+    # data behind a window end, all its windows are warming up. The naive model needs only the
+    # window itself: the 5-minute window is done warming long before the hour.
+    people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
+    model = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5, people=people)
+    naive = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5)
+    assert model.history_area == naive.history_area == "city" and (model.history_s, naive.history_s) == (3600, 3600)
+
+    def warming(book: WindowBook, bucket: int, data_from: int | None) -> dict[int, bool]:
+        out = book.update(_curve_counts(bucket), newest=bucket, data_from={bucket: data_from})
+        return {e["window_s"]: e["warming_up"] for e in out if e["area"] == "stadium"}
+
+    # Ten minutes of stream (buckets 91..100).
+    assert warming(model, 100, 91) == {300: True, 900: True, 3600: True}
+    assert warming(naive, 100, 91) == {300: False, 900: True, 3600: True}
+    # 59 minutes, then a full hour (the oldest bucket of the hour, 141, has data).
+    assert warming(model, 200, 142) == {300: True, 900: True, 3600: True}
+    assert warming(model, 201, 142) == {300: False, 900: False, 3600: False}
+    assert warming(naive, 201, 142) == {300: False, 900: False, 3600: False}
+    # No data at all in the hour behind it (a silence): warming up again.
+    assert warming(naive, 300, None) == {300: True, 900: True, 3600: True}
+    # A caller that does not say (no data_from for the bucket): not marked.
+    assert all(not e["warming_up"] for e in naive.update(_curve_counts(400), newest=400))
+
+
+def test_curve_tracker_matches_plain_sets() -> None:
+    rng = np.random.default_rng(6)
+    n_devices, start = 300, 1_000 * 60_000
+    phone = rng.random(n_devices) < 0.9
+    tracker = CurveTracker(AREAS, phone, start)
+    seen: list[tuple[int, int, int]] = []  # (minute, device, cell index)
+    for minute in range(70):
+        device = rng.integers(0, n_devices, 120)
+        ts = start + minute * 60_000 + rng.integers(0, 60_000, 120)
+        cell = rng.integers(0, len(AREAS.cell_ids), 120)
+        tracker.add(device, ts, cell)
+        seen += [(minute, int(d), int(c)) for d, c in zip(device, cell) if phone[d]]
+        tracker.close(np.zeros((len(AREAS.area_ids), 3)))
+    stadium = AREAS.area_ids.index("stadium")
+    cells = {int(np.searchsorted(AREAS.cell_ids, c)) for c in AREAS.area_by_id["stadium"].cells}
+    now = 69
+
+    def distinct(first_age: int, last_age: int) -> int:
+        return len({d for m, d, c in seen if c in cells and first_age <= now - m < last_age})
+
+    expected = [distinct(0, w) for w in (1, 5, 15, 30, 60)] + [distinct(s, 60) for s in (5, 15, 30)]
+    assert tracker.curves[-1][stadium].tolist() == expected
+
+
+def test_curve_tracker_counts_each_span_as_one_hyperloglog_of_its_members() -> None:
+    rng = np.random.default_rng(7)
+    n_devices, start = 20_000, 1_000 * 60_000
+    members = rng.integers(0, 2**64 - 1, n_devices, dtype=np.uint64, endpoint=True)
+    tracker = CurveTracker(AREAS, np.ones(n_devices, dtype=bool), start, members=members)
+    seen: list[tuple[int, np.ndarray]] = []  # (minute, devices in the city)
+    for minute in range(66):
+        device = rng.integers(0, n_devices, 1_500)
+        ts = start + minute * 60_000 + rng.integers(0, 60_000, 1_500)
+        tracker.add(device, ts, rng.integers(0, len(AREAS.cell_ids), 1_500))  # every cell is in the city
+        seen.append((minute, device))
+        tracker.close(np.zeros((len(AREAS.area_ids), 3)))
+    city = AREAS.area_ids.index("city")
+
+    def pfcount(first_age: int, last_age: int) -> int:
+        devices = np.unique(np.concatenate([d for m, d in seen if first_age <= 65 - m < last_age]))
+        registers = np.zeros(hll_model.REGISTERS, dtype=np.uint8)
+        hll_model.add(registers, *hll_model.register_and_rank(members[devices]))
+        return int(hll_model.count(registers))
+
+    expected = [pfcount(0, w) for w in (1, 5, 15, 30, 60)] + [pfcount(s, 60) for s in (5, 15, 30)]
+    assert tracker.hll_curves[-1][city].tolist() == expected
+    exact = tracker.curves[-1][city]
+    assert exact[N60] > 15_000 and np.all(np.abs(tracker.hll_curves[-1][city] / exact - 1) < 5 * HLL_STANDARD_ERROR)
+
+
+def test_a_table_calibrated_on_hyperloglog_counts_adds_no_second_hyperloglog_term() -> None:
+    flat = _flat_model(0.0)
+    exact_table = PeopleModel.for_areas(flat, AREAS, default_share=0.5, sims=1.0)
+    hll_table = PeopleModel.for_areas(replace(flat, meta={"counts": "hll"}), AREAS, default_share=0.5, sims=1.0)
+    curves = {"city": np.full(8, 10_000), "stadium": np.full(8, 1_000)}
+    assert exact_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(math.hypot(0.05, Z_90 * HLL_STANDARD_ERROR)))
+    assert hll_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(0.05))
+
+
+def test_row_errors_leave_the_rows_own_group_out() -> None:
+    # Three groups (runs x areas), close in feature space, each tight: within a group the
+    # neighbours would agree perfectly (even hours apart); each row must be predicted by the
+    # other groups only.
+    rng = np.random.default_rng(9)
+    features = np.repeat(rng.random((1, len(FEATURE_NAMES))), 60, axis=0) + rng.normal(0, 1e-3, (60, len(FEATURE_NAMES)))
+    features[20:40] += 0.01
+    features[40:] += 0.02
+    z = np.r_[np.zeros(20), np.ones(20), np.full(20, 2.0)]
+    groups = np.repeat([0, 1, 2], 20)
+    model = VisibilityModel.fit(features, z, k=5, meta={}, groups=groups)
+    assert model.row_error is not None
+    # Group 0's nearest others are group 1 (z 1), group 2's are group 1 (z 1), group 1's are
+    # groups 0 and 2 (z 0 and 2, mean about 1).
+    np.testing.assert_allclose(model.row_error[:20], 1.0)
+    np.testing.assert_allclose(model.row_error[40:], 1.0)
+    assert np.all(model.row_error[20:40] <= 1.0)
+    without = VisibilityModel.fit(features, z, k=5, meta={})  # no groups: no row errors
+    assert without.row_error is None
+
+
+def test_off_the_tables_map_the_range_widens_with_the_distance_to_the_neighbours(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    features, z, n60 = _synthetic(rng, 3000)
+    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=np.arange(3000) % 30)
+    assert model.neighbour_distance > 0
+    on_map = features[:50] + rng.normal(0, 0.01, (50, len(FEATURE_NAMES)))
+    off_map = on_map + 3 * features.std(axis=0)  # three standard deviations away in every feature
+    n = np.full(50, 5000)
+    near_half, far_half = model.predict(on_map, n)[1], model.predict(off_map, n)[1]
+    blind = replace(model, neighbour_distance=0.0)  # the same table without the widening
+    assert np.median(far_half / blind.predict(off_map, n)[1]) > 2  # far: several times wider
+    assert np.mean(near_half == blind.predict(on_map, n)[1]) >= 0.9  # on the map: (nearly all) unchanged
+    model.save(tmp_path / "m.npz")
+    assert VisibilityModel.load(tmp_path / "m.npz").neighbour_distance == pytest.approx(model.neighbour_distance)
+
+
+
+def test_repeated_curves_get_the_same_prediction_as_when_predicted_alone() -> None:
+    # predict searches each distinct row once and hands the result to its copies: the answer
+    # for every row, on the map and off it, must be the one it gets on its own.
+    rng = np.random.default_rng(21)
+    features, z, n60 = _synthetic(rng, 2000)
+    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=np.arange(2000) % 20)
+    rows = np.concatenate([features[:5], features[:5] + 4 * features.std(axis=0)])  # on and off the map
+    batch = rows[rng.integers(0, len(rows), 40)]  # 40 rows, only 10 distinct
+    sizes = rng.choice([150, 5000], len(batch))
+    z_hat, half = model.predict(batch, sizes)
+    for i in range(len(batch)):
+        alone_z, alone_half = model.predict(batch[i:i + 1], sizes[i:i + 1])
+        assert (z_hat[i], half[i]) == (alone_z[0], alone_half[0])
+    assert len(np.unique(half)) > 2  # not a degenerate table: the rows' answers differ
+
+def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
+    from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
+    from streams.core.settings import Settings
+
+    model, summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1)
+    model.save(tmp_path / "quick.npz")
+    again = VisibilityModel.load(tmp_path / "quick.npz")
+    assert summary["rows"] == len(again.z) > 500 and again.row_error is not None
+    assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
+    assert again.meta["table_runs"] == [r.label() for r in QUICK_TABLE_RUNS]
+    assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
