@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 DURATION ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[tools,test,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,8 +20,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/crowdpulse demo $(if $(DURATION),--duration $(DURATION),)
 
-test: $(STAMP)
+# The suite runs after the lint, so a lint or type error fails `make test` in seconds.
+test: lint
 	$(BIN)/python -m pytest -q
+
+# ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check streams producers tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

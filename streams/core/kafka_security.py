@@ -46,18 +46,6 @@ class KafkaSecurity:
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)
 
-    def faust_credentials(self) -> object | None:
-        """`broker_credentials` for faust.App (aiokafka underneath); None for PLAINTEXT."""
-        import faust
-
-        if self.protocol == "SASL_SSL":
-            return faust.SASLCredentials(
-                username=self.username, password=self.password, mechanism=self.sasl_mechanism, ssl_context=self.ssl_context()
-            )
-        if self.protocol == "SSL":
-            return faust.SSLCredentials(self.ssl_context())
-        return None
-
     def kafka_python_config(self) -> dict[str, object]:
         """Options for kafka-python's KafkaProducer / KafkaConsumer / KafkaAdminClient."""
         if self.protocol == "PLAINTEXT":

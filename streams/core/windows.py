@@ -7,6 +7,8 @@ event-time interval [E - W, E).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -39,3 +41,18 @@ def expire_at_ms(
     end = (bucket + 1) * bucket_ms
     remaining = end + longest_window_ms + grace_ms - stream_now_ms
     return wall_now_ms + max(remaining, grace_ms + bucket_ms)
+
+
+class Span(NamedTuple):
+    """A run of buckets whose HyperLogLogs one PFCOUNT merges: the `length_s` seconds ending
+    `skip_s` before a window end (skip 0: the window itself), of the area's total or, with
+    `segment`, of one of its segment HyperLogLogs (streams/core/segments.py)."""
+
+    skip_s: int
+    length_s: int
+    segment: str = ""
+
+    @classmethod
+    def window(cls, window_s: int, segment: str = "") -> Span:
+        """The whole window of `window_s` seconds."""
+        return cls(0, window_s, segment)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypedDict, cast
 
 import numpy as np
 
 from streams.core.areas import Area, AreaMap
+from streams.core.windows import Span
 from streams.estimate.privacy import DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
 from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED
 from streams.estimate.visibility import CURVE_SPANS_S, N60, VisibilityModel, curve_features, log_half_width, people_from
@@ -154,16 +156,16 @@ class SealedCounts:
 
     def __init__(self, bucket_s: int) -> None:
         self.bucket_s = bucket_s
-        self.by_bucket: dict[int, dict[tuple[str, tuple], int]] = {}  # window end -> (area, span) -> count
+        self.by_bucket: dict[int, dict[tuple[str, Span], int]] = {}  # window end -> (area, span) -> count
 
-    def sealed(self, bucket: int, span: tuple, through: int | None) -> bool:
-        """Are all of the span's buckets (it ends `span[0]` before window end `bucket`) sealed?"""
-        return through is not None and bucket - span[0] // self.bucket_s <= through
+    def sealed(self, bucket: int, span: Span, through: int | None) -> bool:
+        """Are all of the span's buckets (it ends `span.skip_s` before window end `bucket`) sealed?"""
+        return through is not None and bucket - span.skip_s // self.bucket_s <= through
 
-    def split(self, points: list[tuple[str, int]], spans: list[tuple]) -> tuple[dict, list[tuple[tuple[str, int], list[tuple]]]]:
+    def split(self, points: list[tuple[str, int]], spans: list[Span]) -> tuple[dict, list[tuple[tuple[str, int], list[Span]]]]:
         """The counts already kept for these points' spans, and per point the spans to count."""
-        known: dict[tuple[str, int, tuple], int] = {}
-        todo: list[tuple[tuple[str, int], list[tuple]]] = []
+        known: dict[tuple[str, int, Span], int] = {}
+        todo: list[tuple[tuple[str, int], list[Span]]] = []
         for area, bucket in points:
             kept = self.by_bucket.get(bucket, {})
             missing = []
@@ -177,7 +179,7 @@ class SealedCounts:
                 todo.append(((area, bucket), missing))
         return known, todo
 
-    def missing(self, points: list[tuple[str, int]], spans: list[tuple], through: int | None) -> list[tuple[tuple[str, int], list[tuple]]]:
+    def missing(self, points: list[tuple[str, int]], spans: list[Span], through: int | None) -> list[tuple[tuple[str, int], list[Span]]]:
         """Per point, its sealed spans not kept yet (to count ahead of need)."""
         out = []
         for area, bucket in points:
@@ -187,7 +189,7 @@ class SealedCounts:
                 out.append(((area, bucket), wanted))
         return out
 
-    def keep(self, counts: dict[tuple[str, int, tuple], int], through: int | None) -> None:
+    def keep(self, counts: dict[tuple[str, int, Span], int], through: int | None) -> None:
         """Keep the new counts of sealed spans."""
         for (area, bucket, span), n in counts.items():
             if self.sealed(bucket, span, through):
@@ -199,19 +201,50 @@ class SealedCounts:
             del self.by_bucket[bucket]
 
 
+class SegmentEstimate(TypedDict):
+    """One subscriber segment's share of a published estimate."""
+
+    devices: int
+    people: int
+
+
+class _EstimateExtras(TypedDict, total=False):
+    segments: dict[str, SegmentEstimate | None] | None  # only with segments configured
+    suppressed_reason: str  # why a count is withheld beyond the threshold ("privacy_budget")
+    noise: str  # the differential-privacy mechanism that noised it ("discrete-laplace")
+
+
+class Estimate(_EstimateExtras):
+    """The published estimate of one area and window, as every channel carries it (Kafka
+    crowd.occupancy, /api/areas, SSE, the Redis snapshot): docs/wire-format.md. A suppressed
+    estimate has every count None."""
+
+    area: str
+    window_s: int
+    as_of: int  # epoch ms of the window end (exclusive)
+    devices: int | None
+    people: int | None
+    people_low: int | None
+    people_high: int | None
+    suppressed: bool
+    capacity: int
+    level: str  # "ok" | "warn" | "critical"
+    warming_up: bool
+
+
 def build_estimate(
     area: Area, window_s: int, as_of_ms: int, devices: int, min_count: int, suppressed: bool = False,
     people: EstimateRange | None = None, segments: dict[str, int | None] | None = None,
     warming_up: bool = False,
-) -> dict:
-    """The published JSON estimate (CONTRACT.md shape). Below min_count, or when the privacy
+) -> Estimate:
+    """The published JSON estimate (Estimate; docs/wire-format.md). Below min_count, or when the privacy
     rule withholds it (streams/estimate/privacy.py), every count is null. `people`: the model's estimate
     (None: the naive model, people = devices with HyperLogLog's range). `segments`: each
     segment's device count, None where the privacy rule withholds it; published with its share
     of the people estimate. `warming_up`: the stream behind it is shorter than what the
     estimate needs (WindowBook.warming_up); always present, so a consumer can rely on it."""
     if suppressed or devices < min_count:
-        return {
+        withheld: Estimate = {
             "area": area.id,
             "window_s": window_s,
             "as_of": as_of_ms,
@@ -223,18 +256,12 @@ def build_estimate(
             "capacity": area.capacity,
             "level": "ok",
             "warming_up": warming_up,
-            **({"segments": None} if segments is not None else {}),
         }
+        if segments is not None:
+            withheld["segments"] = None
+        return withheld
     estimate = people if people is not None else hll_range(devices)
-    extra = {}
-    if segments is not None:
-        extra["segments"] = {
-            name: None if count is None else {
-                "devices": count, "people": round(estimate.people * count / devices) if devices else 0,
-            }
-            for name, count in segments.items()
-        }
-    return {
+    published: Estimate = {
         "area": area.id,
         "window_s": window_s,
         "as_of": as_of_ms,
@@ -246,8 +273,15 @@ def build_estimate(
         "capacity": area.capacity,
         "level": level(estimate.high, area.capacity),
         "warming_up": warming_up,
-        **extra,
     }
+    if segments is not None:
+        published["segments"] = {
+            name: None if count is None else {
+                "devices": count, "people": round(estimate.people * count / devices) if devices else 0,
+            }
+            for name, count in segments.items()
+        }
+    return published
 
 
 def segment_counts(totals: dict[int, int], stored: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
@@ -310,7 +344,7 @@ class WindowBook:
         """The stream an estimate needs behind it: the visibility model reads the last hour's
         curve for every window; the naive model, the window alone (the longest of them)."""
         if self.people is not None:
-            return max(skip + length for skip, length in CURVE_SPANS_S)
+            return max(span.skip_s + span.length_s for span in CURVE_SPANS_S)
         return max(self.windows_s)
 
     def warming_up(self, bucket: int, window_s: int) -> bool:
@@ -323,19 +357,19 @@ class WindowBook:
         return first is None or (bucket - first + 1) * self.bucket_ms < needs_s * 1000
 
     @property
-    def spans(self) -> list[tuple[int, int]]:
+    def spans(self) -> list[Span]:
         """The spans (skip_s, length_s) to count per point: the published windows, and the
         visibility model's curve."""
-        spans: list[tuple] = [(0, w) for w in self.windows_s]
+        spans: list[Span] = [Span.window(w) for w in self.windows_s]
         if self.people is not None:
             spans += [span for span in CURVE_SPANS_S if span not in spans]
         if self.segments:
-            spans += [(0, w, name) for w in self.windows_s for name in STORED]
+            spans += [Span.window(w, name) for w in self.windows_s for name in STORED]
         return spans
 
-    def _is_window(self, span: tuple) -> bool:
+    def _is_window(self, span: Span) -> bool:
         """A published window's total (skip 0, one of the windows, no segment)."""
-        return len(span) == 2 and span[0] == 0 and span[1] in self.windows_s
+        return not span.segment and span.skip_s == 0 and span.length_s in self.windows_s
 
     def needed(self, points: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The points to count: the given ones, plus every area of a window end not in the book."""
@@ -350,8 +384,8 @@ class WindowBook:
             out.extend((area, bucket) for area in areas)
         return out
 
-    def update(self, counts: dict[tuple[str, int, tuple[int, int]], int], newest: int,
-               data_from: dict[int, int | None] | None = None) -> list[dict]:
+    def update(self, counts: dict[tuple[str, int, Span], int], newest: int,
+               data_from: dict[int, int | None] | None = None) -> list[Estimate]:
         """Merge new span counts (area, bucket, (skip_s, length_s)); return the estimates to
         publish (new or changed), oldest first. `data_from`: per window end, the oldest bucket
         of the last `history_s` with data of `history_area` (see the class notes)."""
@@ -360,13 +394,13 @@ class WindowBook:
         fresh: dict[tuple[str, int], dict[tuple, int]] = {}
         for (area, bucket, span), devices in counts.items():
             if self._is_window(span):
-                self.counts.setdefault(bucket, {})[(area, span[1])] = devices
+                self.counts.setdefault(bucket, {})[(area, span.length_s)] = devices
             fresh.setdefault((area, bucket), {})[span] = devices
             touched.add(bucket)
         if self.segments:
             for (area, bucket), spans in fresh.items():
-                totals = {span[1]: n for span, n in spans.items() if self._is_window(span)}
-                stored = {(span[1], span[2]): n for span, n in spans.items() if len(span) == 3}
+                totals = {span.length_s: n for span, n in spans.items() if self._is_window(span)}
+                stored = {(span.length_s, span.segment): n for span, n in spans.items() if span.segment}
                 book = self.counts.setdefault(bucket, {})
                 for (window, name), n in segment_counts(totals, stored).items():
                     book[(area, window, name)] = n
@@ -374,7 +408,7 @@ class WindowBook:
             for (area, bucket), spans in fresh.items():
                 if all(span in spans for span in CURVE_SPANS_S):
                     self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
-        changed: list[dict] = []
+        changed: list[Estimate] = []
         for bucket in sorted(touched):
             book = self.counts[bucket]
             withheld = suppressed_items(book, self.pairs, self.min_count)
@@ -414,11 +448,11 @@ class WindowBook:
 
 
 def private_releases(
-    estimates: list[dict],
+    estimates: list[Estimate],
     mechanism: DiscreteLaplace,
     spent: dict[tuple[str, int], float],
     daily_budget: float,
-) -> tuple[list[dict], dict[tuple[str, int], float]]:
+) -> tuple[list[Estimate], dict[tuple[str, int], float]]:
     """Differential privacy at publication, with a per-area daily epsilon budget.
 
     Each release of a (changed) point costs `mechanism.epsilon` from its area's budget for the
@@ -427,7 +461,7 @@ def private_releases(
     the new charges to record.
     """
     charges: dict[tuple[str, int], float] = {}
-    out: list[dict] = []
+    out: list[Estimate] = []
     for estimate in estimates:
         if estimate["suppressed"]:
             out.append(estimate)
@@ -438,12 +472,12 @@ def private_releases(
         key = (estimate["area"], estimate["as_of"] // DAY_MS)
         total = spent.get(key, 0.0) + charges.get(key, 0.0)
         if total + mechanism.epsilon > daily_budget + 1e-9:
-            withheld = {**estimate, "devices": None, "people": None, "people_low": None, "people_high": None}
-            withheld.update(suppressed=True, level="ok", suppressed_reason="privacy_budget")
+            withheld: Estimate = {**estimate, "devices": None, "people": None, "people_low": None, "people_high": None,
+                                  "suppressed": True, "level": "ok", "suppressed_reason": "privacy_budget"}
             out.append(withheld)
             continue
         charges[key] = charges.get(key, 0.0) + mechanism.epsilon
-        noisy = noisy_release(estimate, mechanism)
+        noisy = cast(Estimate, noisy_release(estimate, mechanism))
         noisy["level"] = level(noisy["people_high"], estimate["capacity"])
         out.append(noisy)
     return out, charges

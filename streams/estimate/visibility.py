@@ -35,13 +35,15 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from streams.core.windows import Span
+
 #: Recent windows (minutes) and the older spans' splits (minutes) of the curve.
 RECENT_MIN = (1, 5, 15, 30, 60)
 SPLIT_MIN = (5, 15, 30)
 HOUR_MIN = 60
 #: The curve as Redis spans (skip, length) in seconds: the span ends `skip` before the window end.
-CURVE_SPANS_S: tuple[tuple[int, int], ...] = tuple((0, m * 60) for m in RECENT_MIN) + tuple(
-    (s * 60, (HOUR_MIN - s) * 60) for s in SPLIT_MIN
+CURVE_SPANS_S: tuple[Span, ...] = tuple(Span(0, m * 60) for m in RECENT_MIN) + tuple(
+    Span(s * 60, (HOUR_MIN - s) * 60) for s in SPLIT_MIN
 )
 CURVE_LENGTH = len(CURVE_SPANS_S)
 N60 = RECENT_MIN.index(HOUR_MIN)

@@ -3,8 +3,9 @@ statistics, alerts (list, acknowledge), the live stream (SSE), the dashboard and
 metrics. It reads the published snapshot and alert records in Redis only, never a HyperLogLog
 key.
 
-Every view is registered by `add_views`; access is checked in front of all of them by
-streams/ops/auth.py's middleware (POST /api/alerts/{id}/ack needs the "ack" scope). The dashboard's
+Every view is registered by `add_views` over an `ApiSources`: the narrow read interface the
+worker's composition (streams/runtime/app.py) hands it, so the web layer never sees the worker's
+state. Access is checked in front of all of them by streams/ops/auth.py's middleware (POST /api/alerts/{id}/ack needs the "ack" scope). The dashboard's
 page and static files (/, /static/*) hold no data.
 """
 
@@ -14,20 +15,22 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable, Protocol
 
 import faust
 import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.core.areas import AreaMap
+from streams.core.metrics import Metrics
+from streams.core.settings import Settings
+from streams.estimate.estimator import Estimate
+from streams.ops.alert_service import AlertService
 from streams.ops.alerts import AlertConflict
 from streams.ops.sse import LiveFeed, register_shutdown
-from streams.core.topics import TopicNames
-
-if TYPE_CHECKING:
-    from streams.runtime.app import Pipeline
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -36,53 +39,75 @@ STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ACKER = re.compile(r"^[\w .@-]{1,64}$")
 
 
-def add_views(app: faust.App, pipeline: Pipeline) -> None:
+class PublishedEstimates(Protocol):
+    """The published estimates as the API reads them (streams/pipeline/estimate_store.py)."""
+
+    async def latest_estimates(self) -> list[Estimate]: ...
+
+    async def series(self, area: str, window_s: int) -> list[Estimate]: ...
+
+
+@dataclass(frozen=True)
+class ApiSources:
+    """Everything the HTTP API reads, and nothing more."""
+
+    settings: Settings
+    areas: AreaMap
+    metrics: Metrics
+    alerting: AlertService
+    estimates: PublishedEstimates
+    #: The ingest books (events in, counted, dead-lettered, late...) and stream_time.
+    ingest_stats: Callable[[], Awaitable[dict[str, Any]]]
+    #: Refreshes the gauges that are read when Prometheus scrapes (estimate age, consumer lag).
+    before_scrape: Callable[[], Awaitable[None]]
+
+
+def add_views(app: faust.App, api: ApiSources) -> None:
     @app.page("/api/areas")
     async def list_areas(self: Any, request: web.Request) -> web.Response:
-        return web.json_response(await pipeline.store.latest_estimates())
+        return web.json_response(await api.estimates.latest_estimates())
 
     @app.page("/api/areas/{area}")
     async def show_area(self: Any, request: web.Request, area: str) -> web.Response:
-        if area not in pipeline.areas.area_by_id:
+        if area not in api.areas.area_by_id:
             return _error(404, f"unknown area {area[:64]!r}")
-        latest = [e for e in await pipeline.store.latest_estimates() if e["area"] == area]
-        series = {str(w): await pipeline.store.series(area, w) for w in pipeline.settings.windows_s}
-        spec = pipeline.areas.area_by_id[area]
+        latest = [e for e in await api.estimates.latest_estimates() if e["area"] == area]
+        series = {str(w): await api.estimates.series(area, w) for w in api.settings.windows_s}
+        spec = api.areas.area_by_id[area]
         return web.json_response(
             {"area": area, "name": spec.name, "capacity": spec.capacity, "latest": latest, "series": series}
         )
 
     @app.page("/api/ingest")
     async def ingest_stats(self: Any, request: web.Request) -> web.Response:
-        stats = await pipeline.store.stats()
-        stats["stream_time"] = await pipeline.store.stream_now_ms()
-        return web.json_response(stats)
+        return web.json_response(await api.ingest_stats())
 
     @app.page("/metrics")
     async def metrics(self: Any, request: web.Request) -> web.Response:
-        m = pipeline.metrics
-        if pipeline.last_publish_wall is not None:
-            m.estimate_age.set(time.time() - pipeline.last_publish_wall)
-        await _observe_at_scrape(app, pipeline)
-        body = generate_latest(m.registry)
+        try:
+            await api.alerting.refresh_metrics()
+        except redis.RedisError as exc:  # /metrics must answer while Redis is away
+            log.warning("alert metrics not refreshed: %s", exc)
+        await api.before_scrape()
+        body = generate_latest(api.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # --- operations room: dashboard, live stream, alerts ----------------------------------------
-    series = [(a, w) for a in pipeline.areas.area_ids for w in pipeline.settings.windows_s]
+    series = [(a, w) for a in api.areas.area_ids for w in api.settings.windows_s]
 
     async def points_since(since: int) -> list[dict]:
-        found = await pipeline.alerting.store.recent_points({pair: since for pair in series})
+        found = await api.alerting.store.recent_points({pair: since for pair in series})
         return [e for points in found.values() for e in points]
 
     feed = LiveFeed(
-        read_snapshot=lambda: pipeline.store.latest_estimates(),
+        read_snapshot=api.estimates.latest_estimates,
         read_points=points_since,
-        read_alerts=lambda: pipeline.alerting.store.alerts(),
-        horizon_ms=(pipeline.settings.grace_s + 2 * pipeline.settings.bucket_s) * 1000,
-        on_clients=pipeline.metrics.sse_clients.set,
+        read_alerts=api.alerting.store.alerts,
+        horizon_ms=(api.settings.grace_s + 2 * api.settings.bucket_s) * 1000,
+        on_clients=api.metrics.sse_clients.set,
     )
     register_shutdown(app.web.web_app, feed)
-    city = _map_document(pipeline)
+    city = _map_document(api)
 
     @app.page("/")
     async def dashboard(self: Any, request: web.Request) -> web.Response:
@@ -102,11 +127,11 @@ def add_views(app: faust.App, pipeline: Pipeline) -> None:
 
     @app.page("/api/alerts")
     async def list_alerts(self: Any, request: web.Request) -> web.Response:
-        return web.json_response(await pipeline.alerting.listing())
+        return web.json_response(await api.alerting.listing())
 
     @app.page("/api/alerts/{alert_id}")
     async def show_alert(self: Any, request: web.Request, alert_id: str) -> web.Response:
-        record = await pipeline.alerting.store.get(alert_id)
+        record = await api.alerting.store.get(alert_id)
         if record is None:
             return _error(404, f"unknown alert {alert_id[:128]!r}")
         return web.json_response(record)
@@ -126,8 +151,8 @@ def add_views(app: faust.App, pipeline: Pipeline) -> None:
             if not isinstance(by, str) or not ACKER.match(by):
                 return _error(400, "'by' must be 1-64 letters, digits, spaces or .@_-")
             try:
-                record = await pipeline.alerting.store.acknowledge(
-                    alert_id, by, int(time.time() * 1000), pipeline.alerting.webhook_enabled
+                record = await api.alerting.store.acknowledge(
+                    alert_id, by, int(time.time() * 1000), api.alerting.webhook_enabled
                 )
             except KeyError:
                 return _error(404, f"unknown alert {alert_id[:128]!r}")
@@ -146,11 +171,11 @@ def _static_file(name: str) -> web.Response:
     )
 
 
-def _map_document(pipeline: Pipeline) -> dict:
+def _map_document(api: ApiSources) -> dict:
     """The city for the dashboard: cells (for the schematic map), areas and their alert rules."""
-    areas = pipeline.areas
-    settings = pipeline.settings
-    rules = pipeline.alerting.rules
+    areas = api.areas
+    settings = api.settings
+    rules = api.alerting.rules
     return {
         "name": areas.name,
         "bucket_s": settings.bucket_s,
@@ -170,39 +195,6 @@ def _map_document(pipeline: Pipeline) -> dict:
             for a in areas.areas
         ],
     }
-
-
-async def _observe_at_scrape(app: faust.App, pipeline: Pipeline) -> None:
-    """Gauges read when Prometheus scrapes: alert state (Redis) and consumer lag."""
-    try:
-        await pipeline.alerting.refresh_metrics()
-    except redis.RedisError as exc:  # /metrics must answer while Redis is away
-        log.warning("alert metrics not refreshed: %s", exc)
-    # Lag of the crowd.events partitions this worker owns: the consumer's highwater (as of its
-    # last fetch) minus the next offset the pipeline has to apply (its applied offset + 1).
-    lag = pipeline.metrics.consumer_lag
-    lag.clear()
-    consumer = getattr(app, "_consumer", None)  # never create a consumer just to scrape
-    if consumer is None:
-        return
-    events = TopicNames(pipeline.settings.topic_prefix).events
-    try:
-        assignment = consumer.assignment()
-    except Exception:  # not started or being rebalanced
-        return
-    for tp in assignment:
-        if tp.topic != events:
-            continue
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # the aiokafka consumer is not (yet) running
-            continue
-        state = pipeline.ingestor.partitions.get(tp.partition)
-        if highwater is None:
-            continue
-        applied = state.applied_offset if state is not None else -1
-        lag.labels(str(tp.partition)).set(max(0, highwater - applied - 1))
-
 
 
 def _error(status: int, message: str) -> web.Response:

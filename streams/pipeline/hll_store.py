@@ -1,23 +1,22 @@
-"""The only module that talks to Redis: HyperLogLog writes and window counts, ingest
-bookkeeping, and the published-estimate snapshot that the API reads.
+"""The HyperLogLogs in Redis and the bookkeeping that goes with them: a batch's PFADDs and its
+accounting (applied offsets, watermarks, statistics, frame sequences), the (area, bucket) pairs
+changed since the estimator last looked, and span counts (PFCOUNT over bucket keys).
 
-HyperLogLog registers never leave this module: callers get counts, never keys' contents.
+HyperLogLog registers never leave this module: callers get counts, never keys' contents. What
+the estimator publishes lives in streams/pipeline/estimate_store.py.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Iterable, Sequence
 
 import numpy as np
-import redis
 import redis.asyncio as aioredis
 
-from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
 from streams.core.keys import KeyLayout
-
-# Commands per pipeline round trip for the estimator's reads and writes.
-COMMANDS_PER_PIPELINE = 2000
+from streams.core.windows import Span
+from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
+from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, pack_command, send_packed
 STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
 
 # One member as a RESP bulk string: "$8\r\n", the device's 8 bytes, "\r\n".
@@ -94,7 +93,7 @@ def pack_hll_adds(
 
 
 def pack_span_requests(
-    keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
+    keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
 ) -> list[tuple[bytes, int]]:
     """The RESP bytes of one PFCOUNT per (point, span) of each request (a point and its spans),
     in order, as pieces of `chunk_commands` commands. A pass counts every changed area over
@@ -109,16 +108,16 @@ def pack_span_requests(
     for (area, bucket), spans in requests:
         if not spans:
             continue
-        lookback_s = max(span[0] + span[1] for span in spans)
+        lookback_s = max(span.skip_s + span.length_s for span in spans)
         lookback = lookback_s // bucket_s
         tokens: dict[str, list[bytes]] = {}
         for span in spans:
-            segment = span[2] if len(span) > 2 else ""
+            segment = span.segment
             if segment not in tokens:
                 names = keys.area_span(area, bucket, 0, lookback_s, segment)  # oldest first
                 tokens[segment] = [b"$%d\r\n%s\r\n" % (len(n), n) for n in (name.encode() for name in names)]
-            end = lookback - span[0] // bucket_s
-            selected = tokens[segment][end - span[1] // bucket_s : end]
+            end = lookback - span.skip_s // bucket_s
+            selected = tokens[segment][end - span.length_s // bucket_s : end]
             parts.append(b"*%d\r\n$7\r\nPFCOUNT\r\n" % (len(selected) + 1))
             parts.extend(selected)
             commands += 1
@@ -135,11 +134,6 @@ def stream_time(watermarks: dict[int, int | None]) -> int | None:
     """Stream time: the highest watermark of any partition (None before any)."""
     known = [m for m in watermarks.values() if m is not None]
     return max(known) if known else None
-
-
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio Redis client for a redis:// or rediss:// URL."""
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
 
 
 class HllStore:
@@ -169,8 +163,8 @@ class HllStore:
             chunks = pack_hll_adds(plan.adds)
             if plan.dirty_buckets:
                 dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
-                chunks.append((b"".join(_pack("SADD", self.keys.dirty_buckets, *dirty)), 1))
-            await self._pipeline_packed(chunks)
+                chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets, *dirty)), 1))
+            await send_packed(self.redis, chunks)
         if not plan.partitions:
             return
         tx = self.redis.pipeline(transaction=True)
@@ -189,47 +183,6 @@ class HllStore:
         if plan.sequences:
             tx.hset(self.keys.producer_sequences, mapping=plan.sequences)
         await tx.execute()
-
-    async def _pipeline_packed(self, chunks: list[tuple[bytes, int]], replies: bool = False) -> list:
-        """Send pre-packed commands on one connection and read their replies, like a
-        non-transactional pipeline: a chunk's replies are read while the next chunk waits in
-        Redis' input, every reply is read even after an error reply (so the connection stays in
-        step) and the first error is raised. A connection that fails or is interrupted halfway
-        is closed, never handed back with replies pending. With `replies`, returns them."""
-        pool = self.redis.connection_pool
-        connection = await pool.get_connection()
-        error: redis.ResponseError | None = None
-        out: list = []
-
-        async def read_replies(count: int) -> None:
-            nonlocal error
-            for _ in range(count):
-                try:
-                    reply = await connection.read_response()
-                except redis.ResponseError as exc:
-                    error = error or exc
-                    reply = None
-                if replies:
-                    out.append(reply)
-
-        try:
-            pending: list[int] = []
-            for payload, commands in chunks:
-                # A health-check PING must never be sent with replies still pending.
-                await connection.send_packed_command(payload, check_health=not pending)
-                pending.append(commands)
-                if len(pending) > 1:
-                    await read_replies(pending.pop(0))
-            for commands in pending:
-                await read_replies(commands)
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            await pool.release(connection)
-        if error is not None:
-            raise error
-        return out
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.ingest_stats)
@@ -250,13 +203,6 @@ class HllStore:
         members, _ = await tx.execute()
         pairs = (m.decode().rpartition("|") for m in members)
         return {(area, int(bucket)) for area, _, bucket in pairs}
-
-    async def published_through(self) -> int | None:
-        raw = await self.redis.hget(self.keys.estimator_state, "published_through")
-        return int(raw) if raw is not None else None
-
-    async def set_published_through(self, bucket: int) -> None:
-        await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
 
     async def watermarks(self) -> dict[int, int | None]:
         """Every partition's watermark as last applied: stream time (stream_time) and the
@@ -286,12 +232,12 @@ class HllStore:
     ) -> dict[tuple[str, int, int], int]:
         """PFCOUNT over each (area, newest bucket, window)'s bucket keys, pipelined; Redis
         merges the registers on the fly and they never leave Redis."""
-        counts = await self.span_counts(points, [(0, w) for w in windows_s])
-        return {(area, bucket, span[1]): n for (area, bucket, span), n in counts.items()}
+        counts = await self.span_counts(points, [Span.window(w) for w in windows_s])
+        return {(area, bucket, span.length_s): n for (area, bucket, span), n in counts.items()}
 
     async def span_counts(
-        self, points: Sequence[tuple[str, int]], spans: Sequence[tuple]
-    ) -> dict[tuple[str, int, tuple], int]:
+        self, points: Sequence[tuple[str, int]], spans: Sequence[Span]
+    ) -> dict[tuple[str, int, Span], int]:
         """PFCOUNT of each (area, newest bucket) over each span (skip_s, length_s[, segment]):
         the buckets of length_s ending skip_s before the window end (KeyLayout.area_span), of
         the area's total or of one of its segments. Packed like the ingest's writes
@@ -299,72 +245,15 @@ class HllStore:
         return await self.count_spans([(point, spans) for point in points])
 
     async def count_spans(
-        self, requests: Sequence[tuple[tuple[str, int], Sequence[tuple]]]
-    ) -> dict[tuple[str, int, tuple], int]:
+        self, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]]
+    ) -> dict[tuple[str, int, Span], int]:
         """PFCOUNT of each request's point over each of its own spans (span_counts, with a
         list of spans per point)."""
         triples = [(area, bucket, span) for (area, bucket), spans in requests for span in spans]
         if not triples:
             return {}
-        replies = await self._pipeline_packed(pack_span_requests(self.keys, requests), replies=True)
+        replies = await send_packed(self.redis, pack_span_requests(self.keys, requests), replies=True)
         return {triple: int(count) for triple, count in zip(triples, replies)}
-
-    async def save_estimates(self, estimates: Iterable[dict], current_as_of: int, series_span_ms: int) -> None:
-        """Each (area, window)'s recent series, and the snapshot the API serves: the latter
-        only from points at the current window end (a republished older point must not
-        replace a newer one)."""
-        pipe = self.redis.pipeline(transaction=False)
-        latest: dict[str, str] = {}
-        for i, estimate in enumerate(estimates):
-            if i and i % (COMMANDS_PER_PIPELINE // 4) == 0:  # four commands per estimate
-                await pipe.execute()
-                pipe = self.redis.pipeline(transaction=False)
-            body = json.dumps(estimate, separators=(",", ":"))
-            if estimate["as_of"] == current_as_of:
-                latest[f"{estimate['area']}|{estimate['window_s']}"] = body
-            series = self.keys.area_series(estimate["area"], estimate["window_s"])
-            as_of = estimate["as_of"]
-            # A republished window replaces its earlier point instead of adding a second one.
-            pipe.zremrangebyscore(series, as_of, as_of)
-            pipe.zadd(series, {body: as_of})
-            pipe.zremrangebyscore(series, "-inf", f"({as_of - series_span_ms}")
-            pipe.pexpire(series, series_span_ms + 3_600_000)
-        if latest:
-            pipe.hset(self.keys.latest_estimates, mapping=latest)
-        await pipe.execute()
-
-    async def dp_spent(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
-        """Epsilon already spent per (area, stream-time day)."""
-        pairs = sorted(set(keys))
-        pipe = self.redis.pipeline(transaction=False)
-        for area, day in pairs:
-            pipe.hget(self.keys.dp_budget(day), area)
-        values = await pipe.execute() if pairs else []
-        return {pair: float(v) for pair, v in zip(pairs, values) if v is not None}
-
-    async def dp_charge(self, charges: dict[tuple[str, int], float]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for (area, day), epsilon in charges.items():
-            pipe.hincrbyfloat(self.keys.dp_budget(day), area, epsilon)
-            pipe.expire(self.keys.dp_budget(day), 3 * 86_400)  # a day's budget outlives the day
-        if charges:
-            await pipe.execute()
-
-    async def latest_estimates(self) -> list[dict]:
-        raw = await self.redis.hgetall(self.keys.latest_estimates)
-        estimates = [json.loads(v) for v in raw.values()]
-        return sorted(estimates, key=lambda e: (e["area"], e["window_s"]))
-
-    async def series(self, area: str, window_s: int) -> list[dict]:
-        raw = await self.redis.zrange(self.keys.area_series(area, window_s), 0, -1)
-        return [json.loads(v) for v in raw]
-
-
-def _pack(*args: str) -> list[bytes]:
-    """RESP bytes of a small command."""
-    encoded = [a.encode() for a in args]
-    return [b"*%d\r\n" % len(encoded), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)]
-
 
 def _parse_partition(raw: bytes | None) -> PartitionState:
     if not raw:

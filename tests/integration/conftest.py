@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import sys
 import time
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -19,12 +16,11 @@ import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.runtime.services import topic_partitions
-from streams.tools.harness import http_json
 from streams.core.keys import KeyLayout
-from streams.runtime.services import EmbeddedServices, Endpoints, ManagedProcess, ensure_topics, free_port
-from streams.core.settings import Settings
 from streams.core.topics import TopicNames
+from streams.runtime.services import EmbeddedServices, Endpoints
+from streams.tools import harness
+from streams.tools.harness import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,12 +35,10 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
 
 
 @dataclass
-class RunningWorker:
-    settings: Settings
-    base_url: str
-    process: ManagedProcess
-    log_path: Path
-    redis: redis.Redis
+class RunningWorker(WorkerProcess):
+    """A worker started by the harness, with a Redis client to read its keys."""
+
+    redis: redis.Redis = None  # type: ignore[assignment]
 
     @property
     def topics(self) -> TopicNames:
@@ -53,15 +47,6 @@ class RunningWorker:
     @property
     def keys(self) -> KeyLayout:
         return KeyLayout(self.settings.namespace, self.settings.bucket_s)
-
-    def get(self, path: str) -> object:
-        return http_json(self.base_url + path)
-
-    def stats(self) -> dict:
-        return self.get("/api/ingest")  # type: ignore[return-value]
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
 
 
 def start_worker(endpoints: Endpoints, log_dir: Path, tag: str, **env_overrides: str) -> RunningWorker:
@@ -81,37 +66,11 @@ def start_worker(endpoints: Endpoints, log_dir: Path, tag: str, **env_overrides:
 
 def launch_worker(endpoints: Endpoints, log_dir: Path, settings_env: dict[str, str]) -> RunningWorker:
     """A worker with exactly these CROWDPULSE_* settings on the session's services and a free
-    HTTP port; returns once it answers HTTP."""
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO), **settings_env)
-    env.update(CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url, CROWDPULSE_HTTP_PORT=str(port))
-    settings = Settings.from_env(env)
-    ensure_topics(endpoints.kafka, topic_partitions(settings))
-    process = ManagedProcess()
-    log_path = log_dir / f"worker-{settings.app_id}-{port}.log"
-    process.start(
-        [sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"],
-        "worker",
-        log_path,
-        env=env,
-        stop_signal=signal.SIGINT,
-    )
-    worker = RunningWorker(settings, f"http://127.0.0.1:{port}", process, log_path, redis.Redis.from_url(endpoints.redis_url))
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited with {process.poll()}:\n{worker.log_tail()}")
-        try:
-            worker.stats()
-            break
-        except urllib.error.HTTPError:
-            break  # it answered (with tokens configured, an anonymous probe gets a 401)
-        except (OSError, urllib.error.URLError, ValueError):
-            if time.monotonic() > deadline:
-                process.stop()
-                raise RuntimeError(f"worker did not answer in 60 s:\n{worker.log_tail()}") from None
-            time.sleep(0.3)
-    return worker
+    HTTP port (streams/tools/harness.py); returns once it answers HTTP."""
+    name = settings_env.get("CROWDPULSE_APP_ID", "worker")
+    started = harness.launch_worker(endpoints, log_dir / f"worker-{name}-{secrets.token_hex(2)}.log", settings_env)
+    return RunningWorker(started.settings, started.base_url, started.process, started.log_path,
+                         redis.Redis.from_url(endpoints.redis_url))
 
 
 @pytest.fixture

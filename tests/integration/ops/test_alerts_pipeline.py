@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.runtime.services import free_port
+from streams.runtime.processes import free_port
 from streams.ops.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 from ..conftest import start_worker, wait_until
@@ -135,8 +135,7 @@ def test_a_crowd_raises_alerts_once_on_every_channel_and_can_be_acknowledged(end
             assert headers["Content-Type"] == "application/json"
 
         # Prometheus: the exposition parses with prometheus-client's own parser.
-        with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
-            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+        families = {f.name: f for f in text_string_to_metric_families(worker.metrics_text())}
         samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
         assert samples[("crowdpulse_alerts_active", (("area", "stadium"), ("level", "critical"), ("state", "firing")))] == 1
         assert samples[("crowdpulse_alerts_fired_total", (("level", "critical"), ("rule", "capacity")))] == 1

@@ -10,11 +10,12 @@ import secrets
 import pytest
 import redis.asyncio as aioredis
 
-from streams.ops.alert_store import AlertService
+from streams.ops.alert_service import AlertService
+from streams.ops.alert_store import AlertStore
 from streams.ops.alerts import AlertConflict
 from streams.core.areas import load_areas
 from streams.estimate.estimator import hll_range
-from streams.pipeline.hll_store import HllStore
+from streams.pipeline.estimate_store import EstimateStore
 from streams.core.keys import KeyLayout
 from streams.core.metrics import Metrics
 from streams.core.settings import Settings
@@ -41,13 +42,13 @@ class Worker:
         self.settings = Settings(redis_url=redis_url, namespace=namespace, **extra)
         self.keys = KeyLayout(namespace, 60)
         self.client = aioredis.Redis.from_url(redis_url)
-        self.hll = HllStore(self.client, self.keys)
-        self.alerts = AlertService(self.settings, load_areas(self.settings.areas_path), self.keys, Metrics(), lambda: self.client)
+        self.published = EstimateStore(self.client, self.keys)
+        self.alerts = AlertService(self.settings, load_areas(self.settings.areas_path), self.keys, Metrics(), AlertStore(self.client, self.keys))
 
     async def minute(self, as_of: int, devices: int) -> list[dict]:
         """What the leader's timer does with one new point: save it, then run the alert pass."""
         estimate = stadium_estimate(as_of, devices)
-        await self.hll.save_estimates([estimate], as_of, 180 * MIN)
+        await self.published.save_estimates([estimate], as_of, 180 * MIN)
         return await self.alerts.evaluate([estimate])
 
     async def close(self) -> None:
@@ -127,7 +128,7 @@ async def test_an_ack_between_the_leaders_read_and_write_is_not_lost(endpoints, 
     leader's transaction is WATCHing the records, fails, re-reads and keeps the ack."""
     import redis as sync_redis
 
-    from streams import alert_store
+    from streams.ops import alert_store
     from streams.ops.alerts import acknowledge
 
     w = Worker(endpoints.redis_url, namespace)

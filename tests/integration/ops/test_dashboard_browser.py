@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.runtime.services import free_port
+from streams.runtime.processes import free_port
 
 from ..conftest import REPO, start_worker, wait_until
 from ..crowd import NAIVE_PEOPLE, CityFeed, five_minute_rules, load_test_city, small_stadium_city, stop
@@ -180,12 +180,11 @@ def test_dashboard_shows_the_api_numbers_raises_and_acks_an_alert(endpoints, tmp
             browser.close()
 
         # The dead webhook failed (and keeps retrying) without holding up the stream.
-        with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
-            samples = {
-                (s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(response.read().decode())
-                for s in f.samples
-            }
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(worker.metrics_text())
+            for s in f.samples
+        }
         assert samples[("crowdpulse_webhook_failures_total", (("reason", "connection"),))] >= 1
         assert worker.process.poll() is None
     finally:

@@ -7,7 +7,9 @@ import asyncio
 
 import pytest
 
-from streams.pipeline.hll_store import COMMANDS_PER_PIPELINE, HllStore, connect
+from streams.pipeline.estimate_store import EstimateStore
+from streams.pipeline.hll_store import HllStore
+from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, connect
 from streams.core.keys import KeyLayout
 
 pytestmark = pytest.mark.integration
@@ -20,8 +22,9 @@ async def many_points(url: str) -> tuple[dict, list, int]:
         points = [(f"a{i}", 100) for i in range(COMMANDS_PER_PIPELINE)]  # 3 windows each: 3 slices
         counts = await store.window_counts(points, (60, 300, 900))
         estimates = [{"area": f"a{i}", "window_s": 60, "as_of": 6_060_000, "devices": i} for i in range(COMMANDS_PER_PIPELINE)]
-        await store.save_estimates(estimates, 6_060_000, 3_600_000)
-        return counts, await store.latest_estimates(), len(await store.series("a1999", 60))
+        published = EstimateStore(store.redis, store.keys)
+        await published.save_estimates(estimates, 6_060_000, 3_600_000)  # type: ignore[arg-type]
+        return counts, await published.latest_estimates(), len(await published.series("a1999", 60))
     finally:
         await store.redis.aclose()
 
@@ -39,7 +42,7 @@ def test_the_numpy_hyperloglog_counts_exactly_as_redis(endpoints) -> None:
     import numpy as np
     import redis
 
-    from streams import hll_model
+    from streams.estimate import hll_model
 
     rng = np.random.default_rng(11)
     client = redis.Redis.from_url(endpoints.redis_url)

@@ -22,6 +22,8 @@ from streams.core.clock import parse_time
 from streams.estimate.privacy import containment_pairs, suppressed_items
 from streams.core.wire import EVENT_TYPES, HEADER, RECORD_DTYPE, frame_bytes
 
+from streams.tools.harness import metric_value
+
 from ..conftest import RunningWorker, consume_all, wait_until
 
 pytestmark = pytest.mark.integration
@@ -186,8 +188,7 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     assert worker.process.poll() is None, "the worker must survive every bad input"
 
     # Prometheus sees the same books.
-    with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
-        exposition = response.read().decode()
-    assert f'crowdpulse_events_total{{outcome="counted"}} {float(stats["counted"])}' in exposition
-    assert f'crowdpulse_events_total{{outcome="deadletter"}} {float(stats["deadletter"])}' in exposition
-    assert 'crowdpulse_deadletter_events_total{reason="oversized_message"} 1.0' in exposition
+    exposition = worker.metrics_text()
+    assert metric_value(exposition, "crowdpulse_events_total", {"outcome": "counted"}) == stats["counted"]
+    assert metric_value(exposition, "crowdpulse_events_total", {"outcome": "deadletter"}) == stats["deadletter"]
+    assert metric_value(exposition, "crowdpulse_deadletter_events_total", {"reason": "oversized_message"}) == 1

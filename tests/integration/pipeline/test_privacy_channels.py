@@ -81,8 +81,7 @@ def test_no_channel_reveals_a_small_count(worker: RunningWorker, endpoints) -> N
     assert all(seg["devices"] >= settings.min_count and m["devices"] - seg["devices"] >= settings.min_count
                for m, name, seg in shown_segments), shown_segments
     # Prometheus: per-area gauges exist only for what is published, with the published people.
-    with urllib.request.urlopen(worker.base_url + "/metrics", timeout=5) as response:
-        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    families = {f.name: f for f in text_string_to_metric_families(worker.metrics_text())}
     people = {(s.labels["area"], int(s.labels["window_s"])): s.value for s in families["crowdpulse_area_people"].samples}
     latest = {(e["area"], e["window_s"]): e["people"] for e in worker.get("/api/areas")}  # type: ignore[union-attr]
     assert set(people) == set(allowed) and people == {k: float(latest[k]) for k in allowed}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from producers.simulate import SimulationRun, frames_for
-from streams.runtime.app import Pipeline
+from streams.runtime.app import WorkerParts
 from streams.core.areas import load_areas
 from streams.pipeline.ingest import Message
 from streams.runtime.services import Endpoints
@@ -35,8 +35,8 @@ def test_kept_sealed_counts_equal_fresh_counts_and_are_used(endpoints: Endpoints
     frames = frames_for(run, areas)
     assert frames
 
-    async def replay() -> tuple[Pipeline, list[dict]]:
-        pipeline = Pipeline(settings, areas)
+    async def replay() -> tuple[WorkerParts, list[dict]]:
+        parts = WorkerParts.build(settings, areas)
         offsets = {p: 0 for p in range(settings.partitions)}
         published: list[dict] = []
         step = max(1, len(frames) // (2 * minutes))  # about two passes per simulated minute
@@ -45,18 +45,18 @@ def test_kept_sealed_counts_equal_fresh_counts_and_are_used(endpoints: Endpoints
             for partition, key, frame in frames[i : i + step]:
                 batch.append(Message("events", partition, offsets[partition], key, frame))
                 offsets[partition] += 1
-            await pipeline.ingest(batch)
-            published += await pipeline.estimate()
+            await parts.ingest.ingest(batch)
+            published += await parts.estimator.run()
         for _ in range(3):  # a few more passes at the end, as a live estimator makes them
-            published += await pipeline.estimate()
-        return pipeline, published
+            published += await parts.estimator.run()
+        return parts, published
 
     async def check() -> None:
-        pipeline, published = await replay()
+        parts, published = await replay()
         assert published
-        book, store = pipeline.book, pipeline.store
-        kept = pipeline.metrics.span_counts.labels("kept")._value.get()
-        counted = pipeline.metrics.span_counts.labels("redis")._value.get()
+        book, store = parts.estimator.book, parts.hll
+        kept = parts.metrics.span_counts.labels("kept")._value.get()
+        counted = parts.metrics.span_counts.labels("redis")._value.get()
         assert kept > 0 and counted > 0
         # Every window end the book still holds: its curves (kept or not) are Redis' counts now.
         points = [(area, bucket) for bucket, curves in book.curves.items() for area in curves]
@@ -67,8 +67,8 @@ def test_kept_sealed_counts_equal_fresh_counts_and_are_used(endpoints: Endpoints
             assert np.array_equal(book.curves[bucket][area], expected), (area, bucket)
         # The last passes were live: the next window end's sealed spans were counted ahead.
         newest = max(book.curves)
-        assert pipeline.live and newest + 1 in pipeline.sealed.by_bucket
-        ahead = pipeline.sealed.by_bucket[newest + 1]
+        assert parts.estimator.live and newest + 1 in parts.estimator.sealed.by_bucket
+        ahead = parts.estimator.sealed.by_bucket[newest + 1]
         sample = sorted(ahead)[:40]
         again = await store.count_spans([((area, newest + 1), [span]) for area, span in sample])
         assert [again[(area, newest + 1, span)] for area, span in sample] == [ahead[k] for k in sample]

@@ -18,10 +18,13 @@ import pytest
 import redis
 
 from streams.core.areas import load_areas
-from streams.pipeline.hll_store import HllStore, connect
+from streams.pipeline.estimate_store import EstimateStore
+from streams.pipeline.hll_store import HllStore
+from streams.pipeline.redis_io import connect
 from streams.pipeline.ingest import Ingestor, Message
 from streams.core.keys import KeyLayout
-from streams.runtime.services import ManagedProcess, free_port, start_redis, wait_for_redis
+from streams.runtime.processes import ManagedProcess, free_port
+from streams.runtime.services import start_redis, wait_for_redis
 from streams.core.settings import Settings
 from streams.core.wire import RECORD_DTYPE, frame_bytes
 
@@ -49,18 +52,19 @@ async def writer_cycle(url: str, settings: Settings) -> dict:
     await store.load_partition(0)
     dirty = await store.pop_dirty()
     counts = await store.window_counts(sorted(dirty), settings.windows_s)
-    await store.set_published_through(1)
-    await store.published_through()
+    published = EstimateStore(store.redis, store.keys)
+    await published.set_published_through(1)
+    await published.published_through()
     await store.stream_now_ms()
     estimate = {"area": "city", "window_s": 300, "as_of": 60_000, "devices": 50}
-    await store.save_estimates([estimate], 60_000, 3_600_000)
+    await published.save_estimates([estimate], 60_000, 3_600_000)  # type: ignore[list-item]
     stats = await store.stats()
     await store.redis.aclose()
     return {"counts": counts, "stats": stats}
 
 
 async def reader_view(url: str, settings: Settings) -> tuple[list, list]:
-    store = HllStore(connect(url), KeyLayout(settings.namespace, settings.bucket_s))
+    store = EstimateStore(connect(url), KeyLayout(settings.namespace, settings.bucket_s))
     try:
         return await store.latest_estimates(), await store.series("city", 300)
     finally:

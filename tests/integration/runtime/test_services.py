@@ -15,13 +15,8 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streams.runtime.services import (
-    EmbeddedServices,
-    ManagedProcess,
-    ensure_topics,
-    start_redis,
-    wait_for_redis,
-)
+from streams.runtime.processes import ManagedProcess
+from streams.runtime.services import EmbeddedServices, ensure_topics, start_redis, wait_for_redis
 
 pytestmark = pytest.mark.integration
 

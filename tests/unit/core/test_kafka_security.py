@@ -5,12 +5,13 @@ from __future__ import annotations
 import faust
 import pytest
 
+from streams.runtime.app import faust_credentials
 from streams.core.kafka_security import KafkaSecurity
 
 
 def test_plaintext_adds_nothing() -> None:
     security = KafkaSecurity.from_env({})
-    assert security.kafka_python_config() == {} and security.faust_credentials() is None
+    assert security.kafka_python_config() == {} and faust_credentials(security) is None
 
 
 def test_sasl_ssl_scram_for_both_clients() -> None:
@@ -29,7 +30,7 @@ def test_sasl_ssl_scram_for_both_clients() -> None:
         "sasl_plain_username": "crowdpulse-worker",
         "sasl_plain_password": "pw",
     }
-    credentials = security.faust_credentials()
+    credentials = faust_credentials(security)
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.mechanism.value == "SCRAM-SHA-512" and credentials.username == "crowdpulse-worker"
     assert credentials.ssl_context is not None

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from streams.core.windows import Span
 from streams.core.areas import load_areas
 from streams.estimate.estimator import WindowBook, segment_counts
 from streams.pipeline.ingest import Ingestor, Message
@@ -119,15 +120,15 @@ def test_nested_areas_close_segment_differences() -> None:
 
 def test_window_book_publishes_segments_inside_the_estimate() -> None:
     book = WindowBook(AREAS, (900,), 15, 60_000, keep_buckets=5, segments=True)
-    assert {s for s in book.spans if len(s) == 3} == {(0, 900, name) for name in ("res", *BANDS.values())}
+    assert {s for s in book.spans if s.segment} == {Span(0, 900, name) for name in ("res", *BANDS.values())}
     counts = {}
     for i, area in enumerate(AREAS.area_ids):
         total = 1000 * (i + 1)
-        counts[(area, 4, (0, 900))] = total
-        counts[(area, 4, (0, 900, "res"))] = total // 4
-        counts[(area, 4, (0, 900, "age_16_34"))] = total // 3
-        counts[(area, 4, (0, 900, "age_35_64"))] = total // 2
-        counts[(area, 4, (0, 900, "age_65_plus"))] = 5  # below k everywhere
+        counts[(area, 4, Span(0, 900))] = total
+        counts[(area, 4, Span(0, 900, "res"))] = total // 4
+        counts[(area, 4, Span(0, 900, "age_16_34"))] = total // 3
+        counts[(area, 4, Span(0, 900, "age_35_64"))] = total // 2
+        counts[(area, 4, Span(0, 900, "age_65_plus"))] = 5  # below k everywhere
     published = {e["area"]: e for e in book.update(counts, newest=4)}
     arena = published["arena"]
     assert not arena["suppressed"]

@@ -7,8 +7,9 @@ import math
 
 import pytest
 
+from streams.core.windows import Span
 from streams.core.areas import Area
-from streams.runtime.app import next_pass_at
+from streams.pipeline.estimator_pass import next_pass_at
 from streams.estimate.estimator import (
     HLL_STANDARD_ERROR,
     EstimateRange,
@@ -216,8 +217,8 @@ def test_a_bucket_is_sealed_once_every_partition_is_past_its_end_by_the_grace() 
 
 def test_sealed_counts_keep_only_spans_whose_buckets_are_all_sealed() -> None:
     book = SealedCounts(60)
-    hour_older_than_5 = (300, 3300)  # buckets b-59 .. b-5 of window end b
-    last_5 = (0, 300)  # b-4 .. b
+    hour_older_than_5 = Span(300, 3300)  # buckets b-59 .. b-5 of window end b
+    last_5 = Span(0, 300)  # b-4 .. b
     through = 95  # window end 100: the older span ends at bucket 95, sealed; the last 5 not
     assert book.sealed(100, hour_older_than_5, through) and not book.sealed(100, last_5, through)
     assert not book.sealed(101, hour_older_than_5, through) and not book.sealed(100, hour_older_than_5, None)

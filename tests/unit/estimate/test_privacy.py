@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 
+from streams.core.windows import Span
 from streams.core.areas import load_areas
 from streams.estimate.estimator import WindowBook
 from streams.estimate.privacy import containment_pairs, suppressed_items
@@ -71,16 +72,16 @@ def test_no_published_pair_differs_by_less_than_k_on_random_city_counts() -> Non
 def test_window_book_republishes_an_unchanged_area_when_a_neighbour_withholds_it() -> None:
     book = WindowBook(CITY, WINDOWS, K, 60_000, keep_buckets=5)
     assert len(book.needed([("stadium", 10)])) == len(CITY.area_ids)  # a new window end: all areas
-    counts = {(a, 10, (0, w)): 10_000 + 1000 * i + w for i, a in enumerate(CITY.area_ids) for w in WINDOWS}
+    counts = {(a, 10, Span(0, w)): 10_000 + 1000 * i + w for i, a in enumerate(CITY.area_ids) for w in WINDOWS}
     first = book.update(counts, newest=10)
     assert len(first) == len(CITY.area_ids) * len(WINDOWS) and not any(e["suppressed"] for e in first)
     assert book.needed([("stadium", 10)]) == [("stadium", 10)]
     # The stadium now holds all but 5 of the east district's devices in the 60-minute window.
-    east = counts[("east-district", 10, (0, 3600))]
-    second = book.update({("stadium", 10, (0, 3600)): east - 5}, newest=10)
+    east = counts[("east-district", 10, Span(0, 3600))]
+    second = book.update({("stadium", 10, Span(0, 3600)): east - 5}, newest=10)
     changed = {(e["area"], e["window_s"]): e for e in second}
     assert changed[("stadium", 3600)]["suppressed"] is True and changed[("stadium", 3600)]["devices"] is None
-    assert book.update({("stadium", 10, (0, 3600)): east - 5}, newest=10) == []  # nothing new to say
+    assert book.update({("stadium", 10, Span(0, 3600)): east - 5}, newest=10) == []  # nothing new to say
     book.update({}, newest=20)
     assert book.counts == {}  # old window ends are forgotten
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streams.core.windows import Span
 from streams.estimate import hll_model
 from streams.core.areas import load_areas
 from streams.tools.calibrate import CurveTracker
@@ -30,7 +31,7 @@ AREAS = load_areas(DEFAULT_AREAS)
 
 
 def test_curve_spans_are_the_recent_windows_then_the_older_parts_of_the_hour() -> None:
-    assert CURVE_SPANS_S == ((0, 60), (0, 300), (0, 900), (0, 1800), (0, 3600), (300, 3300), (900, 2700), (1800, 1800))
+    assert CURVE_SPANS_S == (Span(0, 60), Span(0, 300), Span(0, 900), Span(0, 1800), Span(0, 3600), Span(300, 3300), Span(900, 2700), Span(1800, 1800))
 
 
 def test_curve_features_by_hand() -> None:
@@ -151,7 +152,7 @@ def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> No
 def test_window_book_publishes_the_models_people_on_every_window_and_withholds_with_the_count() -> None:
     people = PeopleModel.for_areas(_flat_model(0.0), AREAS, default_share=0.5, sims=1.0)
     book = WindowBook(AREAS, (300, 900, 3600), 15, 60_000, keep_buckets=5, people=people)
-    assert set(book.spans) == {(0, 300), (0, 900), (0, 3600), *CURVE_SPANS_S}
+    assert set(book.spans) == {Span(0, 300), Span(0, 900), Span(0, 3600), *CURVE_SPANS_S}
     counts = {}
     for i, area in enumerate(AREAS.area_ids):
         scale = i + 1 if area != "arena" else 0.01  # the arena: 1 to 10 phones, below k
@@ -161,7 +162,7 @@ def test_window_book_publishes_the_models_people_on_every_window_and_withholds_w
         shown = [published[(area, w)] for w in (300, 900, 3600) if not published[(area, w)]["suppressed"]]
         assert len(shown) >= 2
         # One estimate of people present, whatever the window: phones present = N(60) * e^0.
-        n60 = counts[(area, 7, (0, 3600))]
+        n60 = counts[(area, 7, Span(0, 3600))]
         assert {e["people"] for e in shown} == {round(n60 / 0.5)}
     assert published[("arena", 900)]["suppressed"] and published[("arena", 900)]["people"] is None
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from streams.core.windows import Span
 from streams.core.areas import load_areas
 from streams.pipeline.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_requests
 from streams.pipeline.ingest import HllAdds, Ingestor, Message
@@ -202,7 +203,7 @@ def test_packed_span_counts_are_the_pfcounts_of_the_spans_keys_across_a_rotation
     keys = KeyLayout("ns", 60, Rotation(period_s=86_400, offset_s=4 * 3600, overlap_s=3600))
     boundary = (86_400 * 20_000 + 4 * 3600) // 60
     points = [("stadium", boundary + 10), ("city", boundary - 3), ("stadium", boundary + 70)]
-    spans = [(0, 300), (0, 3600), (300, 3300), (1800, 1800), (0, 900, "res")]
+    spans = [Span(0, 300), Span(0, 3600), Span(300, 3300), Span(1800, 1800), Span(0, 900, "res")]
     chunks = pack_span_requests(keys, [(point, spans) for point in points], chunk_commands=4)
     assert [count for _, count in chunks] == [4, 4, 4, 3]
     commands = [command for payload, _ in chunks for command in parse_resp(payload)]
@@ -216,7 +217,7 @@ def test_packed_span_counts_are_the_pfcounts_of_the_spans_keys_across_a_rotation
 
 def test_span_requests_pack_each_points_own_spans_in_order() -> None:
     keys = KeyLayout("ns", 60)
-    requests = [(("stadium", 1000), [(300, 3300), (0, 60)]), (("city", 1000), []), (("city", 1001), [(0, 900, "res")])]
+    requests = [(("stadium", 1000), [Span(300, 3300), Span(0, 60)]), (("city", 1000), []), (("city", 1001), [Span(0, 900, "res")])]
     commands = [c for payload, _ in pack_span_requests(keys, requests, chunk_commands=2) for c in parse_resp(payload)]
     assert commands == [
         [b"PFCOUNT", *(name.encode() for name in keys.area_span(area, bucket, *span))]

@@ -9,7 +9,8 @@ import pytest
 
 from producers.scenarios import Episode
 from producers.truth import TruthTable
-from streams.tools.evaluate.evaluate import format_table, score
+from streams.tools.evaluate.report import format_table
+from streams.tools.evaluate.score import score
 
 MIN = 60_000
 START = 1_700_000_040_000 // MIN * MIN

@@ -1,0 +1,169 @@
+"""One estimator pass: which window points changed (the dirty buckets in Redis), their span
+counts (sealed ones kept from earlier passes, the rest merged in Redis), the people estimates
+and privacy rules (streams/estimate/), and what is published (the snapshot, series and
+progress in streams/pipeline/estimate_store.py). The leader runs a pass every publish interval
+(streams/runtime/app.py sends the returned estimates to Kafka and the alert pass)."""
+
+from __future__ import annotations
+
+import time
+
+from streams.core.areas import AreaMap
+from streams.core.metrics import Metrics
+from streams.core.settings import Settings
+from streams.core.windows import Span, as_of_ms
+from streams.estimate.estimator import (
+    DAY_MS,
+    Estimate,
+    PeopleModel,
+    SealedCounts,
+    WindowBook,
+    ahead_share,
+    points_to_refresh,
+    private_releases,
+    sealed_through,
+)
+from streams.estimate.privacy import DiscreteLaplace
+from streams.estimate.visibility import VisibilityModel
+from streams.pipeline.estimate_store import EstimateStore
+from streams.pipeline.hll_store import HllStore, stream_time
+from streams.pipeline.ingest_service import wall_now_ms
+
+SpanCounts = dict[tuple[str, int, Span], int]
+
+
+def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
+    """The visibility model with the areas' market shares, or None for the naive model."""
+    if settings.people_model == "devices":
+        return None
+    model = VisibilityModel.load(settings.visibility_model_path)
+    return PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
+
+
+def next_pass_at(deadline: float, now: float, interval: float, live: bool = True) -> float:
+    """When the next estimator pass starts (`now`: the last pass just ended, which started at
+    `deadline`).
+
+    Live (stream time close to the wall clock, EstimatorPass.live): at a fixed rate, one
+    interval after the last start, so a long pass (every area at a minute boundary) does not
+    delay the next by its own length; one that overran is followed at once (the lost tick is
+    not made up). Catching up (a replay or a backlog): a whole interval after the pass ended,
+    so ingest, which shares the event loop and Redis with the estimator, gets most of them."""
+    if not live:
+        return now + interval
+    return max(deadline + interval, now)
+
+
+class EstimatorPass:
+    """The estimator's state between passes (the window book, sealed counts) and the pass."""
+
+    def __init__(self, settings: Settings, areas: AreaMap, hll: HllStore, published: EstimateStore, metrics: Metrics,
+                 model: PeopleModel | None) -> None:
+        self.settings = settings
+        self.areas = areas
+        self.hll = hll
+        self.published = published
+        self.metrics = metrics
+        # Window ends that can still change: grace, plus the current and one more bucket.
+        keep = settings.grace_s // settings.bucket_s + 3
+        self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, model, settings.segments)
+        self.sealed = SealedCounts(settings.bucket_s)
+        self.noise = (
+            DiscreteLaplace(settings.dp_epsilon, settings.dp_sensitivity, settings.dp_secret.encode())
+            if settings.dp_epsilon is not None and settings.dp_secret
+            else None
+        )
+        self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
+        self.last_publish_wall: float | None = None
+        #: Stream time within the grace period of the wall clock at the last pass: a live feed,
+        #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
+        self.live = True
+
+    async def run(self) -> list[Estimate]:
+        """Recompute the window points that changed (estimator.points_to_refresh), store what
+        is published and return it."""
+        started = time.perf_counter()
+        settings = self.settings
+        watermarks = await self.hll.watermarks()
+        stream_now = stream_time(watermarks)
+        if stream_now is None:
+            return []
+        self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
+        newest = stream_now // settings.bucket_ms
+        dirty = await self.hll.pop_dirty()
+        published_through = await self.published.published_through()
+        points, skipped = points_to_refresh(
+            self.areas.area_ids,
+            dirty,
+            published_through,
+            newest,
+            max(settings.windows_s) // settings.bucket_s,
+            settings.max_catchup_buckets,
+        )
+        self.metrics.skipped_points.inc(skipped)
+        if not points:
+            return []
+        needed = self.book.needed(points)
+        counts = await self.span_counts(needed, newest, stream_now, watermarks)
+        data_from = await self.hll.data_since(self.book.history_area, {b for _, b in needed}, self.book.history_s)
+        estimates = self.book.update(counts, newest, data_from)
+        if self.noise is not None:
+            # Budget check and charge happen before anything is published: a crash in between
+            # can only overcharge, never release unpaid.
+            spent = await self.published.dp_spent((e["area"], e["as_of"] // DAY_MS) for e in estimates)
+            estimates, charges = private_releases(estimates, self.noise, spent, settings.dp_daily_budget)
+            await self.published.dp_charge(charges)
+        current_as_of = as_of_ms(newest, settings.bucket_ms)
+        await self.published.save_estimates(estimates, current_as_of, settings.series_points * settings.bucket_ms)
+        await self.published.set_published_through(max(newest, published_through or newest))
+        self._observe(estimates, stream_now, current_as_of)
+        self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        return estimates
+
+    async def span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int,
+                          watermarks: dict[int, int | None]) -> SpanCounts:
+        """The needed points' span counts: sealed ones kept from earlier passes, the rest merged
+        in Redis. On a live feed a pass also counts a share of the next window end's sealed
+        spans ahead of need (estimator.ahead_share: spread over the passes left in the minute),
+        so the pass that opens a new minute merges only what can still change. Ahead counts
+        are kept, not returned."""
+        settings = self.settings
+        through = sealed_through(watermarks, settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
+        spans = self.book.spans
+        known, todo = self.sealed.split(needed, spans)
+        ahead: list[tuple[tuple[str, int], list[Span]]] = []
+        if self.live and self._ahead_done != newest + 1:
+            ahead = self.sealed.missing([(a, newest + 1) for a in self.areas.area_ids], spans, through)
+            if not ahead:
+                self._ahead_done = newest + 1
+            ahead = ahead[: ahead_share(len(ahead), stream_now, newest, settings.bucket_ms, settings.publish_interval_s)]
+        counted = await self.hll.count_spans(todo + ahead)
+        self.sealed.keep(counted, through)
+        self.sealed.forget(newest - self.book.keep_buckets + 1)
+        self.metrics.span_counts.labels("redis").inc(len(counted))
+        self.metrics.span_counts.labels("kept").inc(len(known))
+        if ahead:
+            counted = {k: n for k, n in counted.items() if k[1] <= newest}
+        return {**known, **counted}
+
+    def _observe(self, estimates: list[Estimate], stream_now: int, current_as_of: int) -> None:
+        m = self.metrics
+        m.windows_published.inc(len(estimates))
+        m.stream_time.set(stream_now / 1000)
+        current = [e for e in estimates if e["as_of"] == current_as_of]
+        if current:
+            m.warming_up.set(int(any(e["warming_up"] for e in current)))
+        self.last_publish_wall = time.time()
+        for e in current:
+            labels = (e["area"], str(e["window_s"]))
+            people = e["people"]
+            if e["suppressed"] or people is None:
+                # A suppressed count must not linger on /metrics from an earlier, larger value.
+                for gauge in (m.people, m.capacity_ratio):
+                    try:
+                        gauge.remove(*labels)
+                    except KeyError:
+                        pass
+            else:
+                m.people.labels(*labels).set(people)
+                m.capacity_ratio.labels(*labels).set(people / e["capacity"])
