@@ -72,14 +72,14 @@ class Plans:
         self.kind[rows] = KEEP
         self.place[rows] = np.nan
 
-    def rows(self, carriers: np.ndarray) -> "Plans":
+    def rows(self, carriers: np.ndarray) -> Plans:
         """The given carriers' plans (sorted indexes): one shard's share of the day."""
         part = Plans.__new__(Plans)
         part.day_start = self.day_start
         part.offset, part.kind, part.place = self.offset[carriers], self.kind[carriers], self.place[carriers]
         return part
 
-    def finish(self) -> "Plans":
+    def finish(self) -> Plans:
         """Sort each carrier's segments by time (unused slots last)."""
         order = np.argsort(self.offset, axis=1, kind="stable")
         self.offset = np.take_along_axis(self.offset, order, axis=1)
@@ -278,7 +278,8 @@ class Mobility:
             if cells is None:
                 cells = self.cells(carriers)
             for j in range(3):
-                self.cell_counts[:, j] += sign * np.bincount(cells, weights=self.weight_columns[j][carriers], minlength=self.city.n_cells).astype(np.int64)
+                counts = np.bincount(cells, weights=self.weight_columns[j][carriers], minlength=self.city.n_cells)
+                self.cell_counts[:, j] += sign * counts.astype(np.int64)
 
     def _recount(self) -> None:
         """Per-cell counts from scratch."""

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streams.core.errors import ConfigError
 from streams.core.segments import encode as encode_segment
 
 from .city import City
 from .pseudonyms import pseudonymise
-from streams.core.errors import ConfigError
 
 # Carrier kinds.
 WORKER = 0  # resident with a job
@@ -101,7 +101,7 @@ class Population:
         # Device j of the output is starts[c] + (j - first output position of c): one repeat.
         return np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
-    def subset(self, carriers: np.ndarray) -> "Population":
+    def subset(self, carriers: np.ndarray) -> Population:
         """The given carriers (sorted indexes) and their devices, as a population of their own
         (carrier and device indexes start at 0): one shard of a Simulation."""
         carriers = np.asarray(carriers, dtype=np.int64)

@@ -16,8 +16,8 @@ import threading
 
 import numpy as np
 
-from streams.core.rotation import Rotation
 from streams.core.errors import ConfigError
+from streams.core.rotation import Rotation
 
 
 class KeySchedule:

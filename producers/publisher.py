@@ -11,15 +11,16 @@ a gap-free sequence unless something upstream lost or repeated a frame.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from streams.core.wire import FLAG_SHADOW, HEADER_SIZE, MAX_RECORDS_PER_FRAME, RECORD_SIZE, frame_bytes
 from streams.core.errors import ConfigError
+from streams.core.wire import FLAG_SHADOW, HEADER_SIZE, MAX_RECORDS_PER_FRAME, RECORD_SIZE, frame_bytes
 
 DEFAULT_FRAME_RECORDS = 1000
 # A frames file is a sequence of (u32 length, u32 partition, frame bytes).

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
+from streams.core.errors import ConfigError
+
 from .city import City
-from .mobility import (DAY_MS, EDGE, HOME, OUT, OUTSIDE, SHOP, STATION, VENUE, WORK, Plans,
-                       travel_ms)
+from .mobility import DAY_MS, EDGE, HOME, OUT, OUTSIDE, SHOP, STATION, VENUE, WORK, Plans, travel_ms
 from .population import CAR, IN_COMMUTER, RESIDENT, VISITOR, WORKER, Population, PopulationParams
 from .signalling import Signalling
-from streams.core.errors import ConfigError
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -144,10 +145,10 @@ class Scenario:
         return plans.finish()
 
     def overlay(self, plans: Plans, day_index: int, day_start: int, sim_start: int, city: City,
-                pop: Population, places: "Places", rng: np.random.Generator) -> None:
+                pop: Population, places: Places, rng: np.random.Generator) -> None:
         """The scenario's own story on top of the routine."""
 
-    def _workday(self, plans: Plans, rows: np.ndarray, pop: Population, places: "Places",
+    def _workday(self, plans: Plans, rows: np.ndarray, pop: Population, places: Places,
                  rng: np.random.Generator, factor: float, friday: bool) -> None:
         n = len(rows)
         leave = _clock(rng.normal(self.leave_home_h * HOUR, self.leave_home_sd_min * MIN, n), 5.5, 10.5)
@@ -171,7 +172,7 @@ class Scenario:
         dwell = np.where(shop, _dwell(rng, self.shop_dwell_min, n), _dwell(rng, self.out_dwell_min, n))
         plans.set(rows[went], 5, _clock(end + dwell, 0, 23.9)[went], HOME, pop.home_xy[rows[went]])
 
-    def _free_day(self, plans: Plans, rows: np.ndarray, pop: Population, places: "Places", rng: np.random.Generator,
+    def _free_day(self, plans: Plans, rows: np.ndarray, pop: Population, places: Places, rng: np.random.Generator,
                   p_shop: float, p_out: float, at_h: float, sd_h: float, p_evening: float) -> None:
         n = len(rows)
         u = rng.random(n)
@@ -189,7 +190,7 @@ class Scenario:
         plans.set(rows[evening], 4, _clock(ev_at + _dwell(rng, 90, n), 0, 23.9)[evening], HOME, pop.home_xy[rows[evening]])
 
     def _in_commuters(self, plans: Plans, rows: np.ndarray, pop: Population, city: City,
-                      places: "Places", rng: np.random.Generator) -> None:
+                      places: Places, rng: np.random.Generator) -> None:
         n = len(rows)
         if not n:
             return
@@ -209,7 +210,7 @@ class Scenario:
         wait = np.where(train, rng.uniform(2 * MIN, 12 * MIN, n), 60_000).astype(np.int64)
         plans.set(rows, 4, _clock(leave + way + wait, 0, 23.95), OUTSIDE)
 
-    def _cars(self, plans: Plans, rows: np.ndarray, pop: Population, places: "Places",
+    def _cars(self, plans: Plans, rows: np.ndarray, pop: Population, places: Places,
               rng: np.random.Generator, weekday: int) -> None:
         n = len(rows)
         if not n:
@@ -347,13 +348,13 @@ class MatchDay(Scenario):
         seat = city.sample_footprint(venue, n, rng)
         # Arrival at the gate: density rising linearly towards kick-off over the ramp; a few late.
         ramp = self.arrival_ramp_min * MIN
-        arrive = k - ramp * (1 - np.sqrt(rng.random(n)))
+        arrive: np.ndarray = k - ramp * (1 - np.sqrt(rng.random(n)))
         late = rng.random(n) < self.late_share
         arrive[late] = k + rng.uniform(0, 15 * MIN, int(late.sum()))
         leave = whistle + self.exit_min * MIN * rng.beta(1.5, 3.0, n)
         early = rng.random(n) < self.early_leavers
         leave[early] = whistle - rng.uniform(0, 15 * MIN, int(early.sum()))
-        arrive, leave = arrive.astype(np.int64) - day_start, leave.astype(np.int64) - day_start
+        arrive, leave = arrive.astype(np.int64) - day_start, leave.astype(np.int64) - day_start  # type: ignore[assignment]
         plans.reset(rows)
         is_fan = np.arange(n) < len(fans)
         # Residents walk or ride from home.
@@ -439,7 +440,7 @@ def configure(name: str = "steady", overrides: Mapping[str, Any] | None = None, 
     values: dict[str, Any] = dict(cls.quick) if quick else {}
     values.update(overrides or {})
     parts: dict[str, dict[str, Any]] = {"scenario": {}, "population": {}, "signalling": {}}
-    owners = [("scenario", cls), ("population", PopulationParams), ("signalling", Signalling)]
+    owners: list[tuple[str, type[Any]]] = [("scenario", cls), ("population", PopulationParams), ("signalling", Signalling)]
     if name == "steady":
         parts["population"]["night_off_share"] = 0.0
     for key, raw in values.items():

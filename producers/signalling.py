@@ -24,17 +24,17 @@ Pure: numpy only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from streams.core.errors import ConfigError
 from streams.core.wire import EVENT_TYPES
 
 from .city import City
-from .mobility import INF, Moves, Mobility
+from .mobility import INF, Mobility, Moves
 from .population import CAR, METER, Population
-from streams.core.errors import ConfigError
 
 ATTACH, DETACH, HANDOVER, TAU, PAGING, DATA = (EVENT_TYPES[k] for k in ("attach", "detach", "handover", "tau", "paging", "data"))
 DAY_MS = 86_400_000

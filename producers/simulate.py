@@ -10,9 +10,10 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, TextIO
+from typing import Protocol, TextIO
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def run_simulation(
     areas: AreaMap,
     sink: Sink,
     stop: threading.Event | None = None,
-    progress: "Progress | None" = None,
+    progress: Progress | None = None,
     sim: Simulation | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> dict:

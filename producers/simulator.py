@@ -15,26 +15,28 @@ rotation every event also gets a shadow copy under the next epoch's pseudonym
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
 from streams.core.areas import AreaMap
+from streams.core.errors import ConfigError
 from streams.core.rotation import Rotation
 from streams.core.wire import EVENT_TYPE_NAMES, RECORD_DTYPE
 
 from .city import City
-from .mobility import DayPlanner, Mobility, Plans, WalkPlanner
+from .mobility import DayPlanner, Mobility, Planner, Plans, WalkPlanner
 from .population import PHONE, Population, build_population
 from .pseudonyms import KeySchedule, Pseudonymiser
 from .scenarios import Config, Steady, configure
 from .signalling import EventLog, Radio, time_order
 from .truth import GroundTruth, TruthTable, WindowTruth
-from streams.core.errors import ConfigError
 
 T3412_MS = 54 * 60_000
+#: The workers' default pseudonym-key schedule (daily at 04:00 UTC), unless a run says otherwise.
+DEFAULT_ROTATION = Rotation()
 
 __all__ = ["Simulation", "WindowTruth", "GroundTruth", "TruthTable", "T3412_MS"]
 
@@ -66,7 +68,7 @@ class Simulation:
         scenario: str = "steady",
         config: Config | None = None,
         pseudonym_key: bytes = b"crowdpulse-demo-key",
-        rotation: Rotation = Rotation(),
+        rotation: Rotation = DEFAULT_ROTATION,
         truth: bool = False,
         bucket_s: int = 60,
         windows_s: tuple[int, ...] = (300, 900, 3600),
@@ -114,6 +116,7 @@ class Simulation:
             if not truth:
                 carriers = carriers[pop.visible_per_carrier[lo:hi] > 0]
             part = pop.subset(carriers)
+            planner: Planner
             if isinstance(s, Steady):
                 planner = WalkPlanner(self.city, part, shard_plan_rng, moves_per_hour=s.moves_per_hour)
             else:
@@ -162,13 +165,13 @@ class Simulation:
                 if n:
                     self.event_counts[EVENT_TYPE_NAMES[code]] += n
         if self.truth is not None and t1 % self.bucket_ms == 0:
-            self.truth.close(sum(shard.mobility.presence_by_area() for shard in self.shards))
+            self.truth.close(np.sum([shard.mobility.presence_by_area() for shard in self.shards], axis=0))
         self.now_ms = t1
         if len(parts) == 1:
             return parts[0][1], parts[0][2]
         return _by_time([out for _, out, _ in parts]), _by_time([shadow for _, _, shadow in parts])
 
-    def _shard_step(self, shard: "Shard", t0: int, t1: int) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+    def _shard_step(self, shard: Shard, t0: int, t1: int) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
         """One shard's step: its events as arrays (global device index, time, cell index, type)
         sorted by time, then as wire records with their shadow copies."""
         device, ts, cell, kind = shard.step(t0, t1).arrays()
@@ -200,7 +203,7 @@ class Simulation:
         """The devices' Radio (of a simulation in one shard)."""
         return self._only().radio
 
-    def _only(self) -> "Shard":
+    def _only(self) -> Shard:
         if len(self.shards) != 1:
             raise AttributeError("a sharded simulation has one Mobility and Radio per shard (Simulation.shards)")
         return self.shards[0]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from streams.core.errors import ConfigError
 
 AREA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

@@ -8,8 +8,9 @@ loopback; the mapping to each library's options is unit-tested.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+
 from streams.core.errors import ConfigError
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
@@ -34,7 +35,7 @@ class KafkaSecurity:
                 raise ConfigError("SASL_SSL needs CROWDPULSE_KAFKA_USERNAME and CROWDPULSE_KAFKA_PASSWORD")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "KafkaSecurity":
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity:
         return cls(
             protocol=env.get("CROWDPULSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
             sasl_mechanism=env.get("CROWDPULSE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").upper(),

@@ -38,7 +38,7 @@ class KeyLayout:
         bucket_ms = self.bucket_s * 1000
         epoch = self.rotation.epoch(newest_bucket * bucket_ms)
         return [
-            self.area_bucket(area, b, shadow=self.rotation.epoch(b * bucket_ms) < epoch, segment=segment)
+            self.area_bucket(area, b, shadow=bool(self.rotation.epoch(b * bucket_ms) < epoch), segment=segment)
             for b in window_buckets(newest_bucket - skip_s // self.bucket_s, length_s, self.bucket_s)
         ]
 

@@ -6,13 +6,13 @@ Every other module receives a Settings object; none reads os.environ itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
 
+from streams.core.errors import ConfigError
 from streams.core.kafka_security import KafkaSecurity
 from streams.core.rotation import NO_ROTATION, Rotation
-from streams.core.errors import ConfigError
 
 DEFAULT_AREAS = Path(__file__).resolve().parents[1] / "data" / "example-city.json"
 DEFAULT_VISIBILITY_MODEL = Path(__file__).resolve().parents[1] / "data" / "visibility-model.npz"
@@ -180,11 +180,11 @@ class Settings:
     def longest_window_ms(self) -> int:
         return max(self.windows_s) * 1000
 
-    def with_endpoints(self, kafka: str, redis_url: str) -> "Settings":
+    def with_endpoints(self, kafka: str, redis_url: str) -> Settings:
         return replace(self, kafka=kafka, redis_url=redis_url)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Settings from CROWDPULSE_* variables (see README), then explicit overrides."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}

@@ -196,7 +196,7 @@ def decode_json(value: bytes) -> Decoded:
         problem = _fill_record(records, i, item)
         if problem is None:
             good[i] = True
-            shadow[i] = item.get("shadow") is True  # type: ignore[union-attr]
+            shadow[i] = item.get("shadow") is True
         else:
             reason, detail = problem
             rejects.append(Reject(reason, detail, _dump(_without_bad_device(item)), 1))

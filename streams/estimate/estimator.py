@@ -19,9 +19,9 @@ from typing import TypedDict, cast
 import numpy as np
 
 from streams.core.areas import Area, AreaMap
-from streams.core.windows import Span
-from streams.estimate.privacy import DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
 from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED
+from streams.core.windows import Span
+from streams.estimate.privacy import AnyItem, DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
 from streams.estimate.visibility import CURVE_SPANS_S, N60, VisibilityModel, curve_features, log_half_width, people_from
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
@@ -58,7 +58,7 @@ class PeopleModel:
 
     @classmethod
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
-                  scaling_se: float = 0.0) -> "PeopleModel":
+                  scaling_se: float = 0.0) -> PeopleModel:
         share = {a.id: a.market_share or default_share for a in areas.areas}
         return cls(visibility, areas.widest(), share, sims, scaling_se)
 
@@ -201,6 +201,9 @@ class SealedCounts:
             del self.by_bucket[bucket]
 
 
+#: A count in the window book: (area, window_s) for a total, (area, window_s, segment) for a segment.
+BookKey = AnyItem
+
 class SegmentEstimate(TypedDict):
     """One subscriber segment's share of a published estimate."""
 
@@ -216,7 +219,7 @@ class _EstimateExtras(TypedDict, total=False):
 
 class Estimate(_EstimateExtras):
     """The published estimate of one area and window, as every channel carries it (Kafka
-    crowd.occupancy, /api/areas, SSE, the Redis snapshot): docs/wire-format.md. A suppressed
+    crowd.occupancy, /api/areas, SSE, the Redis snapshot): docs/estimation.md. A suppressed
     estimate has every count None."""
 
     area: str
@@ -237,7 +240,7 @@ def build_estimate(
     people: EstimateRange | None = None, segments: dict[str, int | None] | None = None,
     warming_up: bool = False,
 ) -> Estimate:
-    """The published JSON estimate (Estimate; docs/wire-format.md). Below min_count, or when the privacy
+    """The published JSON estimate (Estimate; docs/estimation.md). Below min_count, or when the privacy
     rule withholds it (streams/estimate/privacy.py), every count is null. `people`: the model's estimate
     (None: the naive model, people = devices with HyperLogLog's range). `segments`: each
     segment's device count, None where the privacy rule withholds it; published with its share
@@ -325,13 +328,14 @@ class WindowBook:
         self.people = people
         self.segments = segments
         area_cells = {a.id: a.cells for a in areas.areas}
-        self.pairs: list = containment_pairs(area_cells, windows_s)
+        self.pairs: list[tuple[BookKey, BookKey]] = list(containment_pairs(area_cells, windows_s))
         if segments:
             self.pairs += segment_pairs(area_cells, windows_s, PUBLISHED, nested=("residents", *BANDS.values()))
-        self.counts: dict[int, dict[Item, int]] = {}
+        # Per window end: (area, window) -> devices, and (area, window, segment) -> devices.
+        self.counts: dict[int, dict[BookKey, int]] = {}
         self.curves: dict[int, dict[str, np.ndarray]] = {}
         self.people_of: dict[int, dict[str, EstimateRange]] = {}
-        self.published: dict[int, dict[Item, dict]] = {}
+        self.published: dict[int, dict[Item, Estimate]] = {}
         self.data_from: dict[int, int | None] = {}
 
     @property
@@ -391,7 +395,7 @@ class WindowBook:
         of the last `history_s` with data of `history_area` (see the class notes)."""
         self.data_from.update(data_from or {})
         touched: set[int] = set()
-        fresh: dict[tuple[str, int], dict[tuple, int]] = {}
+        fresh: dict[tuple[str, int], dict[Span, int]] = {}
         for (area, bucket, span), devices in counts.items():
             if self._is_window(span):
                 self.counts.setdefault(bucket, {})[(area, span.length_s)] = devices
@@ -477,7 +481,7 @@ def private_releases(
             out.append(withheld)
             continue
         charges[key] = charges.get(key, 0.0) + mechanism.epsilon
-        noisy = cast(Estimate, noisy_release(estimate, mechanism))
-        noisy["level"] = level(noisy["people_high"], estimate["capacity"])
-        out.append(noisy)
+        noisy = noisy_release(estimate, mechanism)
+        noisy["level"] = level(noisy["people_high"], noisy["capacity"])
+        out.append(cast(Estimate, noisy))
     return out, charges

@@ -24,9 +24,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from typing import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 Item = tuple[str, int]  # (area id, window seconds)
+SegmentItem = tuple[str, int, str]  # (area id, window seconds, segment)
+AnyItem = Item | SegmentItem
 
 
 def _nested(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[int]) -> Iterator[tuple[str, int, str, int]]:
@@ -52,7 +57,7 @@ def containment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequen
 
 
 def segment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[int],
-                  segments: Sequence[str], nested: Sequence[str]) -> list[tuple[Hashable, Hashable]]:
+                  segments: Sequence[str], nested: Sequence[str]) -> list[tuple[AnyItem, AnyItem]]:
     """Containment pairs of segment items (area, window, segment), streams/core/segments.py:
 
     - every segment of an item is inside that item's total, and inside every total that
@@ -64,7 +69,7 @@ def segment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[i
     Segments partition a total (residents + visitors; the bands and the unknown band), so these
     pairs also close the complements: total - residents = visitors is itself an item.
     """
-    pairs: list[tuple[Hashable, Hashable]] = []
+    pairs: list[tuple[AnyItem, AnyItem]] = []
     for outer, w_out, inner, w_in in _nested(area_cells, windows_s):
         for segment in segments:
             pairs.append(((outer, w_out), (inner, w_in, segment)))
@@ -73,7 +78,7 @@ def segment_pairs(area_cells: Mapping[str, Iterable[int]], windows_s: Sequence[i
     return pairs
 
 
-def suppressed_items(counts: Mapping[Hashable, int], pairs: Sequence[tuple[Hashable, Hashable]], k: int) -> set:
+def suppressed_items(counts: Mapping[K, int], pairs: Sequence[tuple[K, K]], k: int) -> set[K]:
     """The items that must not be published (rule above). `counts` holds one window end."""
     suppressed = {item for item, count in counts.items() if count < k}
     changed = True
@@ -125,7 +130,7 @@ class DiscreteLaplace:
         return max(0, math.ceil(h))
 
 
-def noisy_release(estimate: dict, mechanism: DiscreteLaplace) -> dict:
+def noisy_release(estimate: Mapping[str, Any], mechanism: DiscreteLaplace) -> dict[str, Any]:
     """The estimate with noise on its counts and its range widened by the noise's 90% interval
     (the capacity level is left to the caller, which recomputes it from the noisy range)."""
     label = f"{estimate['area']}|{estimate['window_s']}|{estimate['as_of']}|{estimate['devices']}"

@@ -161,7 +161,7 @@ class VisibilityModel:
 
     @classmethod
     def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
-            groups: np.ndarray | None = None) -> "VisibilityModel":
+            groups: np.ndarray | None = None) -> VisibilityModel:
         """A table from calibration rows (spread_90 still 1.0: see with_coverage). With `groups`
         (one id per run and area), each row's error is measured with every row of its own group
         left out: what the table knows of this area in this story without having seen it. (With
@@ -184,7 +184,7 @@ class VisibilityModel:
         return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error, neighbour_distance)
 
     def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90,
-                      runs: np.ndarray | None = None) -> "VisibilityModel":
+                      runs: np.ndarray | None = None) -> VisibilityModel:
         """Scale the local error so that `level` of held-out rows of each size class lie inside
         the range (the floor: the 10th percentile of the held-out rows' local error).
 
@@ -234,7 +234,7 @@ class VisibilityModel:
                     np.lib.format.write_array(member, array, allow_pickle=False)
 
     @classmethod
-    def load(cls, path: Path) -> "VisibilityModel":
+    def load(cls, path: Path) -> VisibilityModel:
         with np.load(path, allow_pickle=False) as f:
             rows, columns = (int(n) for n in f["table_shape"])
             table = _from_planes(f["table"], np.float16).reshape(columns, rows).T.astype(np.float32)

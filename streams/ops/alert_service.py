@@ -5,7 +5,8 @@ gauges read at scrape. State lives in Redis through streams/ops/alert_store.py."
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from streams.core.areas import AreaMap
 from streams.core.keys import KeyLayout
@@ -72,12 +73,12 @@ class AlertService:
                 found = reconcile(rules, new_states[area], found, active.get(area, {}))
             transitions.extend(found)
         events = await store.commit(new_states, transitions, self.rules, self.webhook_enabled)
-        for e in events:
-            if e["event"] == "fired":
-                self.metrics.alerts_fired.labels(e["rule"], e["level"]).inc()
-                log.warning("alert fired: %s (%s)", e["message"], e["id"])
-            elif e["event"] == "resolved":
-                log.info("alert resolved: %s", e["id"])
+        for alert in events:
+            if alert["event"] == "fired":
+                self.metrics.alerts_fired.labels(alert["rule"], alert["level"]).inc()
+                log.warning("alert fired: %s (%s)", alert["message"], alert["id"])
+            elif alert["event"] == "resolved":
+                log.info("alert resolved: %s", alert["id"])
         return events
 
     async def publish_outbox(self, send: Callable[[dict], Awaitable[Any]]) -> int:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
@@ -42,7 +43,7 @@ class AlertStore:
 
     async def engine_states(self) -> dict[str, dict]:
         raw = await self.redis.hgetall(self.keys.alert_engine)
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {cast(bytes, k).decode(): json.loads(v) for k, v in raw.items()}
 
     async def recent_points(self, wanted: Mapping[tuple[str, int], int | None]) -> dict[tuple[str, int], list[dict]]:
         """Estimates from each (area, window)'s series (written by streams/pipeline/hll_store.py) with
@@ -73,7 +74,7 @@ class AlertStore:
                     for t in transitions:
                         record = changed.get(t.alert_id)
                         if record is None and current.get(t.alert_id):
-                            record = json.loads(current[t.alert_id])
+                            record = json.loads(cast(bytes, current[t.alert_id]))
                         if t.event == "fired":
                             if record is not None:
                                 continue  # already raised (replay, restart, rebuilt state)
@@ -160,12 +161,12 @@ class AlertStore:
         await self.redis.ltrim(self.keys.alert_outbox, count, -1)
 
     async def webhook_next(self) -> bytes | None:
-        return await self.redis.lindex(self.keys.alert_webhook_queue, 0)
+        return cast("bytes | None", await self.redis.lindex(self.keys.alert_webhook_queue, 0))
 
     async def webhook_done(self, body: bytes) -> None:
         # LREM of exactly this body (count 1, from the head): if the queue was trimmed meanwhile,
         # nothing else is removed by mistake.
-        await self.redis.lrem(self.keys.alert_webhook_queue, 1, body)
+        await self.redis.lrem(self.keys.alert_webhook_queue, 1, body)  # type: ignore[arg-type]  # bytes work; stubs say str
 
     async def webhook_length(self) -> int:
         return int(await self.redis.llen(self.keys.alert_webhook_queue))

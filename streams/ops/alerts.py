@@ -28,9 +28,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.core.areas import AreaMap
 from streams.core.errors import ConfigError

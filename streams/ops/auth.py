@@ -13,11 +13,12 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable
 
 from aiohttp import web
+
 from streams.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class TokenSet:
         return found
 
     @classmethod
-    def from_config(cls, inline: str | None, path: Path | None) -> "TokenSet":
+    def from_config(cls, inline: str | None, path: Path | None) -> TokenSet:
         tokens: list[Token] = []
         if inline:
             for i, entry in enumerate(part.strip() for part in inline.split(",") if part.strip()):
@@ -78,7 +79,8 @@ class TokenSet:
                 digest = raw.get("sha256", "") if isinstance(raw, dict) else ""
                 if not re.fullmatch(r"[0-9a-f]{64}", digest):
                     raise ConfigError(f"{path}: tokens[{i}].sha256 must be 64 lower-case hex digits")
-                tokens.append(Token(str(raw.get("name", f"file-{i + 1}")), bytes.fromhex(digest), _scopes(raw.get("scopes", []), f"{path} tokens[{i}]")))
+                granted = _scopes(raw.get("scopes", []), f"{path} tokens[{i}]")
+                tokens.append(Token(str(raw.get("name", f"file-{i + 1}")), bytes.fromhex(digest), granted))
         return cls(tokens)
 
 

@@ -9,7 +9,7 @@ catch-up), and so do points republished by late events within `horizon_ms` of th
 The poller runs only while someone is connected. A new connection first gets the current
 snapshot and every alert, so a dashboard that reconnects needs no replay.
 
-Wire format (text/event-stream): ``event: estimate`` with an estimate (CONTRACT.md shape) or
+Wire format (text/event-stream): ``event: estimate`` with an estimate (the published Estimate: docs/estimation.md, its first table) or
 ``event: alert`` with an alert record (docs/operations.md), ``data:`` one line of JSON each;
 a ``: keepalive`` comment every 15 s; ``retry: 3000`` asks browsers to reconnect after 3 s.
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -30,7 +31,8 @@ KEEPALIVE_S = 15.0
 #: and starts again from the current state).
 MAX_BACKLOG = 2000
 
-Item = tuple[str, dict]
+Record = Mapping[str, Any]  # an estimate or an alert, as JSON
+Item = tuple[str, Record]
 
 
 def sse_message(event: str, data: object) -> bytes:
@@ -38,16 +40,16 @@ def sse_message(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _point_key(e: dict) -> tuple[str, int, int]:
+def _point_key(e: Record) -> tuple[str, int, int]:
     return (e["area"], e["window_s"], e["as_of"])
 
 
 class LiveFeed:
     def __init__(
         self,
-        read_snapshot: Callable[[], Awaitable[list[dict]]],
-        read_points: Callable[[int], Awaitable[list[dict]]],
-        read_alerts: Callable[[], Awaitable[list[dict]]],
+        read_snapshot: Callable[[], Awaitable[Sequence[Record]]],
+        read_points: Callable[[int], Awaitable[Sequence[Record]]],
+        read_alerts: Callable[[], Awaitable[Sequence[Record]]],
         horizon_ms: int,
         on_clients: Callable[[int], None] = lambda n: None,
         interval_s: float = 1.0,
@@ -63,9 +65,9 @@ class LiveFeed:
         self.interval_s = interval_s
         self._subscribers: set[asyncio.Queue[Item | None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._points: dict[tuple[str, int, int], dict] = {}
+        self._points: dict[tuple[str, int, int], Record] = {}
         self._newest: int | None = None
-        self._alerts: dict[str, dict] = {}
+        self._alerts: dict[str, Record] = {}
         self._closed = False
 
     @property

@@ -5,7 +5,8 @@ key.
 
 Every view is registered by `add_views` over an `ApiSources`: the narrow read interface the
 worker's composition (streams/runtime/app.py) hands it, so the web layer never sees the worker's
-state. Access is checked in front of all of them by streams/ops/auth.py's middleware (POST /api/alerts/{id}/ack needs the "ack" scope). The dashboard's
+state. Access is checked in front of all of them by streams/ops/auth.py's middleware (POST
+/api/alerts/{id}/ack needs the "ack" scope). The dashboard's
 page and static files (/, /static/*) hold no data.
 """
 
@@ -15,9 +16,10 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol, cast
 
 import faust
 import redis
@@ -63,11 +65,15 @@ class ApiSources:
 
 
 def add_views(app: faust.App, api: ApiSources) -> None:
-    @app.page("/api/areas")
+    # faust types app.page() for its own abstract Request/Response; its aiohttp driver, the one
+    # crowdpulse runs, passes aiohttp's and takes them back: the views are typed for aiohttp.
+    page = cast(Callable[[str], Callable[[Callable[..., Any]], Any]], app.page)
+
+    @page("/api/areas")
     async def list_areas(self: Any, request: web.Request) -> web.Response:
         return web.json_response(await api.estimates.latest_estimates())
 
-    @app.page("/api/areas/{area}")
+    @page("/api/areas/{area}")
     async def show_area(self: Any, request: web.Request, area: str) -> web.Response:
         if area not in api.areas.area_by_id:
             return _error(404, f"unknown area {area[:64]!r}")
@@ -78,11 +84,11 @@ def add_views(app: faust.App, api: ApiSources) -> None:
             {"area": area, "name": spec.name, "capacity": spec.capacity, "latest": latest, "series": series}
         )
 
-    @app.page("/api/ingest")
+    @page("/api/ingest")
     async def ingest_stats(self: Any, request: web.Request) -> web.Response:
         return web.json_response(await api.ingest_stats())
 
-    @app.page("/metrics")
+    @page("/metrics")
     async def metrics(self: Any, request: web.Request) -> web.Response:
         try:
             await api.alerting.refresh_metrics()
@@ -106,30 +112,30 @@ def add_views(app: faust.App, api: ApiSources) -> None:
         horizon_ms=(api.settings.grace_s + 2 * api.settings.bucket_s) * 1000,
         on_clients=api.metrics.sse_clients.set,
     )
-    register_shutdown(app.web.web_app, feed)
+    register_shutdown(cast(Any, app.web).web_app, feed)  # the aiohttp driver's application
     city = _map_document(api)
 
-    @app.page("/")
+    @page("/")
     async def dashboard(self: Any, request: web.Request) -> web.Response:
         return _static_file("index.html")
 
-    @app.page("/static/{name}")
+    @page("/static/{name}")
     async def static_file(self: Any, request: web.Request, name: str) -> web.Response:
         return _static_file(name)
 
-    @app.page("/api/map")
+    @page("/api/map")
     async def city_map(self: Any, request: web.Request) -> web.Response:
         return web.json_response(city)
 
-    @app.page("/api/stream")
+    @page("/api/stream")
     async def live_stream(self: Any, request: web.Request) -> web.StreamResponse:
         return await feed.serve(request)
 
-    @app.page("/api/alerts")
+    @page("/api/alerts")
     async def list_alerts(self: Any, request: web.Request) -> web.Response:
         return web.json_response(await api.alerting.listing())
 
-    @app.page("/api/alerts/{alert_id}")
+    @page("/api/alerts/{alert_id}")
     async def show_alert(self: Any, request: web.Request, alert_id: str) -> web.Response:
         record = await api.alerting.store.get(alert_id)
         if record is None:

@@ -6,7 +6,8 @@ and writes JSON and small hashes only; it never touches a HyperLogLog."""
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from collections.abc import Iterable
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -48,7 +49,7 @@ class EstimateStore:
             pipe.zremrangebyscore(series, "-inf", f"({as_of - series_span_ms}")
             pipe.pexpire(series, series_span_ms + 3_600_000)
         if latest:
-            pipe.hset(self.keys.latest_estimates, mapping=latest)
+            pipe.hset(self.keys.latest_estimates, mapping=latest)  # type: ignore[arg-type]  # redis-py: invariant keys
         await pipe.execute()
 
     async def dp_spent(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], float]:
@@ -75,4 +76,4 @@ class EstimateStore:
 
     async def series(self, area: str, window_s: int) -> list[Estimate]:
         raw = await self.redis.zrange(self.keys.area_series(area, window_s), 0, -1)
-        return [json.loads(v) for v in raw]
+        return [json.loads(cast(bytes, v)) for v in raw]

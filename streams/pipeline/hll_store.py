@@ -8,7 +8,7 @@ the estimator publishes lives in streams/pipeline/estimate_store.py.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from streams.core.keys import KeyLayout
 from streams.core.windows import Span
 from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
-from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, pack_command, send_packed
+from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, pack_command, send_packed, text
+
 STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
 
 # One member as a RESP bulk string: "$8\r\n", the device's 8 bytes, "\r\n".
@@ -60,7 +61,7 @@ def pack_hll_adds(
     body = np.empty((n, _MEMBER_SIZE), dtype=np.uint8)
     body[:] = _MEMBER_FRAME
     body[:, 4:12] = adds.members.view(np.uint8).reshape(n, 8)
-    flat = memoryview(body.reshape(-1))
+    flat = body.reshape(-1).data
     starts = adds.starts.tolist()
     dense = b"$%d\r\n%s\r\n$2\r\nNX\r\n" % (len(EMPTY_DENSE_HLL), EMPTY_DENSE_HLL)
     chunks: list[tuple[bytes, int]] = []
@@ -147,9 +148,9 @@ class HllStore:
         raw = await self.redis.hget(self.keys.ingest_state, str(partition))
         state = _parse_partition(raw)
         sequences = {
-            name.decode(): int(value)
+            text(name): int(value)
             for name, value in (await self.redis.hgetall(self.keys.producer_sequences)).items()
-            if name.decode().endswith(f":{partition}")
+            if text(name).endswith(f":{partition}")
         }
         return state, sequences
 
@@ -181,13 +182,13 @@ class HllStore:
         for reason, value in plan.reasons.items():
             tx.hincrby(self.keys.ingest_stats, f"deadletter:{reason}", value)
         if plan.sequences:
-            tx.hset(self.keys.producer_sequences, mapping=plan.sequences)
+            tx.hset(self.keys.producer_sequences, mapping=plan.sequences)  # type: ignore[arg-type]  # redis-py types mapping keys invariantly
         await tx.execute()
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.ingest_stats)
         stats = {name: 0 for name in STAT_FIELDS}
-        stats.update({k.decode(): int(v) for k, v in raw.items()})
+        stats.update({text(k): int(v) for k, v in raw.items()})
         return stats
 
     async def stream_now_ms(self) -> int | None:
@@ -201,7 +202,7 @@ class HllStore:
         tx.smembers(self.keys.dirty_buckets)
         tx.delete(self.keys.dirty_buckets)
         members, _ = await tx.execute()
-        pairs = (m.decode().rpartition("|") for m in members)
+        pairs = (text(m).rpartition("|") for m in members)
         return {(area, int(bucket)) for area, _, bucket in pairs}
 
     async def watermarks(self) -> dict[int, int | None]:
@@ -255,8 +256,8 @@ class HllStore:
         replies = await send_packed(self.redis, pack_span_requests(self.keys, requests), replies=True)
         return {triple: int(count) for triple, count in zip(triples, replies)}
 
-def _parse_partition(raw: bytes | None) -> PartitionState:
+def _parse_partition(raw: bytes | str | None) -> PartitionState:
     if not raw:
         return PartitionState()
-    offset, _, watermark = raw.decode().partition(":")
+    offset, _, watermark = text(raw).partition(":")
     return PartitionState(int(offset), int(watermark) if watermark else None)

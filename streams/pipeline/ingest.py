@@ -14,27 +14,27 @@ or below it was applied before a restart and is skipped, so redelivery never cou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 import numpy as np
 
 from streams.core.areas import AreaMap
 from streams.core.keys import KeyLayout
-from streams.core.windows import expire_at_ms
 from streams.core.segments import STORED, ResidentTable, band
 from streams.core.settings import Settings
+from streams.core.windows import expire_at_ms
 from streams.core.wire import (
     DEVICE_CLASS_NAMES,
     DEVICE_CLASSES,
     EVENT_TYPE_NAMES,
+    FLAG_SHADOW,
     MAX_TS_MS,
     MIN_TS_MS,
     Decoded,
     Reason,
     Reject,
     decode,
-    FLAG_SHADOW,
     frame_bytes,
     raw_identifier_mask,
     records_to_json,
@@ -92,7 +92,7 @@ class HllAdds:
     members: np.ndarray  # uint64
 
     @classmethod
-    def empty(cls) -> "HllAdds":
+    def empty(cls) -> HllAdds:
         return cls([], [], np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.uint64))
 
     def __len__(self) -> int:

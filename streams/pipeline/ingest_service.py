@@ -5,9 +5,11 @@ publishes the dead letters and late events it returns."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from streams.core.areas import AreaMap
 from streams.core.metrics import Metrics
@@ -56,7 +58,7 @@ class IngestService:
         batch can be planned while this one is still being written (see write_batch)."""
         for partition in {m.partition for m in messages}:
             if not self.ingestor.known(partition):
-                state, sequences = await self._with_retry(lambda p=partition: self.store.load_partition(p))
+                state, sequences = await self._with_retry(functools.partial(self.store.load_partition, partition))
                 self.ingestor.restore(partition, state, sequences)
         try:
             plan = self.ingestor.plan(messages, wall_now_ms())

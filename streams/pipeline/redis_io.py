@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -71,6 +72,11 @@ def pack_command(*args: str) -> list[bytes]:
     """RESP bytes of a small command."""
     encoded = [a.encode() for a in args]
     return [b"*%d\r\n" % len(encoded), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)]
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text (the clients are made with decode_responses=False: bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def with_retry(operation: Callable[[], Awaitable[T]], on_retry: Callable[[], None] = lambda: None) -> T:

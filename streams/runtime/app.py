@@ -169,7 +169,7 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
                 await stream.ack(event)
 
         try:
-            async for taken in stream.noack_take(settings.batch_messages, within=settings.batch_within_s):
+            async for taken in stream.noack_take(settings.batch_messages, within=settings.batch_within_s):  # type: ignore[attr-defined]  # faust-streaming's Stream, not in StreamT
                 for events in batches_of_bytes(taken, settings.batch_max_bytes):
                     started = time.perf_counter()
                     messages = [
@@ -228,11 +228,13 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             except Exception:
                 log.exception("webhook delivery failed")
 
-        @app.on_before_shutdown.connect
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # a coroutine receiver, as faust awaits it
         async def close_webhook(sender: Any, **kwargs: Any) -> None:
             await webhook.close()
 
-    @app.on_partitions_revoked.connect
+    # faust's stubs type a receiver as (sender, *args, signal=...); it calls this one with the
+    # revoked partitions as the first argument.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         for tp in revoked:
             if tp.topic == topics.events:

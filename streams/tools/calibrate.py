@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from streams.core.areas import AreaMap, load_areas
+from streams.core.errors import ConfigError
 from streams.core.settings import DEFAULT_VISIBILITY_MODEL, Settings
 from streams.estimate import hll_model
 from streams.estimate.visibility import CURVE_LENGTH, HOUR_MIN, N60, RECENT_MIN, SPLIT_MIN, VisibilityModel, curve_features
-from streams.core.errors import ConfigError
-
 
 BUCKET_MS = 60_000
 PHONE = 0
@@ -170,7 +169,7 @@ def collect(run: Run, areas_path: Path) -> dict:
     sim = Simulation(areas, run.devices, run.seed, start, config=config, truth=True)  # (everyone moved)
     pop = sim.population
     tracker = CurveTracker(areas, pop.device_class == PHONE, start, members=pop.pseudonym.view("<u8"))
-    sim.truth = tracker  # the simulation feeds its truth hooks (add, close) with device indices
+    sim.truth = tracker  # type: ignore[assignment]  # it feeds any truth's hooks (add, close) with device indices
     end = start + int(run.hours * 3_600_000)
     while sim.now_ms < end:
         sim.step(end)
@@ -254,7 +253,8 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    table_runs, held_out = (QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS) if args.quick else (TABLE_RUNS, HELD_OUT_RUNS)
+    table_runs: tuple[Run, ...] = QUICK_TABLE_RUNS if args.quick else TABLE_RUNS
+    held_out: tuple[Run, ...] = QUICK_HELD_OUT_RUNS if args.quick else HELD_OUT_RUNS
     if args.without:
         # A generalisation check: a table that has never seen this scenario (docs/estimation.md).
         table_runs = tuple(r for r in table_runs if r.scenario != args.without)

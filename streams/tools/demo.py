@@ -13,16 +13,16 @@ import tempfile
 import threading
 import time
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import cast
 
 from streams.core.areas import load_areas
-from streams.tools.harness import http_json
-from streams.runtime.services import EmbeddedServices, ManagedProcess, ensure_topics, topic_partitions
+from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
-from streams.core.errors import ConfigError
-
+from streams.runtime.services import EmbeddedServices, ManagedProcess, ensure_topics, topic_partitions
+from streams.tools.harness import WORKER_COMMAND, WorkerProcess, http_json, worker_environment
 
 HELP = "services + worker + simulator + live table, until Ctrl-C or --duration"
 
@@ -82,7 +82,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     areas = load_areas(settings.areas_path)
     log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-demo-"))
     services = EmbeddedServices(os.environ, log_dir=log_dir)
-    worker = ManagedProcess()
+    process = ManagedProcess()
+    worker: WorkerProcess | None = None
     stop = threading.Event()
     simulator: threading.Thread | None = None
     summary: dict = {}
@@ -92,12 +93,16 @@ def _run_demo(args: argparse.Namespace) -> int:
         endpoints = services.start()
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
         ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
-        env = dict(os.environ, CROWDPULSE_KAFKA=endpoints.kafka, CROWDPULSE_REDIS=endpoints.redis_url)
         # A fresh consumer group per demo: the embedded broker can hold a dead member for a while.
-        env.setdefault("CROWDPULSE_APP_ID", f"crowdpulse-demo-{secrets.token_hex(3)}")
+        own = {} if "CROWDPULSE_APP_ID" in os.environ else {"CROWDPULSE_APP_ID": f"crowdpulse-demo-{secrets.token_hex(3)}"}
+        # The harness's worker environment, on the configured HTTP port (the address the demo
+        # prints and the docs give), not a free one: the harness's launch_worker always picks one.
+        env = worker_environment(endpoints, own, base=os.environ, http_port=settings.http_port)
         print(f"crowdpulse demo: broker {endpoints.kafka}, redis {endpoints.redis_url}, logs in {log_dir}", flush=True)
-        worker.start([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "info"], "worker", log_dir / "worker.log", env=env, stop_signal=signal.SIGINT)
-        _wait_for_http(f"{base}/api/ingest", worker, timeout=90)
+        process.start([sys.executable, "-m", *WORKER_COMMAND, "--loglevel", "info"], "worker", log_dir / "worker.log",
+                      env=env, stop_signal=signal.SIGINT)
+        worker = WorkerProcess(Settings.from_env(env), base, process, log_dir / "worker.log")
+        worker.wait_for_http(timeout=90)  # raises with the tail of the worker's log if it dies or stays silent
         print(f"worker up: dashboard {base}/  API {base}/api/areas  alerts {base}/api/alerts  metrics {base}/metrics", flush=True)
 
         run = SimulationRun(
@@ -118,8 +123,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         interactive = sys.stdout.isatty()
         last_print = 0.0
         while deadline is None or time.monotonic() < deadline:
-            if worker.poll() is not None:
-                print(f"worker exited with code {worker.poll()}; see {log_dir / 'worker.log'}", file=sys.stderr)
+            if process.poll() is not None:
+                print(f"worker exited with code {process.poll()}; see {log_dir / 'worker.log'}", file=sys.stderr)
                 return 1
             if interactive or time.monotonic() - last_print >= 5:
                 _print_table(base, interactive)
@@ -129,34 +134,21 @@ def _run_demo(args: argparse.Namespace) -> int:
         print("\nstopping...", flush=True)
     finally:
         stop.set()
-        if simulator is not None:
+        if simulator is not None and worker is not None:
             simulator.join(timeout=15)
-            _drain(base, summary.get("events", 0), worker, timeout=15)
+            _drain(worker, summary.get("events", 0), timeout=15)
             _print_summary(base, summary, time.monotonic() - sim_started)
-        worker.stop(timeout=15)
+        process.stop(timeout=15)
         services.stop()
     return 0
 
 
-def _wait_for_http(url: str, worker: ManagedProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(f"worker exited with code {worker.poll()} while starting")
-        try:
-            http_json(url)
-            return
-        except (OSError, urllib.error.URLError, ValueError):
-            time.sleep(0.5)
-    raise RuntimeError(f"worker did not answer {url} within {timeout:.0f}s")
-
-
-def _drain(base: str, sent: int, worker: ManagedProcess, timeout: float) -> None:
+def _drain(worker: WorkerProcess, sent: int, timeout: float) -> None:
     """Give the worker a moment to count what the simulator sent before the summary."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and worker.poll() is None:
+    while time.monotonic() < deadline and worker.process.poll() is None:
         try:
-            if http_json(f"{base}/api/ingest")["events_in"] >= sent:  # type: ignore[index]
+            if worker.stats()["events_in"] >= sent:
                 return
         except (OSError, urllib.error.URLError, ValueError):
             return
@@ -165,13 +157,13 @@ def _drain(base: str, sent: int, worker: ManagedProcess, timeout: float) -> None
 
 def _print_table(base: str, interactive: bool) -> None:
     try:
-        estimates = http_json(f"{base}/api/areas")
+        estimates = cast("list[dict]", http_json(f"{base}/api/areas"))
     except (OSError, urllib.error.URLError, ValueError) as exc:
         print(f"(api not answering: {exc})", flush=True)
         return
     lines = [f"{'area':<15} {'window':>7} {'devices':>9} {'range (90%)':>19} {'capacity':>9} {'level':>8}"]
     as_of = None
-    for e in estimates:  # type: ignore[union-attr]
+    for e in estimates:
         as_of = e["as_of"]
         window = f"{e['window_s'] // 60}m"
         if e["suppressed"]:
@@ -207,14 +199,14 @@ def _alert_lines(base: str) -> list[str]:
 
 def _print_summary(base: str, simulator: dict, wall_s: float) -> None:
     try:
-        stats = http_json(f"{base}/api/ingest")
+        stats = cast(dict, http_json(f"{base}/api/ingest"))
     except (OSError, urllib.error.URLError, ValueError):
         stats = {}
     sent = simulator.get("events", "?")
     print("demo summary:", flush=True)
     print(f"  simulator: {sent} events in {simulator.get('frames', '?')} frames", flush=True)
     if stats:
-        s = stats  # type: ignore[assignment]
+        s = stats
         closes = s["events_in"] == s["counted"] + s["deadletter"] + s["late"]
         print(
             f"  worker: in {s['events_in']} = counted {s['counted']} + dead-lettered {s['deadletter']} "

@@ -28,7 +28,8 @@ def simulation_arguments(p: argparse.ArgumentParser, default_speedup: float = 60
     p.add_argument("--devices", type=int, default=default_devices, help=f"simulated devices (default {default_devices})")
     p.add_argument("--speedup", type=float, default=default_speedup,
                    help=f"simulated seconds per wall second; 0 = as fast as possible (default {default_speedup:g})")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many wall seconds (with --out: simulated seconds, default the scenario's)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many wall seconds (with --out: simulated seconds, default the scenario's)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--threads", type=int, default=1,
                    help="generate in this many threads (shards of the population; default 1). One thread gives a "
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         rotation=settings.rotation,  # the schedule the workers follow (CROWDPULSE_ROTATION_*)
         threads=args.threads,
     )
+    sink: FileSink | KafkaSink
     if args.out:
         sink = FileSink(args.out)
     else:

@@ -23,9 +23,9 @@ import numpy as np
 from producers.publisher import Framer, KafkaSink
 from streams.core.areas import AreaMap, load_areas
 from streams.core.clock import parse_time
-from streams.runtime.services import Endpoints
 from streams.core.settings import DEFAULT_AREAS
 from streams.core.wire import EVENT_TYPES, RECORD_DTYPE
+from streams.runtime.services import Endpoints
 
 from .conftest import RunningWorker, consume_all, launch_worker
 

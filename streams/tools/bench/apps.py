@@ -7,7 +7,7 @@ buckets), so it does the same counting work as the worker, one event at a time. 
 a Redis key ("<events>:<epoch seconds>") a few times a second so the bench can time it from
 outside.
 
-Run by streams/tools/bench/bench.py as `python -m streams.tools.bench.apps`, configured like `crowdpulse worker`
+Run by streams/tools/bench/workers.py as `python -m streams.tools.bench.apps`, configured like `crowdpulse worker`
 (CROWDPULSE_KAFKA, CROWDPULSE_REDIS, CROWDPULSE_APP_ID, CROWDPULSE_TOPIC_PREFIX,
 CROWDPULSE_NAMESPACE) plus CROWDPULSE_BENCH_PROGRESS_KEY.
 """
@@ -22,11 +22,11 @@ import time
 import faust
 import redis.asyncio as aioredis
 
-from streams.runtime.app import faust_datadir
 from streams.core.areas import AreaMap, load_areas
 from streams.core.keys import KeyLayout
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
+from streams.runtime.app import faust_datadir
 
 # One wire-format v1 record: device (8 raw bytes), ts (i64), cell (u32), type, class, segment.
 RECORD = struct.Struct("<8sqIBBH")

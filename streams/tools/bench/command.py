@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.tools.bench.bench import FULL, QUICK, run_bench
+    from streams.tools.bench.bench import run_bench
+    from streams.tools.bench.config import FULL, QUICK
 
     config = QUICK if args.quick else FULL
     if args.repeats is not None:

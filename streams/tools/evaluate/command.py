@@ -1,5 +1,6 @@
 """`crowdpulse evaluate`: run a scenario through the real pipeline and score it against ground
-truth (the run, the scoring and the report live beside this module)."""
+truth (beside this module: the run in run.py, the scoring in score.py, the plots in plots.py,
+the table and report files in report.py, the options in options.py)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from producers.scenarios import parse_overrides
-    from streams.tools.evaluate.evaluate import EvalOptions, evaluate, evaluate_dp, format_table
+    from streams.tools.evaluate.options import EvalOptions
+    from streams.tools.evaluate.report import format_table
+    from streams.tools.evaluate.run import evaluate, evaluate_dp
 
     options = EvalOptions(
         scenario=args.scenario, quick=args.quick, devices=args.devices, duration_s=args.duration, seed=args.seed,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.runtime.processes import free_port
 from streams.ops.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from streams.runtime.processes import free_port
 
 from ..conftest import start_worker, wait_until
 from ..crowd import (
@@ -27,9 +27,9 @@ from ..crowd import (
     CityFeed,
     SseReader,
     alert_events,
+    five_minute_rules,
     load_test_city,
     settings_env,
-    five_minute_rules,
     small_stadium_city,
     start_worker_with,
     stop,

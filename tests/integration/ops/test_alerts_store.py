@@ -10,15 +10,15 @@ import secrets
 import pytest
 import redis.asyncio as aioredis
 
-from streams.ops.alert_service import AlertService
-from streams.ops.alert_store import AlertStore
-from streams.ops.alerts import AlertConflict
 from streams.core.areas import load_areas
-from streams.estimate.estimator import hll_range
-from streams.pipeline.estimate_store import EstimateStore
 from streams.core.keys import KeyLayout
 from streams.core.metrics import Metrics
 from streams.core.settings import Settings
+from streams.estimate.estimator import hll_range
+from streams.ops.alert_service import AlertService
+from streams.ops.alert_store import AlertStore
+from streams.ops.alerts import AlertConflict
+from streams.pipeline.estimate_store import EstimateStore
 
 pytestmark = pytest.mark.integration
 

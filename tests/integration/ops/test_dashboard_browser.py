@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest

@@ -14,8 +14,8 @@ import pytest
 from producers.publisher import Framer, KafkaSink
 from streams.core.areas import load_areas
 from streams.core.clock import parse_time
-from streams.estimate.estimator import DAY_MS
 from streams.core.wire import RECORD_DTYPE
+from streams.estimate.estimator import DAY_MS
 
 from ..conftest import consume_all, start_worker, wait_until
 
@@ -50,7 +50,8 @@ def test_noise_and_budget(endpoints, tmp_path: Path) -> None:
         assert all(m["people_low"] <= m["people"] <= m["people_high"] for m in released)
         per_area = Counter(m["area"] for m in released)
         assert max(per_area.values()) <= 4  # epsilon 1 per release, budget 4 per area and day
-        assert any(m.get("suppressed_reason") == "privacy_budget" and m["people"] is None for m in messages), Counter((m["area"], m["window_s"], m["as_of"], m["suppressed"], m.get("suppressed_reason")) for m in messages)
+        seen = Counter((m["area"], m["window_s"], m["as_of"], m["suppressed"], m.get("suppressed_reason")) for m in messages)
+        assert any(m.get("suppressed_reason") == "privacy_budget" and m["people"] is None for m in messages), seen
         day = T0 // DAY_MS
         spent = {k.decode(): float(v) for k, v in worker.redis.hgetall(worker.keys.dp_budget(day)).items()}
         assert spent == {area: float(n) for area, n in per_area.items()}

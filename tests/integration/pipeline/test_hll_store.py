@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
+from streams.core.keys import KeyLayout
 from streams.pipeline.estimate_store import EstimateStore
 from streams.pipeline.hll_store import HllStore
 from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, connect
-from streams.core.keys import KeyLayout
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections import defaultdict
 
 import numpy as np
@@ -19,9 +18,8 @@ from producers.publisher import Framer, KafkaSink
 from producers.simulator import Simulation
 from streams.core.areas import load_areas
 from streams.core.clock import parse_time
-from streams.estimate.privacy import containment_pairs, suppressed_items
 from streams.core.wire import EVENT_TYPES, HEADER, RECORD_DTYPE, frame_bytes
-
+from streams.estimate.privacy import containment_pairs, suppressed_items
 from streams.tools.harness import metric_value
 
 from ..conftest import RunningWorker, consume_all, wait_until
@@ -121,7 +119,8 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator to catch up")
     time.sleep(2 * settings.publish_interval_s + 0.5)
 
-    all_events = np.concatenate([events, np.array([(bytes.fromhex(json_event["device"]), json_event["ts"], json_event["cell"], EVENT_TYPES["tau"], 0, 0)], dtype=RECORD_DTYPE)])
+    json_record = (bytes.fromhex(json_event["device"]), json_event["ts"], json_event["cell"], EVENT_TYPES["tau"], 0, 0)
+    all_events = np.concatenate([events, np.array([json_record], dtype=RECORD_DTYPE)])
     newest_bucket = int(all_events["ts"].max()) // settings.bucket_ms
     sets = exact_sets(all_events, areas_doc, settings.bucket_ms)
     published = {(e["area"], e["window_s"]): e for e in worker.get("/api/areas")}  # type: ignore[union-attr]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers.publisher import Framer, KafkaSink
 from producers.pseudonyms import KeySchedule, Pseudonymiser
+from producers.publisher import Framer, KafkaSink
 from streams.core.areas import load_areas
 from streams.core.rotation import Rotation
 from streams.core.wire import RECORD_DTYPE

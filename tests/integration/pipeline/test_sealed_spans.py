@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from producers.simulate import SimulationRun, frames_for
-from streams.runtime.app import WorkerParts
 from streams.core.areas import load_areas
-from streams.pipeline.ingest import Message
-from streams.runtime.services import Endpoints
 from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.estimate.visibility import CURVE_SPANS_S
+from streams.pipeline.ingest import Message
+from streams.runtime.app import WorkerParts
+from streams.runtime.services import Endpoints
 
 pytestmark = pytest.mark.integration
 

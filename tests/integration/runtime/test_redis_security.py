@@ -18,15 +18,15 @@ import pytest
 import redis
 
 from streams.core.areas import load_areas
-from streams.pipeline.estimate_store import EstimateStore
-from streams.pipeline.hll_store import HllStore
-from streams.pipeline.redis_io import connect
-from streams.pipeline.ingest import Ingestor, Message
 from streams.core.keys import KeyLayout
-from streams.runtime.processes import ManagedProcess, free_port
-from streams.runtime.services import start_redis, wait_for_redis
 from streams.core.settings import Settings
 from streams.core.wire import RECORD_DTYPE, frame_bytes
+from streams.pipeline.estimate_store import EstimateStore
+from streams.pipeline.hll_store import HllStore
+from streams.pipeline.ingest import Ingestor, Message
+from streams.pipeline.redis_io import connect
+from streams.runtime.processes import ManagedProcess, free_port
+from streams.runtime.services import start_redis, wait_for_redis
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from streams.core.areas import load_areas
-from streams.runtime.services import Endpoints
 from streams.core.settings import DEFAULT_AREAS
+from streams.runtime.services import Endpoints
 
 pytestmark = pytest.mark.integration
 

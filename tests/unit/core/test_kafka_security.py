@@ -5,8 +5,8 @@ from __future__ import annotations
 import faust
 import pytest
 
-from streams.runtime.app import faust_credentials
 from streams.core.kafka_security import KafkaSecurity
+from streams.runtime.app import faust_credentials
 
 
 def test_plaintext_adds_nothing() -> None:

@@ -1,5 +1,6 @@
 """The /metrics exposition parses with prometheus-client's own parser and has what the
-operations issue asks for, named per STYLE.md. (tests/integration/test_alerts_pipeline.py
+operations room needs, named by Prometheus conventions (`crowdpulse_` prefix, base units, counters
+ending in `_total`). (tests/integration/ops/test_alerts_pipeline.py
 parses a running worker's /metrics the same way.)"""
 
 from __future__ import annotations

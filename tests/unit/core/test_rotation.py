@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers.publisher import read_frames_file
 from producers import pseudonyms
 from producers.pseudonyms import KeySchedule, Pseudonymiser
 from producers.pseudonyms import pseudonymise as real_pseudonymise
+from producers.publisher import read_frames_file
 from producers.scenarios import configure
 from producers.simulator import Simulation
-from streams.core.areas import load_areas
 from streams.cli import main
+from streams.core.areas import load_areas
 from streams.core.keys import KeyLayout
 from streams.core.rotation import Rotation
 from streams.core.settings import DEFAULT_AREAS, Settings

@@ -8,14 +8,14 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from streams.core.windows import Span
 from streams.core.areas import load_areas
-from streams.estimate.estimator import WindowBook, segment_counts
-from streams.pipeline.ingest import Ingestor, Message
-from streams.estimate.privacy import segment_pairs, suppressed_items
 from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED, ResidentTable, band, encode, home_code
 from streams.core.settings import Settings
+from streams.core.windows import Span
 from streams.core.wire import RECORD_DTYPE, frame_bytes
+from streams.estimate.estimator import WindowBook, segment_counts
+from streams.estimate.privacy import segment_pairs, suppressed_items
+from streams.pipeline.ingest import Ingestor, Message
 
 WALL = 1_767_600_000_000
 BUCKET_MS = 60_000

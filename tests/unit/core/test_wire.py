@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from streams.core.wire import (
-    FLAG_SHADOW,
     EVENT_TYPES,
+    FLAG_SHADOW,
     HEADER_SIZE,
     MAX_RECORDS_PER_FRAME,
     MAX_TS_MS,

@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from streams.core.windows import Span
 from streams.core.areas import Area
-from streams.pipeline.estimator_pass import next_pass_at
+from streams.core.windows import Span
 from streams.estimate.estimator import (
     HLL_STANDARD_ERROR,
     EstimateRange,
@@ -21,6 +20,7 @@ from streams.estimate.estimator import (
     points_to_refresh,
     sealed_through,
 )
+from streams.pipeline.estimator_pass import next_pass_at
 
 STADIUM = Area(id="stadium", name="Stadium", capacity=60_000, cells=(1038, 1039), kind="venue")
 AS_OF = 1_700_000_040_000

@@ -7,11 +7,11 @@ import itertools
 
 import numpy as np
 
-from streams.core.windows import Span
 from streams.core.areas import load_areas
+from streams.core.settings import DEFAULT_AREAS
+from streams.core.windows import Span
 from streams.estimate.estimator import WindowBook
 from streams.estimate.privacy import containment_pairs, suppressed_items
-from streams.core.settings import DEFAULT_AREAS
 
 K = 15
 CITY = load_areas(DEFAULT_AREAS)

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streams.core.areas import load_areas
+from streams.core.settings import DEFAULT_AREAS
 from streams.core.windows import Span
 from streams.estimate import hll_model
-from streams.core.areas import load_areas
-from streams.tools.calibrate import CurveTracker
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
-from streams.core.settings import DEFAULT_AREAS
 from streams.estimate.visibility import (
     CURVE_SPANS_S,
     FEATURE_NAMES,
@@ -26,12 +25,15 @@ from streams.estimate.visibility import (
     log_half_width,
     people_from,
 )
+from streams.tools.calibrate import CurveTracker
 
 AREAS = load_areas(DEFAULT_AREAS)
 
 
 def test_curve_spans_are_the_recent_windows_then_the_older_parts_of_the_hour() -> None:
-    assert CURVE_SPANS_S == (Span(0, 60), Span(0, 300), Span(0, 900), Span(0, 1800), Span(0, 3600), Span(300, 3300), Span(900, 2700), Span(1800, 1800))
+    assert CURVE_SPANS_S == (
+        Span(0, 60), Span(0, 300), Span(0, 900), Span(0, 1800), Span(0, 3600), Span(300, 3300), Span(900, 2700), Span(1800, 1800),
+    )
 
 
 def test_curve_features_by_hand() -> None:
@@ -321,8 +323,8 @@ def test_repeated_curves_get_the_same_prediction_as_when_predicted_alone() -> No
     assert len(np.unique(half)) > 2  # not a degenerate table: the rows' answers differ
 
 def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
-    from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
     from streams.core.settings import Settings
+    from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
 
     model, summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1)
     model.save(tmp_path / "quick.npz")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from streams.core.areas import load_areas, parse_areas
+from streams.core.settings import DEFAULT_AREAS
 from streams.ops.alerts import (
     AlertConflict,
     AreaRules,
@@ -30,8 +32,6 @@ from streams.ops.alerts import (
     resolve,
     trend_per_min,
 )
-from streams.core.areas import load_areas, parse_areas
-from streams.core.settings import DEFAULT_AREAS
 
 WINDOWS = (300, 900, 3600)
 MIN = 60_000

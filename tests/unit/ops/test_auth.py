@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.ops.auth import TokenSet, required_scope
 from streams.core.settings import Settings
+from streams.ops.auth import TokenSet, required_scope
 
 
 def test_inline_and_file_tokens_carry_their_scopes(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from streams.core.areas import load_areas
-from streams.pipeline.ingest import Ingestor, Message, PartitionState
 from streams.core.settings import Settings
 from streams.core.wire import RECORD_DTYPE, Reason, decode, frame_bytes
+from streams.pipeline.ingest import Ingestor, Message, PartitionState
 
 WALL = 1_767_600_000_000  # the wall clock the tests pretend it is
 BUCKET_MS = 60_000

@@ -8,14 +8,14 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from streams.core.windows import Span
 from streams.core.areas import load_areas
-from streams.pipeline.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_requests
-from streams.pipeline.ingest import HllAdds, Ingestor, Message
 from streams.core.keys import KeyLayout
 from streams.core.rotation import Rotation
 from streams.core.settings import Settings
+from streams.core.windows import Span
 from streams.core.wire import MAX_TS_MS, MIN_TS_MS, RECORD_DTYPE, frame_bytes, records_to_json
+from streams.pipeline.hll_store import EMPTY_DENSE_HLL, pack_hll_adds, pack_span_requests
+from streams.pipeline.ingest import HllAdds, Ingestor, Message
 
 WALL = 1_767_600_000_000
 GRACE_MS = 120_000

@@ -12,10 +12,11 @@ import pytest
 from producers.publisher import read_frames_file
 from producers.scenarios import SCENARIOS, configure, parse_overrides
 from producers.simulator import T3412_MS, Simulation, WindowTruth
-from streams.core.areas import load_areas
 from streams.cli import main
+from streams.core.areas import load_areas
 from streams.core.clock import parse_time
-from streams.core.segments import band as segment_band, home_code
+from streams.core.segments import band as segment_band
+from streams.core.segments import home_code
 from streams.core.settings import DEFAULT_AREAS
 from streams.core.wire import EVENT_TYPES, decode
 

@@ -14,8 +14,8 @@ from producers.publisher import FileSink, read_frames_file
 from producers.scenarios import configure
 from producers.simulate import SimulationRun, run_simulation
 from producers.simulator import Simulation, WindowTruth
-from streams.core.areas import load_areas
 from streams.cli import main
+from streams.core.areas import load_areas
 from streams.core.settings import DEFAULT_AREAS
 from streams.core.wire import EVENT_TYPES, decode
 
@@ -45,7 +45,7 @@ def test_shards_split_the_devices_and_are_reproducible() -> None:
     speakers = np.array([index[d] for d in b["device"].view("<u8").tolist()])
     assert (speakers < sizes[0]).any() and (speakers >= sizes[0]).any()
     with pytest.raises(AttributeError, match="one Mobility and Radio per shard"):
-        two.mobility
+        _ = two.mobility
 
 
 def test_shards_keep_the_plans_and_moves_of_day_planned_scenarios() -> None:

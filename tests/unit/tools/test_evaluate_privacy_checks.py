@@ -10,18 +10,18 @@ import pytest
 
 from producers.truth import TruthTable
 from streams.core.clock import clock_seconds
-from streams.tools.evaluate.evaluate import (
-    DP_RELEASES_PER_POINT,
+from streams.core.rotation import NO_ROTATION, Rotation
+from streams.tools.evaluate.options import DP_RELEASES_PER_POINT
+from streams.tools.evaluate.report import format_table
+from streams.tools.evaluate.run import dp_env
+from streams.tools.evaluate.score import (
     dp_cost,
-    dp_env,
     evaluation_rotation,
-    format_table,
     max_minute_change,
     rotation_check,
     rotations_between,
     spans_rotation,
 )
-from streams.core.rotation import NO_ROTATION, Rotation
 
 MIN = 60_000
 DAY = 86_400_000

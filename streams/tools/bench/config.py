@@ -1,0 +1,26 @@
+"""What one bench run measures and how much: the sizes, durations and repeats of every section
+(`BenchConfig`), and the two presets `QUICK` (`crowdpulse bench --quick`) and `FULL`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    quick: bool
+    frames_events: int  # events in the frames data set (and in the scale-out data set)
+    json_events: int
+    naive_messages: int  # single-event messages (the raw limit reads all of them)
+    naive_seconds: float  # how long the naive baseline is timed
+    repeats: int  # repeats of each throughput run; the median is reported
+    latency_rate: int  # events/s offered in the latency run
+    latency_seconds: float  # measured part of the latency run
+    estimator_areas: tuple[int, ...]
+    scaleout_events: int  # 0: skipped
+    simulator_devices: int
+    simulator_seconds: float  # how long each simulator run is timed
+
+
+QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000, 3.0)
+FULL = BenchConfig(False, 10_000_000, 2_000_000, 2_000_000, 20.0, 3, 100_000, 60.0, (1_000, 10_000), 12_000_000, 1_000_000, 10.0)

@@ -1,0 +1,127 @@
+"""The bench's figures as output: the medians and per-step progress lines, the table printed at
+the end (`format_table`) and the JSON form of the figures (`finite`: no NaN in JSON)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+
+def median_dicts(rows: list[dict[str, float]]) -> dict[str, float]:
+    names = sorted({name for row in rows for name in row})
+    return {name: median([row[name] for row in rows if name in row]) for name in names}
+
+
+def stepper(out: Callable[[str], None], started: float) -> Callable[[str], None]:
+    def step(name: str) -> None:
+        out(f"[{time.monotonic() - started:6.1f} s] {name} ...")
+
+    return step
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN: a figure that could not be measured is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def format_table(f: dict) -> str:
+    def eps(x: Any) -> str:
+        return f"{x:>12,.0f}" if isinstance(x, (int, float)) and math.isfinite(x) else f"{'n/a':>12}"
+
+    naive, raw = f.get("naive_eps"), f.get("raw_limit_eps")
+
+    def ratios(x: Any) -> str:
+        if not isinstance(x, (int, float)) or not naive or not raw:
+            return ""
+        return f"{x / naive:>9.1f}x {100 * x / raw:>7.0f}%"
+
+    load = " ".join(f"{x:.2f}" for x in f["loadavg_start"])
+    lines = [
+        f"crowdpulse bench ({f['mode']}): {f['cpu_count']} CPUs, load average {load} at start, "
+        f"medians of {f['repeats']} run(s), Redis {f.get('redis_version', '?')}",
+        f"{'path':<50} {'events/s':>12} {'vs naive':>10} {'vs raw':>8}",
+        f"{'limit: raw aiokafka consumer, 1 event/message':<50} {eps(raw)} {ratios(raw)}",
+        f"{'limit: raw aiokafka consumer, frames (1,000 ev)':<50} {eps(f.get('raw_frames_eps'))} {ratios(f.get('raw_frames_eps'))}",
+        f"{'limit: Redis, this data`s PFADDs per CPU-second':<50} {eps(f.get('redis_ceiling_eps'))} {ratios(f.get('redis_ceiling_eps'))}",
+        f"{'naive Faust: 1 event/message, 1 round trip/event':<50} {eps(naive)} {ratios(naive)}",
+        f"{'crowdpulse worker, binary frames':<50} {eps(f.get('frames_eps'))} {ratios(f.get('frames_eps'))}",
+        f"{'crowdpulse worker, JSON arrays of 1,000':<50} {eps(f.get('json_eps'))} {ratios(f.get('json_eps'))}",
+    ]
+    if "frames_ingest_only_eps" in f:
+        lines.append(
+            f"{'  (frames, estimator idle: ingest alone, 1 run)':<50} {eps(f['frames_ingest_only_eps'])} "
+            f"{ratios(f['frames_ingest_only_eps'])}"
+        )
+    for label, key in (("frames", "frames_cpu_us_per_event"), ("ingest alone", "frames_ingest_only_cpu_us_per_event")):
+        cpu = f.get(key)
+        if cpu:
+            total = sum(cpu.values())
+            parts = ", ".join(f"{name} {us:.2f}" for name, us in sorted(cpu.items()))
+            lines.append(
+                f"CPU per event, {label} (us): {parts}; total {total:.2f}, so {f['cpu_count'] or 1} cores "
+                f"bound it near {1e6 * (f['cpu_count'] or 1) / total:,.0f} events/s"
+            )
+    if "latency_p50_s" in f:
+        lines.append(
+            f"latency event -> published estimate at {f['latency_offered_eps']:,} events/s offered: "
+            f"p50 {f['latency_p50_s']:.2f} s, p99 {f['latency_p99_s']:.2f} s, max {f['latency_max_s']:.2f} s "
+            f"({f['latency_probes']} probes, {f['latency_unmatched']} unmatched)"
+        )
+    for n, e in (f.get("estimator") or {}).items():
+        lines.append(
+            f"estimator: {int(n):,} areas x {e['windows']} windows refreshed in {e['refresh_wall_s']:.2f} s, "
+            f"Redis CPU {e['refresh_redis_cpu_s']:.2f} s ({100 * e['redis_cpu_share_at_10s']:.1f}% of a core at one pass per 10 s); "
+            f"with the visibility model's {e['model_spans']} spans {e['model_refresh_wall_s']:.2f} s, Redis CPU "
+            f"{e['model_refresh_redis_cpu_s']:.2f} s ({100 * e['model_redis_cpu_share_at_10s']:.1f}%), neighbour search {e['model_knn_s']:.2f} s; "
+            f"a live pass with sealed spans kept (the estimator's own EstimatorPass.span_counts, "
+            f"{e.get('model_live_pass_spans', 0):,} spans from Redis) {e.get('model_live_pass_wall_s', float('nan')):.2f} s, Redis CPU "
+            f"{e.get('model_live_pass_redis_cpu_s', float('nan')):.2f} s ({100 * e.get('model_live_redis_cpu_share_at_10s', float('nan')):.1f}%)"
+        )
+    m = f.get("memory")
+    if m and m.get("small_area_key_bytes"):
+        lines.append(
+            f"memory per (area, minute) key: small area ({m['small_area_devices_per_bucket'][0]}-{m['small_area_devices_per_bucket'][1]} devices) "
+            f"{m['small_area_key_bytes']:,.0f} B {'/'.join(m['small_area_encodings'])}, large ({m['large_area_devices_per_bucket']:,}) "
+            f"{m['large_area_key_bytes']:,.0f} B; per area for 60 min: {m['small_area_60min_bytes'] / 1024:,.0f} KiB / "
+            f"{m['large_area_60min_bytes'] / 1024:,.0f} KiB (hll-sparse-max-bytes {m['hll_sparse_max_bytes']})"
+        )
+    if f.get("worker_peak_rss_bytes"):
+        lines.append(f"worker peak RSS: {f['worker_peak_rss_bytes'] / 2**20:,.0f} MiB (frames), "
+                     f"{(f.get('worker_peak_rss_json_bytes') or 0) / 2**20:,.0f} MiB (JSON)")
+    if "simulator_total_eps" in f:
+        lines.append(
+            f"simulator ({f['simulator_devices']:,} devices, {f.get('simulator_step_s', 10):g} s steps, "
+            f"{f.get('simulator_threads', 1)} threads generating): generate, frame and publish in one process "
+            f"{f['simulator_total_eps']:,.0f} events/s end to end (one thread: "
+            f"{f.get('simulator_1thread_total_eps', float('nan')):,.0f}) (kafka-python KafkaSink); parts alone: "
+            f"generate {f['simulator_generate_eps']:,.0f} (one thread: {f.get('simulator_1thread_generate_eps', float('nan')):,.0f}), "
+            f"frame {f['simulator_frame_eps']:,.0f}, publish {f['simulator_publish_eps']:,.0f}; "
+            f"the same frames via aiokafka {f['simulator_publish_aiokafka_eps']:,.0f} events/s"
+        )
+    elif "simulator_error" in f:
+        lines.append(f"simulator: not measured ({f['simulator_error']})")
+    if "scaleout_ratio" in f:
+        lines.append(
+            f"scale-out: 1 worker {f['scaleout_1_eps']:,.0f}, 2 workers {f['scaleout_2_eps']:,.0f} events/s "
+            f"(x{f['scaleout_ratio']:.2f})"
+        )
+    if "frames_vs_naive" in f:
+        lines.append(
+            f"ratios: frames/naive {f['frames_vs_naive']:.1f}x, JSON/naive {f['json_vs_naive']:.1f}x, "
+            f"frames/raw limit {100 * f['frames_vs_raw_limit']:.0f}%, frames/Redis ceiling {100 * f['frames_vs_redis_ceiling']:.0f}%"
+        )
+    return "\n".join(lines)
