@@ -13,8 +13,9 @@ from streams.core.keys import KeyLayout
 from streams.core.metrics import Metrics
 from streams.core.settings import Settings
 from streams.estimate.estimator import Estimate
+from streams.ops.alert_rules import load_rules
 from streams.ops.alert_store import AlertStore
-from streams.ops.alerts import Transition, evaluate_area, load_rules, point_value, reconcile
+from streams.ops.alerts import Transition, evaluate_area, point_value, reconcile
 
 log = logging.getLogger(__name__)
 

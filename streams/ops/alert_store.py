@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
 from streams.core.keys import KeyLayout
-from streams.ops.alerts import AreaRules, Transition, acknowledge, event, fired_record, resolve
+from streams.ops.alert_rules import AreaRules
+from streams.ops.alerts import Transition, acknowledge, event, fired_record, resolve
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,13 @@
 """The ingest logic: a batch of Kafka messages in, a plan of Redis writes and Kafka outputs out.
 
-Pure (no Kafka, no Redis): the Faust agent in streams/runtime/app.py feeds it message batches and hands
-the resulting BatchPlan to streams/pipeline/hll_store.py. All per-event work is numpy; Python loops run
-per message (frame) or per (key, batch), never per event.
+Pure (no Kafka, no Redis): the ingest service (streams/pipeline/ingest_service.py) feeds it message
+batches and writes the resulting BatchPlan with streams/pipeline/hll_store.py. All per-event work is
+numpy; Python loops run per message (frame) or per (key, batch), never per event.
+
+Why one module of about 550 lines: the planner is one pass over a batch whose steps (decode,
+validate, late/future/replay split, group by key, distinct per key) share the batch's arrays and
+the partitions' state; split across modules, the hot path would be harder to read as a whole and
+to measure (docs/performance.md), for no gain in reuse.
 
 Time: each partition has a watermark, the highest event time accepted from it. An event older
 than watermark - grace is late (it goes to crowd.late); one newer than max(wall clock, watermark)

@@ -13,20 +13,17 @@ import pytest
 
 from streams.core.areas import load_areas, parse_areas
 from streams.core.settings import DEFAULT_AREAS
+from streams.ops.alert_rules import AreaRules, Check, load_rules, parse_rules
 from streams.ops.alerts import (
     AlertConflict,
-    AreaRules,
-    Check,
     Transition,
     acknowledge,
     alert_id,
     evaluate_area,
     event,
     fired_record,
-    load_rules,
     measures,
     minutes_to_target,
-    parse_rules,
     point_value,
     reconcile,
     resolve,
