@@ -6,7 +6,7 @@ what the estimator will read from Redis, HyperLogLog's error included (and its c
 between nested windows, which share registers), not exact counts it never sees. Members are the
 8-byte little-endian values the ingest writes (streams/hll_store.pack_hll_adds).
 
-Pure: numpy only. tests/integration/test_hll_store.py checks it against a real Redis.
+Pure: numpy only. tests/integration/pipeline/test_hll_store.py checks it against a real Redis.
 """
 
 from __future__ import annotations

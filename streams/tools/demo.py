@@ -21,8 +21,9 @@ from streams.core.areas import load_areas
 from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
-from streams.runtime.services import EmbeddedServices, ManagedProcess, ensure_topics, topic_partitions
-from streams.tools.harness import WORKER_COMMAND, WorkerProcess, http_json, worker_environment
+from streams.runtime.processes import ManagedProcess
+from streams.runtime.services import EmbeddedServices
+from streams.tools.harness import WorkerProcess, http_json, launch_worker
 
 HELP = "services + worker + simulator + live table, until Ctrl-C or --duration"
 
@@ -92,17 +93,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     try:
         endpoints = services.start()
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
-        ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
         # A fresh consumer group per demo: the embedded broker can hold a dead member for a while.
         own = {} if "CROWDPULSE_APP_ID" in os.environ else {"CROWDPULSE_APP_ID": f"crowdpulse-demo-{secrets.token_hex(3)}"}
-        # The harness's worker environment, on the configured HTTP port (the address the demo
-        # prints and the docs give), not a free one: the harness's launch_worker always picks one.
-        env = worker_environment(endpoints, own, base=os.environ, http_port=settings.http_port)
         print(f"crowdpulse demo: broker {endpoints.kafka}, redis {endpoints.redis_url}, logs in {log_dir}", flush=True)
-        process.start([sys.executable, "-m", *WORKER_COMMAND, "--loglevel", "info"], "worker", log_dir / "worker.log",
-                      env=env, stop_signal=signal.SIGINT)
-        worker = WorkerProcess(Settings.from_env(env), base, process, log_dir / "worker.log")
-        worker.wait_for_http(timeout=90)  # raises with the tail of the worker's log if it dies or stays silent
+        # On the configured HTTP port: the address the demo prints and the docs give. Raises with
+        # the tail of the worker's log if it dies or stays silent.
+        worker = launch_worker(endpoints, log_dir / "worker.log", own, base_env=os.environ, wait=90, http_port=settings.http_port)
+        process = worker.process
         print(f"worker up: dashboard {base}/  API {base}/api/areas  alerts {base}/api/alerts  metrics {base}/metrics", flush=True)
 
         run = SimulationRun(

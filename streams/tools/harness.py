@@ -131,11 +131,12 @@ def launch_worker(
     module: Sequence[str] = WORKER_COMMAND,
     loglevel: str = "info",
     wait: float | None = 60.0,
+    http_port: int | None = None,
 ) -> WorkerProcess:
     """Start a worker (or, with `module`, another worker-like `python -m` entry point) with these
-    CROWDPULSE_* settings on the given services, its topics created first; with `wait`, return
-    once it answers HTTP."""
-    env = worker_environment(endpoints, settings_env, base_env)
+    CROWDPULSE_* settings on the given services, its topics created first, on `http_port` (default:
+    a free one); with `wait`, return once it answers HTTP."""
+    env = worker_environment(endpoints, settings_env, base_env, http_port)
     settings = Settings.from_env(env)
     ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
     process = ManagedProcess()

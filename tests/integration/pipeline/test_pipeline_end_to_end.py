@@ -152,7 +152,7 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
             assert estimate["suppressed"] is False
             assert estimate["devices"] == reference[item], item
             assert estimate["people_low"] <= estimate["people"] <= estimate["people_high"]
-    assert len(published) - len(withheld) >= 10  # small counts: tests/integration/test_privacy_channels.py
+    assert len(published) - len(withheld) >= 10  # small counts: tests/integration/pipeline/test_privacy_channels.py
 
     # A plain Kafka consumer sees the same estimates on crowd.occupancy: per area and window,
     # the last message for the newest window end; and a point for every minute of the replay.

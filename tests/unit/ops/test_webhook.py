@@ -1,5 +1,5 @@
 """The webhook: HMAC signature, retries with backoff, give-up, and draining the queue. The HTTP
-call is injected here; tests/integration/test_alerts_webhook.py uses a real receiver."""
+call is injected here; tests/integration/ops/test_alerts_pipeline.py uses a real receiver."""
 
 from __future__ import annotations
 
