@@ -41,6 +41,9 @@ class PopulationParams:
     #: listed area that holds the home cell wins; areas missing from the areas file are ignored).
     market_share: float = 0.32
     market_share_by_area: tuple[tuple[str, float], ...] = (("east-district", 0.36), ("west-district", 0.28))
+    #: The true share against the one above, which the operator believes (and the estimator
+    #: uses): 1.2 draws 20% more of the operator's SIMs from the same people (robustness variants).
+    share_scale: float = 1.0
     #: Share of residents with a job.
     worker_share: float = 0.55
     #: M2M devices, as a share of the operator's resident devices; of those, the share in cars.
@@ -182,6 +185,8 @@ def build_population(
     n_devices[person] = 1 + rng.poisson(params.sims_per_person - 1.0, size=int(person.sum()))
     # Each SIM of a person is the operator's with the market share of the home area.
     p_visible = np.where(home_cell >= 0, share[np.maximum(home_cell, 0)], params.market_share)
+    if params.share_scale != 1.0:
+        p_visible = np.clip(p_visible * params.share_scale, 0.0, 1.0)
     visible = np.zeros(n, dtype=np.int16)
     visible[person] = rng.binomial(n_devices[person], p_visible[person])
     visible[~person] = 1  # only the operator's M2M devices are simulated at all

@@ -50,12 +50,18 @@ class Signalling:
 
     #: Periodic TAU timer of phones and cars (3GPP default 54 minutes).
     t3412_s: float = 3240.0
+    #: Networks differ: above 0, each phone's T3412 is drawn once, uniform between `t3412_s` and
+    #: this (robustness variants, e.g. 30 to 120 minutes; 0: every phone on `t3412_s`).
+    t3412_max_s: float = 0.0
     #: Data sessions started from idle (background apps, messaging, browsing).
     data_sessions_per_hour: float = 3.0
     session_mean_s: float = 90.0
     #: Mobile-terminated pagings (calls, messages) of an idle phone; each opens a short session.
     pagings_per_hour: float = 0.4
     paging_session_s: float = 60.0
+    #: Chatty and quiet phones: above 0, each phone's data and paging rates are multiplied by a
+    #: lognormal factor of this log-sd and mean 1 (0: every phone alike).
+    activity_spread: float = 0.0
     #: Activity of people on the move, relative to standing still.
     travelling_activity: float = 1.4
     #: Coverage edges: distance ratio (second nearest / nearest cell) below which two cells
@@ -79,7 +85,9 @@ class Signalling:
         for name in ("t3412_s", "session_mean_s", "paging_session_s", "meter_report_s", "meter_t3412_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("data_sessions_per_hour", "pagings_per_hour", "ping_pong_per_hour",
+        if self.t3412_max_s and self.t3412_max_s < self.t3412_s:
+            raise ConfigError("t3412_max_s must be 0 or at least t3412_s")
+        for name in ("data_sessions_per_hour", "pagings_per_hour", "ping_pong_per_hour", "activity_spread",
                      "idle_reselections_per_hour", "car_pings_per_hour", "shadow_sigma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
@@ -138,11 +146,19 @@ class Radio:
         self.meter = kind == METER
         self.car = kind == CAR
         self.t3412 = np.where(self.meter, int(params.meter_t3412_s * 1000), int(params.t3412_s * 1000)).astype(np.int64)
+        # The variants draw only when asked, so the default model's random streams stay as they were.
+        if params.t3412_max_s > 0:
+            own = rng.uniform(params.t3412_s, params.t3412_max_s, n) * 1000
+            self.t3412 = np.where(self.meter, self.t3412, own.astype(np.int64))
+        chattiness = np.ones(n)
+        if params.activity_spread > 0:
+            sd = params.activity_spread
+            chattiness = rng.lognormal(-sd * sd / 2, sd, n)
         # Peak candidate rates (per ms) for thinning; meters have none, parked cars few.
         peak = self.activity_max * max(1.0, params.travelling_activity)
-        data = np.where(self.car, params.car_pings_per_hour, params.data_sessions_per_hour * peak)
+        data = np.where(self.car, params.car_pings_per_hour, params.data_sessions_per_hour * peak * chattiness)
         self.data_rate = np.where(self.meter, 0.0, data) / 3_600_000
-        self.page_rate = np.where(self.meter | self.car, 0.0, params.pagings_per_hour * peak) / 3_600_000
+        self.page_rate = np.where(self.meter | self.car, 0.0, params.pagings_per_hour * peak * chattiness) / 3_600_000
         self.shadow = rng.normal(0.0, params.shadow_sigma, n) if params.shadow_sigma > 0 else np.zeros(n)
         # Cell indexes fit in int32 (as in the coverage raster): half the memory traffic of int64.
         self.serving = np.full(n, -1, dtype=np.int32)

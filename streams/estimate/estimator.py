@@ -30,6 +30,8 @@ DAY_MS = 86_400_000
 Z_90 = 1.6449
 WARN_SHARE = 0.80
 CRITICAL_SHARE = 0.95
+#: A range wider than this (high / low) that spans ok to critical leaves the level `uncertain`.
+UNCERTAIN_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,34 @@ class PeopleModel:
         return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}
 
 
-def level(people_high: int, capacity: int) -> str:
-    """Capacity level from the range's upper bound: for safety, the conservative side decides."""
-    share = people_high / capacity
+def level(people: EstimateRange, capacity: int) -> str:
+    """The capacity level: what is likely decides, not the far end of the range.
+
+    `critical` when the estimate is at or above 95% of capacity, `warn` at or above 80%, else
+    `ok`. When the estimate is below critical but its 90% range reaches the critical line from
+    under the warn line and is wider than x`UNCERTAIN_RATIO`, the counts cannot tell a half-full
+    area from a full one: the level is `uncertain` (level_reason says why) rather than a guess
+    either way (docs/operations.md, "Levels")."""
+    share = people.people / capacity
     if share >= CRITICAL_SHARE:
         return "critical"
+    if is_uncertain(people, capacity):
+        return "uncertain"
     if share >= WARN_SHARE:
         return "warn"
     return "ok"
+
+
+def is_uncertain(people: EstimateRange, capacity: int) -> bool:
+    """Is the range too wide to decide between ok and critical? (level)"""
+    return (people.high >= CRITICAL_SHARE * capacity and people.low < WARN_SHARE * capacity
+            and people.high > UNCERTAIN_RATIO * max(people.low, 1))
+
+
+def level_reason(people: EstimateRange, capacity: int) -> str:
+    """Why an estimate's level is `uncertain`, in words an operations room can act on."""
+    return (f"90% range {people.low:,}-{people.high:,} spans {round(100 * people.low / capacity)}%-"
+            f"{round(100 * people.high / capacity)}% of capacity: too wide to tell ok from critical")
 
 
 def points_to_refresh(
@@ -215,6 +237,7 @@ class _EstimateExtras(TypedDict, total=False):
     segments: dict[str, SegmentEstimate | None] | None  # only with segments configured
     suppressed_reason: str  # why a count is withheld beyond the threshold ("privacy_budget")
     noise: str  # the differential-privacy mechanism that noised it ("discrete-laplace")
+    level_reason: str  # why the level is "uncertain"
 
 
 class Estimate(_EstimateExtras):
@@ -231,7 +254,7 @@ class Estimate(_EstimateExtras):
     people_high: int | None
     suppressed: bool
     capacity: int
-    level: str  # "ok" | "warn" | "critical"
+    level: str  # "ok" | "warn" | "critical" | "uncertain"
     warming_up: bool
 
 
@@ -274,9 +297,11 @@ def build_estimate(
         "people_high": estimate.high,
         "suppressed": False,
         "capacity": area.capacity,
-        "level": level(estimate.high, area.capacity),
+        "level": level(estimate, area.capacity),
         "warming_up": warming_up,
     }
+    if published["level"] == "uncertain":
+        published["level_reason"] = level_reason(estimate, area.capacity)
     if segments is not None:
         published["segments"] = {
             name: None if count is None else {
@@ -388,6 +413,30 @@ class WindowBook:
             out.extend((area, bucket) for area in areas)
         return out
 
+    def _people_at(self, bucket: int, newest: int, came_in: set[str]) -> dict[str, EstimateRange]:
+        """The people estimates of one window end, re-estimating what its new counts change.
+
+        An estimate is a function of the counts it reads: the area's curve and the reference
+        area's. So the areas whose counts came in are re-estimated, and all of them when the
+        reference's did (an area estimated against a reference still filling is re-estimated
+        once the reference is complete, whatever the order the partitions came in).
+
+        The newest window end is still filling (stream time is inside its last minute): its
+        curve is short in the newest minute by however much of the minute has passed, a shape
+        no situation of the table has, and the estimate would swing with machine load. Until
+        the minute is over, its people are those of the previous window end, complete or
+        nearly; once the minute is over, its own curve decides (its counts come in again)."""
+        assert self.people is not None
+        people = self.people_of.setdefault(bucket, {})
+        curves = self.curves.get(bucket, {})
+        todo = set(curves) if self.people.reference in came_in else came_in & curves.keys()
+        previous = self.people_of.get(bucket - 1, {})
+        if bucket == newest and previous:
+            people.update({a: previous[a] for a in todo if a in previous})
+            todo -= previous.keys()
+        people.update(self.people.estimate(curves, todo))
+        return people
+
     def update(self, counts: dict[tuple[str, int, Span], int], newest: int,
                data_from: dict[int, int | None] | None = None) -> list[Estimate]:
         """Merge new span counts (area, bucket, (skip_s, length_s)); return the estimates to
@@ -418,10 +467,7 @@ class WindowBook:
             withheld = suppressed_items(book, self.pairs, self.min_count)
             people: dict[str, EstimateRange] = {}
             if self.people is not None:
-                # Only the areas whose counts came in are re-estimated (the others keep theirs,
-                # estimated against the reference as it was then): a pass costs what changed.
-                people = self.people_of.setdefault(bucket, {})
-                people.update(self.people.estimate(self.curves.get(bucket, {}), {a for a, b in fresh if b == bucket}))
+                people = self._people_at(bucket, newest, {a for a, b in fresh if b == bucket})
             before = self.published.setdefault(bucket, {})
             as_of = (bucket + 1) * self.bucket_ms
             for item, devices in sorted(book.items()):
@@ -482,6 +528,10 @@ def private_releases(
             continue
         charges[key] = charges.get(key, 0.0) + mechanism.epsilon
         noisy = noisy_release(estimate, mechanism)
-        noisy["level"] = level(noisy["people_high"], noisy["capacity"])
+        noisy_range = EstimateRange(noisy["people"], noisy["people_low"], noisy["people_high"])
+        noisy["level"] = level(noisy_range, noisy["capacity"])
+        noisy.pop("level_reason", None)
+        if noisy["level"] == "uncertain":
+            noisy["level_reason"] = level_reason(noisy_range, noisy["capacity"])
         out.append(cast(Estimate, noisy))
     return out, charges

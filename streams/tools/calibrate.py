@@ -57,9 +57,15 @@ class Run:
     devices: int
     hours: float
     seed: int
+    #: Scenario, population and signalling overrides (name, value), as `--set` takes them.
+    overrides: tuple[tuple[str, str], ...] = ()
+    #: The city simulated (default: the shipped example city, CROWDPULSE_AREAS).
+    areas_path: Path | None = None
 
     def label(self) -> str:
-        return f"{self.scenario}/{self.devices}/{self.hours:g}h/seed{self.seed}"
+        extra = "".join(f"/{k}={v}" for k, v in self.overrides)
+        city = f"/{self.areas_path.stem}" if self.areas_path else ""
+        return f"{self.scenario}/{self.devices}/{self.hours:g}h/seed{self.seed}{city}{extra}"
 
 
 # Seeds 101+ for the table, 201+ held out; evaluate's default seed is 1.
@@ -163,8 +169,9 @@ def collect(run: Run, areas_path: Path) -> dict:
     from producers.scenarios import configure
     from producers.simulator import Simulation
 
+    areas_path = run.areas_path or areas_path
     areas = load_areas(areas_path)
-    config = configure(run.scenario)
+    config = configure(run.scenario, dict(run.overrides))
     start = config.scenario.start_ms()
     sim = Simulation(areas, run.devices, run.seed, start, config=config, truth=True)  # (everyone moved)
     pop = sim.population

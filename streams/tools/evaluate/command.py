@@ -36,9 +36,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp", type=float, metavar="EPSILON",
                    help="also run with differential privacy, epsilon per release, and report the accuracy cost against the "
                         "run without noise (env CROWDPULSE_DP_DAILY_BUDGET, _SENSITIVITY, _SECRET; docs/privacy.md)")
+    p.add_argument("--matrix", action="store_true",
+                   help="instead of one run: the people model on variants no calibration used (timers, chattiness, "
+                        "population, a venue alone, crowd speed, a wrong market share, another city); about 10 minutes "
+                        "on two cores, --quick in about one (docs/estimation.md)")
+    p.add_argument("--variant", action="append", metavar="NAME", help="with --matrix: only these variants (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.matrix:
+        from streams.tools.evaluate.matrix import matrix_command
+
+        return matrix_command(args.quick, args.json, args.variant)
     from producers.scenarios import parse_overrides
     from streams.tools.evaluate.options import EvalOptions
     from streams.tools.evaluate.report import format_table

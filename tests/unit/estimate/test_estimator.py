@@ -16,7 +16,9 @@ from streams.estimate.estimator import (
     ahead_share,
     build_estimate,
     hll_range,
+    is_uncertain,
     level,
+    level_reason,
     points_to_refresh,
     sealed_through,
 )
@@ -72,7 +74,7 @@ def test_hll_range_with_a_wider_z() -> None:
 
 
 @pytest.mark.parametrize(
-    ("people_high", "expected"),
+    ("people", "expected"),
     [
         (0, "ok"),
         (47_999, "ok"),
@@ -83,13 +85,32 @@ def test_hll_range_with_a_wider_z() -> None:
         (90_000, "critical"),
     ],
 )
-def test_level_thresholds(people_high: int, expected: str) -> None:
-    assert level(people_high, 60_000) == expected
+def test_level_thresholds_follow_the_estimate(people: int, expected: str) -> None:
+    # A narrow range: the estimate decides.
+    assert level(EstimateRange(people, round(people * 0.97), round(people * 1.03)), 60_000) == expected
 
 
 def test_level_thresholds_for_a_capacity_that_does_not_divide_evenly() -> None:
     # 80% of 7 is 5.6, 95% is 6.65.
-    assert [level(n, 7) for n in range(9)] == ["ok"] * 6 + ["warn", "critical", "critical"]
+    assert [level(EstimateRange(n, n, n), 7) for n in range(9)] == ["ok"] * 6 + ["warn", "critical", "critical"]
+
+
+def test_level_ignores_the_far_end_of_a_range_that_still_decides() -> None:
+    # 40% of capacity with a range up to 90%: the upper end alone does not make it warn or critical.
+    assert level(EstimateRange(24_000, 20_000, 54_000), 60_000) == "ok"
+    # At 85% with a range reaching 110%: warn, not critical.
+    assert level(EstimateRange(51_000, 45_000, 66_000), 60_000) == "warn"
+
+
+def test_level_is_uncertain_when_the_range_spans_ok_to_critical() -> None:
+    # 51% of capacity, range 23,153-252,913 (the demo's false alarm): neither ok nor critical can be said.
+    wide = EstimateRange(76_000, 23_153, 252_913)
+    assert is_uncertain(wide, 150_000) and level(wide, 150_000) == "uncertain"
+    assert "15%-169% of capacity" in level_reason(wide, 150_000)
+    # The same spread whose estimate is itself critical stays critical: the likely side decides.
+    assert level(EstimateRange(150_000, 50_000, 400_000), 150_000) == "critical"
+    # Spanning the lines but narrower than x2 (70%-100%): the estimate decides.
+    assert level(EstimateRange(50_000, 42_000, 60_000), 60_000) == "warn"
 
 
 # --- the published estimate ------------------------------------------------------------------
@@ -159,12 +180,18 @@ def test_no_devices_with_no_threshold_is_a_published_zero() -> None:
     )
 
 
-def test_level_is_decided_by_the_upper_end_of_the_range() -> None:
-    # 47,700 people is below 80% of 60,000, but the range reaches 48,338.
+def test_published_level_follows_the_estimate_not_the_upper_end() -> None:
+    # 47,700 people is below 80% of 60,000; the range reaches 48,338, over it: still ok.
     estimate = build_estimate(STADIUM, 900, AS_OF, devices=47_700, min_count=15)
 
-    assert (estimate["people"], estimate["people_high"], estimate["level"]) == (47_700, 48_338, "warn")
+    assert (estimate["people"], estimate["people_high"], estimate["level"]) == (47_700, 48_338, "ok")
+    assert "level_reason" not in estimate
     assert math.isclose(estimate["people_high"] - 47_700, 1.6449 * 0.008125 * 47_700, abs_tol=1)
+
+
+def test_an_uncertain_estimate_says_why() -> None:
+    estimate = build_estimate(STADIUM, 900, AS_OF, devices=900, min_count=15, people=EstimateRange(30_000, 12_000, 70_000))
+    assert estimate["level"] == "uncertain" and "too wide" in estimate["level_reason"]
 
 
 def test_points_to_refresh_first_pass_is_the_current_bucket_only() -> None:

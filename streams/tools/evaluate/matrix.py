@@ -1,0 +1,187 @@
+"""`crowdpulse evaluate --matrix`: the people model on networks it was not calibrated on.
+
+Each variant changes one thing the calibration never saw (the periodic-update timer, how
+chatty phones are, the population, a venue with no city around it, how fast crowds come and
+go, a market share that is wrong, another city) and is simulated with seeds no calibration run
+uses (301 and up; calibrate uses 101-102 and 201-202, evaluate 1). Its curves are counted as
+Redis counts them (streams/estimate/hll_model.py: Redis' hash, registers and estimator, checked
+against a real redis-server in the tests) by calibrate's tracker, and the worker's own
+PeopleModel and level rule turn them into estimates. So a variant costs a simulation, not a
+pipeline run: the whole matrix fits in minutes on two cores, and the end-to-end path is checked
+separately (tests/integration/tools/test_estimation.py runs an off-calibration variant through the
+real broker, Redis and worker).
+
+Scored like the issue that asked for it: the 15-minute estimates, points with at least
+`MIN_PEOPLE` people truly present, the first hour (warming up) apart. Capacities are scaled
+to the run's population (capacity x devices / 100,000, the size the example city's capacities
+were set for), so that alarm thresholds are crossed in small runs as in full-size ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from streams.core.areas import AreaMap, load_areas
+from streams.core.settings import DEFAULT_AREAS, Settings
+from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE, PeopleModel, level
+from streams.estimate.visibility import N60, RECENT_MIN, VisibilityModel
+from streams.tools.calibrate import Run, collect
+
+MIN_PEOPLE = 200
+WARMUP_MIN = 60
+#: The window of the headline figures (minutes) and the fixed windows the naive baselines use.
+WINDOW_MIN = 15
+NAIVE_WINDOWS_MIN = (5, 15, 60)
+#: The width target applies where the hour saw at least this many phones.
+WIDTH_MIN_PHONES = 1000
+CAPACITY_DEVICES = 100_000
+HARBOUR_TOWN = DEFAULT_AREAS.parent / "harbour-town.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    what: str
+    run: Run
+    #: The areas the estimator knows (None: every area of the city); the widest is the reference.
+    track: tuple[str, ...] | None = None
+
+
+def _match(devices: int, seed: int, *overrides: tuple[str, str], areas_path: Path | None = None, hours: float = 6.5) -> Run:
+    return Run("match-day", devices, hours, seed, tuple(overrides), areas_path)
+
+
+VARIANTS = (
+    Variant("baseline", "match day as calibrated, 30,000 devices", _match(30_000, 301)),
+    Variant("t3412-30-120", "periodic update 30-120 min per phone", _match(30_000, 302, ("t3412_s", "1800"), ("t3412_max_s", "7200"))),
+    Variant("quiet-x0.25", "data and paging x0.25, chatty/quiet mix (log-sd 1)",
+            _match(30_000, 303, ("data_sessions_per_hour", "0.75"), ("pagings_per_hour", "0.1"), ("activity_spread", "1.0"))),
+    Variant("chatty-x4", "data and paging x4, chatty/quiet mix (log-sd 1)",
+            _match(30_000, 304, ("data_sessions_per_hour", "12"), ("pagings_per_hour", "1.6"), ("activity_spread", "1.0"))),
+    Variant("small-3k", "3,000 devices", _match(3_000, 305)),
+    Variant("large-200k", "200,000 devices", _match(200_000, 306)),
+    Variant("venue-alone", "the stadium is the widest area (no city around it)", _match(30_000, 307), ("stadium",)),
+    Variant("fast-crowd", "arrivals over 30 min, exit in 10", _match(30_000, 308, ("arrival_ramp_min", "30"), ("exit_min", "10"))),
+    Variant("slow-crowd", "arrivals over 4 h, exit in 90 min", _match(30_000, 309, ("arrival_ramp_min", "240"), ("exit_min", "90"))),
+    Variant("share+20%", "true market share 20% above the configured", _match(30_000, 310, ("share_scale", "1.2"))),
+    Variant("share-20%", "true market share 20% below the configured", _match(30_000, 311, ("share_scale", "0.8"))),
+    Variant("harbour-town", "another city (harbour-town.json), match day", _match(20_000, 312, areas_path=HARBOUR_TOWN)),
+)
+QUICK_VARIANTS = (
+    Variant("baseline", "match day, 4,000 devices, 2.5 h", _match(4_000, 301, ("kickoff_after_min", "90"), ("arrival_ramp_min", "60"), hours=2.5)),
+    Variant("venue-alone", "the stadium alone, chatty phones, 2.5 h",
+            _match(4_000, 307, ("kickoff_after_min", "90"), ("arrival_ramp_min", "60"), ("data_sessions_per_hour", "12"),
+                   ("activity_spread", "1.0"), hours=2.5), ("stadium",)),
+)
+
+
+def tracked_areas(full: AreaMap, track: tuple[str, ...] | None, scale: float) -> AreaMap:
+    """The areas the estimator knows, capacities scaled to the run's population."""
+    keep = [a for a in full.areas if track is None or a.id in track]
+    areas = [replace(a, capacity=max(1, round(a.capacity * scale))) for a in keep]
+    return AreaMap(full.name, list(full.cells), areas)
+
+
+def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: float) -> dict:
+    """Score one variant's curves (T, A, 8) and people (T, A) (calibrate.collect) with the
+    worker's people model and level rule. Pure."""
+    index = [list(data["area_ids"]).index(a) for a in areas.area_ids]
+    curves, truth = data["curves"][:, index], data["people"][:, index]
+    share = np.array([people_model.share[a] for a in areas.area_ids])
+    capacity = np.array([a.capacity for a in areas.areas])
+    rows: dict[str, list] = {k: [] for k in ("area", "truth", "people", "low", "high", "level", "n60", "naive")}
+    w15 = RECENT_MIN.index(WINDOW_MIN)
+    for minute in range(WARMUP_MIN, len(curves)):
+        estimates = people_model.estimate({a: curves[minute, i] for i, a in enumerate(areas.area_ids)})
+        for i, a in enumerate(areas.area_ids):
+            if a not in estimates or curves[minute, i, w15] < 1:
+                continue
+            e = estimates[a]
+            rows["area"].append(i)
+            rows["truth"].append(truth[minute, i])
+            rows["people"].append(e.people)
+            rows["low"].append(e.low)
+            rows["high"].append(e.high)
+            rows["level"].append(level(e, int(capacity[i])))
+            rows["n60"].append(curves[minute, i, N60])
+            rows["naive"].append([curves[minute, i, RECENT_MIN.index(w)] / (share[i] * sims) for w in NAIVE_WINDOWS_MIN])
+    r = {k: np.array(v) for k, v in rows.items()}
+    scored = r["truth"] >= MIN_PEOPLE
+    t: np.ndarray = r["truth"][scored].astype(float)
+    p: np.ndarray = r["people"][scored].astype(float)
+    lo, hi = r["low"][scored], r["high"][scored]
+    naive = r["naive"][scored]
+    cap = capacity[r["area"][scored]]
+    lvl = r["level"][scored]
+    wide = r["n60"][scored] >= WIDTH_MIN_PHONES
+    ratio = hi / np.maximum(lo, 1)
+    naive_mape = {f"naive_{w}min_mape": float(np.mean(np.abs(naive[:, j] - t) / t)) for j, w in enumerate(NAIVE_WINDOWS_MIN)}
+    return {
+        "points": int(scored.sum()),
+        "mape": float(np.mean(np.abs(p - t) / t)) if len(t) else float("nan"),
+        "bias": float(np.mean((p - t) / t)) if len(t) else float("nan"),
+        **naive_mape,
+        "best_naive_mape": min(naive_mape.values()) if len(t) else float("nan"),
+        "coverage": float(np.mean((lo <= t) & (t <= hi))) if len(t) else float("nan"),
+        "width_median": float(np.median(ratio)) if len(t) else float("nan"),
+        "width_max_1000": float(ratio[wide].max()) if wide.any() else float("nan"),
+        "width_over_3": int((ratio[wide] > 3).sum()),
+        "false_critical": int(((lvl == "critical") & (t < WARN_SHARE * cap)).sum()),
+        "uncertain": int((lvl == "uncertain").sum()),
+        "true_critical": int((t >= CRITICAL_SHARE * cap).sum()),
+        "missed_critical": int(((t >= CRITICAL_SHARE * cap) & (lvl != "critical")).sum()),
+        "by_area": {
+            a: {"points": int(m.sum()), "mape": float(np.mean(np.abs(p[m] - t[m]) / t[m])),
+                "coverage": float(np.mean((lo[m] <= t[m]) & (t[m] <= hi[m])))}
+            for i, a in enumerate(areas.area_ids)
+            if (m := r["area"][scored] == i).any()
+        },
+    }
+
+
+def run_matrix(variants: tuple[Variant, ...], settings: Settings, visibility: VisibilityModel, workers: int) -> dict:
+    started = time.monotonic()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(collect, v.run, settings.areas_path) for v in variants]
+        results = [f.result() for f in futures]
+    out = {}
+    for variant, data in zip(variants, results):
+        full = load_areas(variant.run.areas_path or settings.areas_path)
+        areas = tracked_areas(full, variant.track, variant.run.devices / CAPACITY_DEVICES)
+        model = PeopleModel.for_areas(visibility, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
+        out[variant.name] = {"what": variant.what, "run": variant.run.label(), "reference": model.reference,
+                             **score_variant(data, areas, model, settings.sims_per_person)}
+    return {"variants": out, "seconds": round(time.monotonic() - started, 1), "model": str(settings.visibility_model_path)}
+
+
+def format_matrix(report: dict) -> str:
+    head = (f"{'variant':<14} {'points':>6} {'MAPE':>6} {'bias':>7} {'best naive':>10} {'cover':>6} "
+            f"{'width med':>9} {'width max':>9} {'>3x':>5} {'false crit':>10} {'uncertain':>9} {'missed':>9}")
+    lines = [head, "-" * len(head)]
+    for name, v in report["variants"].items():
+        lines.append(
+            f"{name:<14} {v['points']:>6} {100 * v['mape']:>5.1f}% {100 * v['bias']:>+6.1f}% {100 * v['best_naive_mape']:>9.1f}% "
+            f"{100 * v['coverage']:>5.1f}% {v['width_median']:>9.2f} {v['width_max_1000']:>9.2f} {v['width_over_3']:>5} "
+            f"{v['false_critical']:>10} {v['uncertain']:>9} {v['missed_critical']:>4}/{v['true_critical']:<4}"
+        )
+    lines.append(f"({report['seconds']} s; model {report['model']}; 15-minute estimates, >= {MIN_PEOPLE} people, first hour apart)")
+    return "\n".join(lines)
+
+
+def matrix_command(quick: bool, as_json: bool, only: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    variants: tuple[Variant, ...] = QUICK_VARIANTS if quick else VARIANTS
+    if only:
+        variants = tuple(v for v in variants if v.name in only)
+    visibility = VisibilityModel.load(settings.visibility_model_path)
+    workers = max(1, min(len(variants), os.cpu_count() or 1))
+    report = run_matrix(variants, settings, visibility, workers)
+    print(json.dumps(report) if as_json else format_matrix(report), flush=True)
+    return 0
