@@ -22,7 +22,7 @@ from streams.core.areas import Area, AreaMap
 from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED
 from streams.core.windows import Span
 from streams.estimate.privacy import AnyItem, DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
-from streams.estimate.visibility import CURVE_SPANS_S, N60, VisibilityModel, curve_features, log_half_width, people_from
+from streams.estimate.visibility import CURVE_SPANS_S, N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
 DAY_MS = 86_400_000
@@ -81,7 +81,9 @@ class PeopleModel:
         hll_se = 0.0 if self.visibility.meta.get("counts") == "hll" else HLL_STANDARD_ERROR
         half = log_half_width(half, hll_se, self.scaling_se, Z_90)
         share = np.array([self.share[a] for a in ids])
-        people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person)
+        # No bound the counts themselves make impossible (docs/estimation.md, "Honest ranges").
+        bounds = count_bounds(matrix, HLL_STANDARD_ERROR, Z_90)
+        people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person, bounds, Z_90 * self.scaling_se)
         return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}
 
 

@@ -279,12 +279,45 @@ def log_half_width(model_half: np.ndarray, hll_se: float, scaling_se: float, z90
     return np.sqrt(np.square(model_half) + (z90 * hll_se) ** 2 + (z90 * scaling_se) ** 2)
 
 
-def people_from(n60: np.ndarray, z: np.ndarray, half: np.ndarray, share: np.ndarray, sims: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(people, low, high): phones present = N(60) * e^z, people = phones / (share * SIMs)."""
+#: The least share of the phones present that an hour's window sees. A phone that stays
+#: signals at least once per periodic update (T3412, 54 minutes by default), and a phone whose
+#: timer is longer is still seen with the probability window / T3412: 0.5 for the two hours
+#: that networks with long timers use (the robustness matrix's longest). So the phones present
+#: are at most N(60) / 0.5.
+VISIBILITY_FLOOR_60 = 0.5
+N1 = RECENT_MIN.index(1)
+
+
+def count_bounds(curves: np.ndarray, hll_se: float, z90: float) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high): the phones present that the window counts themselves allow, per curve.
+
+    - Low: the phones seen in the last minute (a phone seen a minute ago is there, bar the few
+      that crossed the area within that minute).
+    - High: N(60) / VISIBILITY_FLOOR_60 (everyone present is seen in an hour with at least that
+      probability; phones that left only add to N(60)).
+    Each widened by HyperLogLog's 90% error, so a bound never cuts a range HyperLogLog allows."""
+    curves = np.asarray(curves, dtype=np.float64)
+    hll = z90 * hll_se
+    return curves[:, N1] * (1.0 - hll), curves[:, N60] * (1.0 + hll) / VISIBILITY_FLOOR_60
+
+
+def people_from(n60: np.ndarray, z: np.ndarray, half: np.ndarray, share: np.ndarray, sims: float,
+                bounds: tuple[np.ndarray, np.ndarray] | None = None, scaling_half: float = 0.0,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(people, low, high): phones present = N(60) * e^z, people = phones / (share * SIMs).
+
+    `bounds` (count_bounds, phones): the range is cut to what the counts allow, widened by the
+    scaling's own 90% half-width `scaling_half` (log), and the estimate kept inside its range."""
     per_phone = 1.0 / (np.asarray(share, dtype=np.float64) * sims)
     phones = np.asarray(n60, dtype=np.float64) * np.exp(z)
+    low, high = phones * np.exp(-half), phones * np.exp(half)
+    if bounds is not None:
+        floor, ceiling = bounds[0] * np.exp(-scaling_half), bounds[1] * np.exp(scaling_half)
+        low = np.minimum(np.maximum(low, floor), ceiling)
+        high = np.maximum(np.minimum(high, ceiling), low)
+        phones = np.clip(phones, low, high)
     return (
         np.rint(phones * per_phone).astype(np.int64),
-        np.floor(phones * np.exp(-half) * per_phone).astype(np.int64),
-        np.ceil(phones * np.exp(half) * per_phone).astype(np.int64),
+        np.floor(low * per_phone).astype(np.int64),
+        np.ceil(high * per_phone).astype(np.int64),
     )

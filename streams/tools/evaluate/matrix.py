@@ -82,10 +82,11 @@ QUICK_VARIANTS = (
 )
 
 
-def tracked_areas(full: AreaMap, track: tuple[str, ...] | None, scale: float) -> AreaMap:
-    """The areas the estimator knows, capacities scaled to the run's population."""
+def tracked_areas(full: AreaMap, track: tuple[str, ...] | None, scale: float, venue: str = "stadium") -> AreaMap:
+    """The areas the estimator knows, capacities scaled to the run's population, but for the
+    match's venue: its crowd is 95% of its capacity whatever the population."""
     keep = [a for a in full.areas if track is None or a.id in track]
-    areas = [replace(a, capacity=max(1, round(a.capacity * scale))) for a in keep]
+    areas = [a if a.id == venue else replace(a, capacity=max(1, round(a.capacity * scale))) for a in keep]
     return AreaMap(full.name, list(full.cells), areas)
 
 
