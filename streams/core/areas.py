@@ -47,7 +47,7 @@ class AreaMap:
     area_ptr / area_idx: CSR layout, the areas of cell index c are area_idx[area_ptr[c]:area_ptr[c+1]].
     """
 
-    def __init__(self, name: str, cells: list[Cell], areas: list[Area]) -> None:
+    def __init__(self, name: str, cells: list[Cell], areas: list[Area], reference: str | None = None) -> None:
         self.name = name
         self.cells = sorted(cells, key=lambda c: c.id)
         self.areas = list(areas)
@@ -62,6 +62,18 @@ class AreaMap:
         counts = np.array([len(m) for m in members], dtype=np.int64)
         self.area_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.area_idx = np.array([a for m in members for a in m], dtype=np.int64)
+        if reference is not None and reference not in self.area_by_id:
+            raise ValueError(f"reference area {reference!r} is not an area of {name}")
+        #: The area every other is compared with by the people model (docs/estimation.md): the
+        #: one named in the file, else the first that covers every cell, else the widest.
+        self.reference = reference or next((a.id for a in self.areas if len(a.cells) == len(self.cells)), None) or self.widest()
+
+    @property
+    def reference_covers_network(self) -> bool:
+        """Does the reference area cover every cell? If not, the network's activity (night,
+        rush hour) is read from a part of it, and a venue as its own reference cannot tell its
+        crowd's comings and goings from the network's habits: the worker warns."""
+        return len(self.area_by_id[self.reference].cells) == len(self.cells)
 
     def cell_index(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map cell ids to cell indexes; returns (index, known) where known marks real cells."""
@@ -169,7 +181,10 @@ def parse_areas(doc: object, source: str = "<areas>") -> AreaMap:
                 market_share=float(share) if share is not None else None,
             )
         )
-    return AreaMap(str(doc.get("name", source)), cells, areas)
+    reference = doc.get("reference")
+    if reference is not None and (not isinstance(reference, str) or reference not in seen_areas):
+        raise fail("'reference' must be the id of one of the areas")
+    return AreaMap(str(doc.get("name", source)), cells, areas, reference)
 
 
 def load_areas(path: Path) -> AreaMap:

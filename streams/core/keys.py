@@ -32,13 +32,20 @@ class KeyLayout:
         """The keys of one window, all under the pseudonym epoch of its newest bucket."""
         return self.area_span(area, newest_bucket, 0, window_s)
 
-    def area_span(self, area: str, newest_bucket: int, skip_s: int, length_s: int, segment: str = "") -> list[str]:
+    def area_span(self, area: str, newest_bucket: int, skip_s: int, length_s: int, segment: str = "",
+                  declared: frozenset[int] | None = None) -> list[str]:
         """The keys of `length_s` ending `skip_s` before the end of the window whose newest bucket
-        is `newest_bucket` (skip 0: that window), under the pseudonym epoch of its newest bucket."""
+        is `newest_bucket` (skip 0: that window), under the pseudonym epoch of its newest bucket.
+
+        `declared`: the epochs whose start the feed itself declared (it sent shadow events
+        before it, docs/privacy.md). A window reads the shadow keys before an epoch's start only
+        for those: a feed whose pseudonyms do not rotate on the schedule keeps whole windows.
+        None: every epoch of the schedule is taken as declared."""
         bucket_ms = self.bucket_s * 1000
         epoch = self.rotation.epoch(newest_bucket * bucket_ms)
+        rotated = declared is None or epoch in declared
         return [
-            self.area_bucket(area, b, shadow=bool(self.rotation.epoch(b * bucket_ms) < epoch), segment=segment)
+            self.area_bucket(area, b, shadow=rotated and bool(self.rotation.epoch(b * bucket_ms) < epoch), segment=segment)
             for b in window_buckets(newest_bucket - skip_s // self.bucket_s, length_s, self.bucket_s)
         ]
 
@@ -50,6 +57,11 @@ class KeyLayout:
     def ingest_state(self) -> str:
         """Hash: per topic-partition, "<applied offset>:<watermark ms>"."""
         return f"{self.namespace}:{{ingest}}:partitions"
+
+    @property
+    def declared_rotations(self) -> str:
+        """Hash: pseudonym epochs whose start the feed declared (shadow events before it) -> 1."""
+        return f"{self.namespace}:{{ingest}}:rotations"
 
     @property
     def ingest_stats(self) -> str:

@@ -52,7 +52,7 @@ class PeopleModel:
     """Phones present from the visibility model, then people by market share and SIMs."""
 
     visibility: VisibilityModel
-    #: The area every curve is compared with (AreaMap.widest: the whole network).
+    #: The area every curve is compared with (AreaMap.reference: the whole network).
     reference: str
     share: dict[str, float]
     sims_per_person: float
@@ -62,7 +62,7 @@ class PeopleModel:
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
                   scaling_se: float = 0.0) -> PeopleModel:
         share = {a.id: a.market_share or default_share for a in areas.areas}
-        return cls(visibility, areas.widest(), share, sims, scaling_se)
+        return cls(visibility, areas.reference, share, sims, scaling_se)
 
     def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
         """People and 90% range per area (of `only`, or all), from the curves of one window end
@@ -237,7 +237,7 @@ class SegmentEstimate(TypedDict):
 
 class _EstimateExtras(TypedDict, total=False):
     segments: dict[str, SegmentEstimate | None] | None  # only with segments configured
-    suppressed_reason: str  # why a count is withheld beyond the threshold ("privacy_budget")
+    suppressed_reason: str  # why it is withheld: "below_min_count", "differencing" or "privacy_budget"
     noise: str  # the differential-privacy mechanism that noised it ("discrete-laplace")
     level_reason: str  # why the level is "uncertain"
 
@@ -272,6 +272,9 @@ def build_estimate(
     of the people estimate. `warming_up`: the stream behind it is shorter than what the
     estimate needs (WindowBook.warming_up); always present, so a consumer can rely on it."""
     if suppressed or devices < min_count:
+        # Why it is withheld: its own count is under the threshold, or a difference between it
+        # and a count that contains it (or that it contains) would be (streams/estimate/privacy.py).
+        reason = "below_min_count" if devices < min_count else "differencing"
         withheld: Estimate = {
             "area": area.id,
             "window_s": window_s,
@@ -284,6 +287,7 @@ def build_estimate(
             "capacity": area.capacity,
             "level": "ok",
             "warming_up": warming_up,
+            "suppressed_reason": reason,
         }
         if segments is not None:
             withheld["segments"] = None
@@ -368,7 +372,7 @@ class WindowBook:
     @property
     def history_area(self) -> str:
         """The area whose data tells how far back the stream reaches: the whole network."""
-        return self.people.reference if self.people is not None else self.areas.widest()
+        return self.people.reference if self.people is not None else self.areas.reference
 
     @property
     def history_s(self) -> int:

@@ -15,8 +15,10 @@ from typing import Any
 from streams.core.areas import AreaMap
 from streams.core.errors import ConfigError
 
-#: Which number of an estimate the safety checks look at. people_high (the top of the 90%
-#: range) is the conservative choice: an alert fires when the area *may* be over the line.
+#: Which number of an estimate the safety checks look at. The default, people (the estimate),
+#: follows what is likely, like the published level: an upper bound alone fires on half-full
+#: areas whenever the range is wide. people_high fires when the area *may* be over the line,
+#: for a rules file that wants that (and accepts the false alarms).
 BOUNDS = ("people_high", "people", "people_low")
 LEVELS = ("warn", "critical")
 RULES = ("capacity", "density", "rise", "time_to_capacity")
@@ -37,7 +39,7 @@ STATES = ("firing", "acknowledged", "resolved")
 DEFAULT_RULES: dict[str, Any] = {
     # None: the headline window (HEADLINE_WINDOW_S if published, else the shortest).
     "window_s": None,
-    "bound": "people_high",
+    "bound": "people",
     "fire_hold_s": 60,
     "clear_hold_s": 300,
     "trend_s": 600,

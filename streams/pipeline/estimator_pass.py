@@ -6,6 +6,7 @@ progress in streams/pipeline/estimate_store.py). The leader runs a pass every pu
 
 from __future__ import annotations
 
+import logging
 import time
 
 from streams.core.areas import AreaMap
@@ -30,6 +31,7 @@ from streams.pipeline.hll_store import HllStore, stream_time
 from streams.pipeline.ingest_service import wall_now_ms
 
 SpanCounts = dict[tuple[str, int, Span], int]
+log = logging.getLogger(__name__)
 
 
 def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
@@ -37,6 +39,11 @@ def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
     if settings.people_model == "devices":
         return None
     model = VisibilityModel.load(settings.visibility_model_path)
+    if not areas.reference_covers_network:
+        covered = len(areas.area_by_id[areas.reference].cells)
+        log.warning("the people model's reference area %r covers %d of the %d cells: it cannot carry the network's "
+                    "activity, and estimates off the calibrated map get wide ranges; name an area that covers the "
+                    "network as \"reference\" in the areas file (docs/areas.md)", areas.reference, covered, len(areas.cells))
     return PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
 
 
@@ -85,6 +92,8 @@ class EstimatorPass:
         started = time.perf_counter()
         settings = self.settings
         watermarks = await self.hll.watermarks()
+        # Windows read shadow keys across a rotation only if the feed declared it (docs/privacy.md).
+        await self.hll.refresh_declared()
         stream_now = stream_time(watermarks)
         if stream_now is None:
             return []

@@ -95,6 +95,7 @@ def pack_hll_adds(
 
 def pack_span_requests(
     keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
+    declared: frozenset[int] | None = None,
 ) -> list[tuple[bytes, int]]:
     """The RESP bytes of one PFCOUNT per (point, span) of each request (a point and its spans),
     in order, as pieces of `chunk_commands` commands. A pass counts every changed area over
@@ -115,7 +116,7 @@ def pack_span_requests(
         for span in spans:
             segment = span.segment
             if segment not in tokens:
-                names = keys.area_span(area, bucket, 0, lookback_s, segment)  # oldest first
+                names = keys.area_span(area, bucket, 0, lookback_s, segment, declared)  # oldest first
                 tokens[segment] = [b"$%d\r\n%s\r\n" % (len(n), n) for n in (name.encode() for name in names)]
             end = lookback - span.skip_s // bucket_s
             selected = tokens[segment][end - span.length_s // bucket_s : end]
@@ -141,6 +142,8 @@ class HllStore:
     def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
         self.redis = client
         self.keys = keys
+        #: Epochs the feed declared (refresh_declared); none until it says so: whole windows.
+        self.declared: frozenset[int] = frozenset()
 
     # --- ingest -------------------------------------------------------------------------------
     async def load_partition(self, partition: int) -> tuple[PartitionState, dict[str, int]]:
@@ -181,6 +184,8 @@ class HllStore:
                 tx.hincrby(self.keys.ingest_stats, name, value)
         for reason, value in plan.reasons.items():
             tx.hincrby(self.keys.ingest_stats, f"deadletter:{reason}", value)
+        if plan.declared_epochs:
+            tx.hset(self.keys.declared_rotations, mapping={str(e): 1 for e in sorted(plan.declared_epochs)})
         if plan.sequences:
             tx.hset(self.keys.producer_sequences, mapping=plan.sequences)  # type: ignore[arg-type]  # redis-py types mapping keys invariantly
         await tx.execute()
@@ -196,6 +201,13 @@ class HllStore:
         return stream_time(await self.watermarks())
 
     # --- estimator ----------------------------------------------------------------------------
+    async def refresh_declared(self) -> frozenset[int]:
+        """Read the pseudonym epochs the feed has declared (KeyLayout.declared_rotations); the
+        window counts that follow read shadow keys only across those epochs' starts."""
+        raw = await self.redis.hkeys(self.keys.declared_rotations)
+        self.declared = frozenset(int(text(e)) for e in raw)
+        return self.declared
+
     async def pop_dirty(self) -> set[tuple[str, int]]:
         """The (area, bucket) pairs that received events since the last call."""
         tx = self.redis.pipeline(transaction=True)
@@ -216,7 +228,7 @@ class HllStore:
         in which `area` has data (its key exists; None: none). The estimator asks it of the
         whole network's area: a stream that began, or came back after a silence, inside the
         span has not filled the windows yet (streams/estimate/estimator.py, `warming_up`)."""
-        spans = {b: self.keys.area_span(area, b, 0, span_s) for b in sorted(set(buckets))}
+        spans = {b: self.keys.area_span(area, b, 0, span_s, declared=self.declared) for b in sorted(set(buckets))}
         keys = sorted({k for span in spans.values() for k in span})
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
@@ -253,7 +265,7 @@ class HllStore:
         triples = [(area, bucket, span) for (area, bucket), spans in requests for span in spans]
         if not triples:
             return {}
-        replies = await send_packed(self.redis, pack_span_requests(self.keys, requests), replies=True)
+        replies = await send_packed(self.redis, pack_span_requests(self.keys, requests, declared=self.declared), replies=True)
         return {triple: int(count) for triple, count in zip(triples, replies)}
 
 def _parse_partition(raw: bytes | str | None) -> PartitionState:

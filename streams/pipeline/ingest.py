@@ -129,6 +129,8 @@ class BatchPlan:
     replayed: int = 0
     frames: int = 0
     shadow_events: int = 0  # counted events that were rotation shadows (included in counted)
+    #: Pseudonym epochs the shadow events announce (the epoch after their own): the feed says it rotates.
+    declared_epochs: set[int] = field(default_factory=set)
     m2m_events: int = 0  # counted events of M2M devices (in no area's HyperLogLog)
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -168,6 +170,7 @@ class Ingestor:
         self.settings = settings
         self.areas = areas
         self.keys = KeyLayout(settings.namespace, settings.bucket_s)
+        self.rotation = settings.rotation
         self.residents = ResidentTable(areas)
         self.partitions: dict[int, PartitionState] = {}
         self.sequences: dict[str, int] = {}
@@ -280,6 +283,8 @@ class Ingestor:
                 good_segment = np.concatenate([good_segment, slow["segment"]])
         plan.counted = len(good_ts)
         plan.shadow_events = int(good_shadow.sum())
+        if plan.shadow_events and self.rotation.enabled:
+            plan.declared_epochs = {int(e) + 1 for e in np.unique(self.rotation.epoch(good_ts[good_shadow]))}
         # M2M devices (meters, cars) are counted in the books but in no area's HyperLogLog:
         # the areas count phones, the devices people carry (docs/estimation.md).
         phone = good_class == PHONE_CLASS

@@ -64,7 +64,7 @@ async def test_restart_and_lost_state_never_fire_twice_and_the_lifecycle_holds(e
     a = Worker(endpoints.redis_url, namespace, webhook=True)
     fired: list[dict] = []
     for i in range(4):
-        fired += await a.minute(T0 + i * MIN, 53_000)  # upper bound ~53,700: 89% of capacity
+        fired += await a.minute(T0 + i * MIN, 53_000)  # 53,000 people: 88% of capacity
     assert [(e["event"], e["id"]) for e in fired] == [("fired", f"stadium.capacity.warn.{T0}")]
     alert = fired[0]
     assert alert["state"] == "firing" and alert["started_at"] == T0 and alert["fired_at"] == T0 + MIN

@@ -78,3 +78,35 @@ def test_a_window_spanning_a_rotation_counts_each_phone_once(endpoints, tmp_path
     finally:
         worker.process.stop(timeout=15)
         worker.redis.close()
+
+
+def test_a_feed_that_does_not_declare_a_rotation_keeps_whole_windows(endpoints, tmp_path: Path) -> None:
+    # The worker runs the default schedule (daily at 04:00 UTC), but this feed's pseudonyms
+    # never rotate and it sends no shadow events: a window across 04:00 must not be cut there.
+    worker = start_worker(endpoints, tmp_path, "norot", CROWDPULSE_ROTATION_PERIOD_S="86400",
+                          CROWDPULSE_ROTATION_OFFSET_S="14400", CROWDPULSE_ROTATION_OVERLAP_S="3600")
+    try:
+        settings = worker.settings
+        areas = load_areas(settings.areas_path)
+        framer = Framer(12, settings.partitions, areas.cell_ids)
+        sink = KafkaSink(endpoints.kafka, worker.topics.events)
+        sent = 0
+        # 400 phones report every 10 minutes until 03:50, then leave; 20 others stay past 04:00.
+        for round_start in BOUNDARY - 50 * 60_000 + np.arange(8) * 10 * 60_000:
+            who = np.arange(PHONES) if round_start < BOUNDARY else np.arange(PHONES, PHONES + 20)
+            events = np.zeros(len(who), dtype=RECORD_DTYPE)
+            events["device"] = (who + 7_000_000).astype("<u8").view("V8")
+            events["ts"], events["cell"], events["type"] = round_start + (who % PHONES) * 100, 1039, 4
+            sink.send(framer.frames(events))
+            sent += len(events)
+        sink.close()
+        wait_until(lambda: worker.stats()["counted"] == sent, timeout=60, what="events counted")
+        wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator idle")
+        time.sleep(2.5)
+        messages = [json.loads(m.value) for m in consume_all(endpoints.kafka, worker.topics.occupancy, settings.partitions)]
+        hourly = {m["as_of"]: m["devices"] for m in messages if m["area"] == "city" and m["window_s"] == 3600}
+        after = hourly[BOUNDARY + 20 * 60_000]  # 03:20-04:20: the 400 before 04:00 and the 20 after
+        assert abs(after - (PHONES + 20)) <= 0.03 * PHONES, hourly
+    finally:
+        worker.process.stop(timeout=15)
+        worker.redis.close()

@@ -238,3 +238,30 @@ def test_load_areas_prefixes_validation_errors_with_the_path(tmp_path: Path) -> 
 
     with pytest.raises(ValueError, match="^" + re.escape(f"{path}: area 'square': capacity")):
         load_areas(path)
+
+
+# --- the people model's reference area ------------------------------------------------------
+
+
+def test_reference_defaults_to_the_area_that_covers_every_cell(city: AreaMap) -> None:
+    assert city.reference == "city" and city.reference_covers_network
+
+
+def test_reference_can_be_named_in_the_file() -> None:
+    doc = copy.deepcopy(SMALL)
+    doc["reference"] = doc["areas"][-1]["id"]
+    areas = parse_areas(doc)
+    assert areas.reference == doc["areas"][-1]["id"]
+
+
+def test_a_reference_that_is_not_an_area_is_refused() -> None:
+    doc = copy.deepcopy(SMALL)
+    doc["reference"] = "nowhere"
+    with pytest.raises(ValueError, match="'reference' must be the id of one of the areas"):
+        parse_areas(doc)
+
+
+def test_a_venue_alone_is_its_own_reference_and_says_it_cannot_carry_the_network(city: AreaMap) -> None:
+    stadium = city.area_by_id["stadium"]
+    alone = AreaMap("venue", list(city.cells), [stadium])
+    assert alone.reference == "stadium" and not alone.reference_covers_network

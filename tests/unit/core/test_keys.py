@@ -175,3 +175,17 @@ def test_ingest_bookkeeping_keys_share_one_hash_tag() -> None:
     keys = KeyLayout("cp", 60)
 
     assert {hash_tag(k) for k in (keys.ingest_state, keys.ingest_stats, keys.producer_sequences)} == {"ingest"}
+
+
+def test_a_window_reads_shadow_keys_across_a_rotation_only_when_the_feed_declared_it() -> None:
+    from streams.core.rotation import Rotation
+
+    keys = KeyLayout("cp", 60, Rotation(period_s=86_400, offset_s=4 * 3600, overlap_s=3600))
+    epoch = 20_458
+    first = keys.rotation.boundary_ms(epoch) // 60_000  # the first bucket of the epoch
+    window = keys.area_span("stadium", first + 1, 0, 300, declared=frozenset({epoch}))
+    assert [k.endswith(":next") for k in window] == [True, True, True, False, False]
+    # Not declared (the feed's pseudonyms do not rotate): the whole window under its own keys.
+    assert not any(k.endswith(":next") for k in keys.area_span("stadium", first + 1, 0, 300, declared=frozenset()))
+    # No set given: the schedule alone decides (what producers that follow it see).
+    assert keys.area_span("stadium", first + 1, 0, 300) == window

@@ -131,6 +131,7 @@ def test_estimate_below_min_count_is_suppressed_on_every_channel() -> None:
         "capacity": 60_000,
         "level": "ok",
         "warming_up": False,
+        "suppressed_reason": "below_min_count",
     }
 
 
@@ -156,7 +157,8 @@ def test_estimate_at_min_count_is_published() -> None:
 def test_estimate_has_the_contract_shape(devices: int, min_count: int) -> None:
     estimate = build_estimate(STADIUM, 300, AS_OF, devices=devices, min_count=min_count)
 
-    assert set(estimate) == ESTIMATE_KEYS
+    # A withheld estimate also says why.
+    assert set(estimate) == ESTIMATE_KEYS | ({"suppressed_reason"} if estimate["suppressed"] else set())
     assert type(estimate["warming_up"]) is bool
     assert type(estimate["area"]) is str
     assert type(estimate["window_s"]) is int

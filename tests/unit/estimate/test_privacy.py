@@ -81,6 +81,7 @@ def test_window_book_republishes_an_unchanged_area_when_a_neighbour_withholds_it
     second = book.update({("stadium", 10, Span(0, 3600)): east - 5}, newest=10)
     changed = {(e["area"], e["window_s"]): e for e in second}
     assert changed[("stadium", 3600)]["suppressed"] is True and changed[("stadium", 3600)]["devices"] is None
+    assert changed[("stadium", 3600)]["suppressed_reason"] == "differencing"  # its own count is well over k
     assert book.update({("stadium", 10, Span(0, 3600)): east - 5}, newest=10) == []  # nothing new to say
     book.update({}, newest=20)
     assert book.counts == {}  # old window ends are forgotten

@@ -21,6 +21,7 @@ from streams.estimate.visibility import (
     N60,
     SIZE_EDGES,
     VisibilityModel,
+    count_bounds,
     curve_features,
     log_half_width,
     people_from,
@@ -140,7 +141,7 @@ def _flat_model(z: float) -> VisibilityModel:
 
 def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> None:
     people = PeopleModel.for_areas(_flat_model(math.log(0.5)), AREAS, default_share=0.32, sims=1.35)
-    assert people.reference == "city" == AREAS.widest()
+    assert people.reference == "city" == AREAS.reference
     assert people.share["east-district"] == 0.36 and people.share["stadium"] == 0.32
     curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
     assert people.estimate({"stadium": curve}) == {}  # no reference, nothing to say
@@ -333,3 +334,74 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
     assert again.meta["table_runs"] == [r.label() for r in QUICK_TABLE_RUNS]
     assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
+
+
+# --- deterministic and complete: an estimate is a function of the counts it reads -----------
+
+
+def _varied_model() -> VisibilityModel:
+    """A table whose answer depends on the features (so on the reference's curve too)."""
+    rng = np.random.default_rng(11)
+    features = rng.random((400, len(FEATURE_NAMES)))
+    return VisibilityModel(
+        table=features.astype(np.float32), z=features[:, -1] - 0.5, mean=np.zeros(len(FEATURE_NAMES)),
+        scale=np.ones(len(FEATURE_NAMES)), k=5, spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.05, meta={},
+    )
+
+
+def _final_people(batches: list[dict], newest: int) -> dict:
+    people = PeopleModel.for_areas(_varied_model(), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5, people=people)
+    for batch in batches:
+        book.update(batch, newest=newest)
+    return {(a, w): (e["people"], e["people_low"], e["people_high"]) for (a, w), e in book.published[7].items()}
+
+
+def test_the_same_counts_give_the_same_estimates_whatever_order_they_came_in() -> None:
+    complete = _curve_counts(7)
+    # The reference (city) first counted while still filling, then complete; the other areas
+    # only once, in between: each must end estimated against the complete reference.
+    partial_city = {k: (v // 4 if k[2].length_s <= 300 else v) for k, v in complete.items() if k[0] == "city"}
+    others = {k: v for k, v in complete.items() if k[0] != "city"}
+    city = {k: v for k, v in complete.items() if k[0] == "city"}
+    at_once = _final_people([complete], newest=8)
+    in_two_orders = _final_people([partial_city, others, city], newest=8)
+    assert at_once == in_two_orders
+    assert _final_people([city, others], newest=8) == at_once
+
+
+def test_the_newest_minute_still_filling_keeps_the_previous_window_ends_people() -> None:
+    people = PeopleModel.for_areas(_varied_model(), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5, people=people)
+    book.update(_curve_counts(6), newest=6)
+    settled = {e["area"]: e["people"] for e in book.published[6].values()}
+    # Minute 7 has just begun: its curve's newest minute is nearly empty.
+    filling = {k: (v // 20 if k[2].skip_s == 0 and k[2].length_s == 60 else v) for k, v in _curve_counts(7).items()}
+    live = {e["area"]: e["people"] for e in book.update(filling, newest=7) if e["window_s"] == 900}
+    assert live == settled
+    # Once stream time has moved on, minute 7's own (complete) counts decide.
+    book.update(_curve_counts(7), newest=8)
+    assert {e["area"]: e["people"] for e in book.published[7].values()} == {
+        a: people.estimate({x: np.array([n * (i + 1) for n in [100, 300, 600, 800, 1000, 900, 700, 500]])
+                            for i, x in enumerate(AREAS.area_ids)})[a].people for a in AREAS.area_ids
+    }
+
+
+# --- ranges that respect the counts -----------------------------------------------------------
+
+
+def test_a_range_never_leaves_what_the_counts_allow() -> None:
+    # N(1) = 400 phones were seen in the last minute; N(60) = 1,000 in the hour.
+    curve = np.array([[400, 600, 800, 900, 1000, 700, 500, 300]])
+    low, high = count_bounds(curve, HLL_STANDARD_ERROR, Z_90)
+    assert low[0] < 400 and low[0] > 390 and high[0] > 2000 and high[0] < 2030
+    # A model that says 5% of that (z = log 0.05) with a wide range is cut at the floor and the ceiling.
+    people, lo, hi = people_from(curve[:, 4], np.array([math.log(0.05)]), np.array([3.0]), np.array([1.0]), 1.0,
+                                 (low, high))
+    assert lo[0] == math.floor(low[0]) and people[0] == round(low[0]) and hi[0] >= lo[0]
+    people, lo, hi = people_from(curve[:, 4], np.array([math.log(20.0)]), np.array([3.0]), np.array([1.0]), 1.0,
+                                 (low, high))
+    assert hi[0] == math.ceil(high[0]) and people[0] == round(high[0])
+    # A sound range inside the bounds is left as it was.
+    people, lo, hi = people_from(curve[:, 4], np.array([0.0]), np.array([0.1]), np.array([1.0]), 1.0, (low, high))
+    assert (people[0], lo[0], hi[0]) == (1000, math.floor(1000 * math.exp(-0.1)), math.ceil(1000 * math.exp(0.1)))

@@ -74,7 +74,7 @@ def capacity_only(rules: AreaRules, **changes) -> AreaRules:
 
 def test_defaults_are_the_documented_ones(city, rules) -> None:
     stadium = rules["stadium"]
-    assert (stadium.window_s, stadium.bound) == (900, "people_high")  # the headline window
+    assert (stadium.window_s, stadium.bound) == (900, "people")  # the headline window; the estimate decides
     assert parse_rules({}, city, (120, 600))["stadium"].window_s == 120  # no 900 s: the shortest
     assert (stadium.fire_hold_ms, stadium.clear_hold_ms, stadium.trend_ms) == (60_000, 300_000, 600_000)
     by_key = {c.key: c for c in stadium.checks}
@@ -267,7 +267,7 @@ def test_time_to_capacity_warns_before_the_area_is_full(rules) -> None:
     fired = {t.check.key: t for t in found if t.event == "fired"}
     ttc = fired["time_to_capacity.warn"]
     critical = fired["capacity.critical"]
-    # The upper bound reaches 57,000 at minute 37; the forecast says "15 min" at minute 22
+    # The watched value reaches 57,000 at minute 37; the forecast says "15 min" at minute 22
     # (value 42,000) and the one-minute hold fires it at minute 23.
     assert ttc.started_at == T0 + 22 * MIN and ttc.as_of == T0 + 23 * MIN
     assert ttc.value == pytest.approx(14.0)
@@ -351,7 +351,7 @@ def test_lifecycle_firing_acknowledged_resolved(rules) -> None:
     fired, resolved_t = only(found, "capacity.warn")
     record = fired_record(stadium, fired)
     assert record["state"] == "firing" and record["id"] == "stadium.capacity.warn." + str(T0)
-    assert record["message"] == "Stadium: 90% of capacity (upper bound 54,000 of 60,000)"
+    assert record["message"] == "Stadium: 90% of capacity (estimate 54,000 of 60,000)"
     acked = acknowledge(record, "control room", 1_700_000_000_000)
     assert acked is not None and acked["state"] == "acknowledged" and acked["acknowledged_by"] == "control room"
     assert acknowledge(acked, "someone else", 1) is None  # acking twice changes nothing
