@@ -75,6 +75,12 @@ class PeopleModel:
             return {}
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         z, half = self.visibility.predict(curve_features(matrix, curves[self.reference]), matrix[:, N60])
+        # A deployment's own counts (`crowdpulse calibrate --truth`) correct each area they cover
+        # by the model's bias there, and add that correction's own uncertainty to the range.
+        corrections = self.visibility.meta.get("area_corrections") or {}
+        if corrections:
+            z = z + np.array([corrections.get(a, {}).get("dz", 0.0) for a in ids])
+            half = np.hypot(half, Z_90 * np.array([corrections.get(a, {}).get("se", 0.0) for a in ids]))
         # A table calibrated on HyperLogLog counts (meta "counts": "hll", streams/tools/calibrate.py)
         # already holds HyperLogLog's error in its ranges; for one calibrated on exact counts
         # it enters here, through N(60), the scale of the estimate.

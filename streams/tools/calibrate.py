@@ -72,10 +72,12 @@ class Run:
 
 # Seeds 101+ for the table, 201+ held out; evaluate's default seed is 1, the robustness matrix's
 # 301+ (streams/tools/evaluate/matrix.py). Besides the scenarios' own stories, the table holds
-# networks unlike the default one (per-phone periodic timers, chatty and quiet phones, other
-# population sizes, crowds faster and slower), so that the model does not learn one network's
-# habits as the law; the matrix's variants lie outside these (timers 30-120 min, activity x0.25
-# and x4, 3,000 and 200,000 devices, another city).
+# networks unlike the default one, so that the model does not learn one network's habits as the
+# law: per-phone periodic timers of 40-100 minutes, 1 to 8 data sessions an hour (the default 3)
+# with chatty and quiet phones mixed, 5,000 to 100,000 devices, arrivals over 45 to 180 minutes.
+# The matrix's variants lie beyond each of these (timers 30-120 minutes, x0.25 and x4 activity,
+# 3,000 and 200,000 devices, arrivals over 30 and 240 minutes, a wrong market share, another
+# city): it measures how the model extrapolates, not how it interpolates.
 _T40_90 = (("t3412_s", "2400"), ("t3412_max_s", "5400"))
 TABLE_RUNS = (
     Run("match-day", 100_000, 6.5, 101),
@@ -89,6 +91,10 @@ TABLE_RUNS = (
     Run("match-day", 8_000, 6.5, 113, (("data_sessions_per_hour", "6"), ("pagings_per_hour", "0.8"), ("activity_spread", "0.8"),
                                          ("arrival_ramp_min", "180"), ("exit_min", "60"))),
     Run("station-rush", 20_000, 16.0, 114, (*_T40_90, ("data_sessions_per_hour", "4.5"), ("activity_spread", "0.5"))),
+    Run("match-day", 5_000, 6.5, 115, (("t3412_s", "3000"), ("t3412_max_s", "6000"), ("data_sessions_per_hour", "1.0"),
+                                         ("pagings_per_hour", "0.15"), ("activity_spread", "1.0"))),
+    Run("match-day", 25_000, 6.5, 116, (("data_sessions_per_hour", "8"), ("pagings_per_hour", "1.0"), ("activity_spread", "1.0"),
+                                          ("arrival_ramp_min", "45"), ("exit_min", "12"))),
 )
 HELD_OUT_RUNS = (
     Run("match-day", 100_000, 6.5, 201),
@@ -99,6 +105,8 @@ HELD_OUT_RUNS = (
                                           ("activity_spread", "0.7"))),
     Run("match-day", 12_000, 6.5, 212, (("data_sessions_per_hour", "5"), ("activity_spread", "0.7"), ("arrival_ramp_min", "90"),
                                           ("exit_min", "15"))),
+    Run("match-day", 6_000, 6.5, 213, (("t3412_s", "3000"), ("t3412_max_s", "5400"), ("data_sessions_per_hour", "1.5"),
+                                         ("activity_spread", "0.9"))),
 )
 QUICK_TABLE_RUNS = (Run("match-day", 6_000, 2.0, 101), Run("steady", 5_000, 1.5, 101))
 QUICK_HELD_OUT_RUNS = (Run("match-day", 6_000, 2.0, 201),)
@@ -237,13 +245,36 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
     return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index))  # type: ignore[return-value]
 
 
-def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int) -> tuple[VisibilityModel, dict]:
+def collect_all(runs: tuple[Run, ...], areas_path: Path, workers: int, cache: Path | None = None) -> list[dict]:
+    """collect() every run, in parallel; with `cache`, each run's curves are kept there (one
+    file per run, named by its label) and read back instead of simulated again."""
+    def cached(run: Run) -> Path | None:
+        return None if cache is None else cache / (run.label().replace("/", "_") + ".npz")
+
+    results: dict[Run, dict] = {}
+    for run in runs:
+        path = cached(run)
+        if path is not None and path.exists():
+            with np.load(path, allow_pickle=False) as saved:
+                results[run] = {k: saved[k] for k in saved.files} | {"run": run.label(), "area_ids": list(saved["area_ids"])}
+    todo = [run for run in runs if run not in results]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for run, data in zip(todo, pool.map(collect, todo, [areas_path] * len(todo))):
+            results[run] = data
+            path = cached(run)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(path, curves=data["curves"], exact_curves=data["exact_curves"], people=data["people"],
+                         area_ids=np.array(data["area_ids"]))
+    return [results[run] for run in runs]
+
+
+def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int,
+              cache: Path | None = None) -> tuple[VisibilityModel, dict]:
     areas = load_areas(settings.areas_path)
     reference = areas.reference
     started = time.monotonic()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(collect, run, settings.areas_path) for run in (*table_runs, *held_out_runs)]
-        results = [f.result() for f in futures]
+    results = collect_all((*table_runs, *held_out_runs), settings.areas_path, workers, cache)
     table = [rows(r, areas, settings, reference) for r in results[: len(table_runs)]]
     held = [rows(r, areas, settings, reference) for r in results[len(table_runs) :]]
     features = np.concatenate([r[0] for r in table if len(r[0])])
@@ -290,6 +321,13 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if args.truth or args.frames:
+        if not (args.truth and args.frames):
+            raise ConfigError("--truth and --frames go together: the counts, and the recorded events of the same period")
+        from streams.tools.calibrate_truth import run_truth
+
+        return run_truth(Path(args.truth), Path(args.frames), Path(args.out) if args.out else None, args.json,
+                         settings, load_areas(settings.areas_path))
     table_runs: tuple[Run, ...] = QUICK_TABLE_RUNS if args.quick else TABLE_RUNS
     held_out: tuple[Run, ...] = QUICK_HELD_OUT_RUNS if args.quick else HELD_OUT_RUNS
     if args.without:
@@ -300,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"without {args.without} no calibration runs are left")
     out = Path(args.out) if args.out else DEFAULT_VISIBILITY_MODEL
     workers = args.workers or max(1, min(len(table_runs) + len(held_out), os.cpu_count() or 1))
-    model, summary = calibrate(table_runs, held_out, settings, workers)
+    model, summary = calibrate(table_runs, held_out, settings, workers, args.cache)
     model.save(out)
     summary["out"] = str(out)
     if args.json:
@@ -325,6 +363,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--without", metavar="SCENARIO", help="leave a scenario out of the table and the held-out runs "
                    "(to check that the model generalises; write it elsewhere with --out)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--truth", metavar="COUNTS", help="a deployment's own ground truth: a CSV of area,time,people "
+                   "(gate or manual counts); checks the model on it and, with --out, writes a table that includes it "
+                   "(docs/estimation.md, \"Calibrating on your own counts\")")
+    p.add_argument("--frames", metavar="FILE", help="with --truth: the recorded events of the same period, a frames file")
+    p.add_argument("--cache", type=Path, metavar="DIR", help="keep each run's curves in DIR and reuse them on the next "
+                   "calibration (a run is known by its scenario, size, seed and overrides)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -221,6 +221,8 @@ function renderTile(area) {
   tile.dataset.level = e && !e.suppressed ? e.level : "none";
   // The level in words too: colour alone fails colour-blind readers and washed-out projectors.
   f("level").textContent = e && !e.suppressed && e.level !== "ok" ? e.level : "";
+  // Uncertain: the range spans ok to critical; the reason says so on hover.
+  f("level").title = e && !e.suppressed && e.level_reason ? e.level_reason : "";
   drawSpark(tile.querySelector(".spark"), spec, state.series.get(key(area, state.window)) || []);
 }
 

@@ -135,6 +135,9 @@ def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: f
         "width_max_1000": float(ratio[wide].max()) if wide.any() else float("nan"),
         "width_over_3": int((ratio[wide] > 3).sum()),
         "false_critical": int(((lvl == "critical") & (t < WARN_SHARE * cap)).sum()),
+        # The same points under the rule this replaced (critical when the range's upper end is
+        # at 95%), for comparison in the same run.
+        "false_critical_by_upper_end": int(((hi >= CRITICAL_SHARE * cap) & (t < WARN_SHARE * cap)).sum()),
         "uncertain": int((lvl == "uncertain").sum()),
         "true_critical": int((t >= CRITICAL_SHARE * cap).sum()),
         "missed_critical": int(((t >= CRITICAL_SHARE * cap) & (lvl != "critical")).sum()),
@@ -164,13 +167,13 @@ def run_matrix(variants: tuple[Variant, ...], settings: Settings, visibility: Vi
 
 def format_matrix(report: dict) -> str:
     head = (f"{'variant':<14} {'points':>6} {'MAPE':>6} {'bias':>7} {'best naive':>10} {'cover':>6} "
-            f"{'width med':>9} {'width max':>9} {'>3x':>5} {'false crit':>10} {'uncertain':>9} {'missed':>9}")
+            f"{'width med':>9} {'width max':>9} {'>3x':>5} {'false crit':>10} {'(upper end)':>11} {'uncertain':>9} {'missed':>9}")
     lines = [head, "-" * len(head)]
     for name, v in report["variants"].items():
         lines.append(
             f"{name:<14} {v['points']:>6} {100 * v['mape']:>5.1f}% {100 * v['bias']:>+6.1f}% {100 * v['best_naive_mape']:>9.1f}% "
             f"{100 * v['coverage']:>5.1f}% {v['width_median']:>9.2f} {v['width_max_1000']:>9.2f} {v['width_over_3']:>5} "
-            f"{v['false_critical']:>10} {v['uncertain']:>9} {v['missed_critical']:>4}/{v['true_critical']:<4}"
+            f"{v['false_critical']:>10} {v['false_critical_by_upper_end']:>11} {v['uncertain']:>9} {v['missed_critical']:>4}/{v['true_critical']:<4}"
         )
     lines.append(f"({report['seconds']} s; model {report['model']}; 15-minute estimates, >= {MIN_PEOPLE} people, first hour apart)")
     return "\n".join(lines)

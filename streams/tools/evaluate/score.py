@@ -31,6 +31,7 @@ import numpy as np
 
 from streams.core.errors import ConfigError
 from streams.core.rotation import Rotation
+from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE
 
 NAIVE_WINDOW_S = 900
 
@@ -59,6 +60,7 @@ def score(
     # scored apart: the headline is the steady state; the warm-up is reported next to it.
     warming: dict[str, list] = {"ape": [], "signed": [], "inside": []}
     missing = 0
+    alarms = {"points": 0, "false_critical": 0, "truly_critical": 0, "missed_critical": 0, "uncertain": 0}
     for a, area in enumerate(truth.area_ids):
         for i, w in enumerate(windows):
             hll: list[float] = []
@@ -75,6 +77,13 @@ def score(
                 if not est["suppressed"] and exact >= min_count:
                     hll.append((est["devices"] - exact) / exact)
                 people = int(truth.people[t, a])
+                if w == window_s and not est["suppressed"] and not est.get("warming_up") and as_of - start_ms >= w * 1000:
+                    # Levels against the truth (docs/operations.md, "Levels"), on every published point.
+                    alarms["points"] += 1
+                    alarms["false_critical"] += est["level"] == "critical" and people < WARN_SHARE * est["capacity"]
+                    alarms["truly_critical"] += people >= CRITICAL_SHARE * est["capacity"]
+                    alarms["missed_critical"] += people >= CRITICAL_SHARE * est["capacity"] and est["level"] != "critical"
+                    alarms["uncertain"] += est["level"] == "uncertain"
                 if as_of - start_ms < w * 1000 or people < min_people or est["suppressed"]:
                     continue
                 if est.get("warming_up"):
@@ -126,6 +135,11 @@ def score(
         "occupancy_bias": _mean(pooled["signed"]),
         "naive_mape": _mean(pooled["naive"]),
         "scored_minutes": len(pooled["ape"]),
+        "level_points": alarms["points"],
+        "false_critical": alarms["false_critical"],
+        "truly_critical": alarms["truly_critical"],
+        "missed_critical": alarms["missed_critical"],
+        "uncertain_points": alarms["uncertain"],
         "worst_area": worst["area"] if worst else None,
         "worst_area_mape": worst["occupancy_mape"] if worst else None,
         "surge_area": focus or None,

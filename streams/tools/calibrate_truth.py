@@ -1,0 +1,275 @@
+"""`crowdpulse calibrate --truth COUNTS --frames FILE`: fit and check the people model against a
+deployment's own ground truth.
+
+A real network never matches the simulator. What an operator does have is some counts of the
+people truly present (turnstiles, gate counts, a manual count, a census of a closed site) and
+the events of the same period (a frames file: `crowdpulse simulate --out` writes one, and a
+recording of `crowd.events` in the same format is what a deployment keeps). This module:
+
+1. reads the counts (CSV: `area,time,people`; time ISO 8601, UTC unless it says otherwise, or
+   epoch milliseconds): the people present in the area at that moment;
+2. replays the frames through calibrate's tracker, which counts each area's window curve per
+   minute exactly as Redis does (streams/estimate/hll_model.py), and takes the curve of the
+   window end at each count's minute (phones only; shadow records of a key rotation are left
+   out, since a recording holds every event under its own key already);
+3. checks the shipped model on those points (people, range, inside or not), and the model with
+   the earlier half's counts added on the later half, which it has not seen (how a deployment
+   uses it: last month's events calibrate this one's);
+4. writes a table with all the counts added as rows (each row's error measured with its own
+   area left out, as calibrate does for its own rows), for `CROWDPULSE_VISIBILITY_MODEL`.
+
+Counts less than an hour after the recording starts are skipped: the curve needs the hour.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from streams.core.areas import AreaMap
+from streams.core.clock import parse_time
+from streams.core.errors import ConfigError
+from streams.core.settings import Settings
+from streams.core.wire import decode
+from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90
+from streams.estimate.visibility import N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
+from streams.tools.calibrate import BUCKET_MS, CurveTracker
+
+HOUR_BUCKETS = 60
+#: Pseudo-counts of "no correction" each area's correction is shrunk towards.
+SHRINK_COUNTS = 3
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Count:
+    """One ground-truth count: `people` present in `area` at `at_ms`."""
+
+    area: str
+    at_ms: int
+    people: int
+    line: int
+
+
+def load_counts(path: Path, areas: AreaMap) -> list[Count]:
+    """The counts file, checked line by line (a bad line is a ConfigError naming it)."""
+    try:
+        handle = open(path, newline="")
+    except OSError as exc:
+        raise ConfigError(f"cannot read counts file {path}: {exc}") from None
+    out: list[Count] = []
+    with handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"area", "time", "people"} <= set(reader.fieldnames):
+            raise ConfigError(f"{path}: the header must name the columns area,time,people")
+        for line, row in enumerate(reader, start=2):
+            area, when, people = (row.get(k, "").strip() for k in ("area", "time", "people"))
+            if area not in areas.area_by_id:
+                raise ConfigError(f"{path}:{line}: unknown area {area!r} (not in the areas file {areas.name})")
+            try:
+                at_ms = int(when) if when.isdigit() else parse_time(when)
+            except ConfigError:
+                raise ConfigError(f"{path}:{line}: time {when!r} is neither ISO 8601 nor epoch milliseconds") from None
+            if not people.isdigit() or int(people) <= 0:
+                raise ConfigError(f"{path}:{line}: people must be a positive whole number, not {people!r}")
+            out.append(Count(area, at_ms, int(people), line))
+    if not out:
+        raise ConfigError(f"{path}: no counts")
+    return out
+
+
+def read_events(path: Path) -> np.ndarray:
+    """Every phone record of a frames file (or of a file of JSON messages in the same framing),
+    shadow records of a key rotation left out, in event-time order."""
+    from producers.publisher import read_frames_file
+
+    parts = []
+    for _, value in read_frames_file(path):
+        decoded = decode(value, MAX_FRAME_BYTES)  # what the worker would reject is left out here too
+        records = decoded.records[~decoded.shadow_mask()]
+        parts.append(records[records["device_class"] == 0])
+    if not parts:
+        raise ConfigError(f"{path}: no events")
+    events = np.concatenate(parts)
+    return events[np.argsort(events["ts"], kind="stable")]
+
+
+def curves_from_events(events: np.ndarray, areas: AreaMap) -> tuple[int, np.ndarray]:
+    """(first bucket, curves (buckets, areas, 8)): each area's window curve at the end of each
+    minute of the recording, counted as Redis counts it."""
+    devices, device_index = np.unique(events["device"], return_inverse=True)
+    cell_index, known = areas.cell_index(events["cell"])
+    first = int(events["ts"][0]) // BUCKET_MS
+    last = int(events["ts"][-1]) // BUCKET_MS
+    tracker = CurveTracker(areas, np.ones(len(devices), dtype=bool), first * BUCKET_MS,
+                           members=np.ascontiguousarray(devices).view("<u8"))
+    edges = np.searchsorted(events["ts"], (np.arange(first, last + 2) * BUCKET_MS))
+    presence = np.zeros((len(areas.area_ids), 1))
+    for i in range(last - first + 1):
+        sl = slice(edges[i], edges[i + 1])
+        ok = known[sl]
+        tracker.add(device_index[sl][ok], events["ts"][sl][ok], cell_index[sl][ok])
+        tracker.close(presence)
+    return first, np.array(tracker.hll_curves)
+
+
+def truth_rows(counts: list[Count], first: int, curves: np.ndarray, areas: AreaMap, settings: Settings,
+               ) -> tuple[list[Count], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The usable counts and, for each: its area's curve, the reference's curve, its truth z
+    and its share. A count is usable with an hour of recording before its minute and at least
+    one phone seen in its area in the hour."""
+    ref = areas.area_ids.index(areas.reference)
+    used, own, reference, z, share = [], [], [], [], []
+    for c in counts:
+        bucket = c.at_ms // BUCKET_MS - 1  # the window ending at the count's minute
+        t = bucket - first
+        if t < HOUR_BUCKETS or t >= len(curves):
+            continue
+        a = areas.area_ids.index(c.area)
+        if curves[t, a, N60] < 1:
+            continue
+        s = areas.area_by_id[c.area].market_share or settings.market_share
+        used.append(c)
+        own.append(curves[t, a])
+        reference.append(curves[t, ref])
+        z.append(math.log(c.people * s * settings.sims_per_person / curves[t, a, N60]))
+        share.append(s)
+    return used, np.array(own, dtype=np.float64), np.array(reference, dtype=np.float64), np.array(z), np.array(share)
+
+
+def _features(own: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return np.vstack([curve_features(own[i : i + 1], reference[i]) for i in range(len(own))])
+
+
+def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per area, the model's bias in log(people) on the deployment's counts, shrunk towards 0 by
+    `SHRINK_COUNTS` pseudo-counts (a few counts say little), and its standard error: the
+    correction the worker applies to that area (PeopleModel.estimate)."""
+    out = {}
+    for name in np.unique(area):
+        r = residual[area == name]
+        n = len(r)
+        spread = float(np.std(r, ddof=1)) if n > 1 else float(abs(r[0]))
+        out[str(name)] = {"dz": float(r.sum() / (n + SHRINK_COUNTS)), "se": spread / math.sqrt(n), "counts": n}
+    return out
+
+
+def _people(model: VisibilityModel, own: np.ndarray, features: np.ndarray, share: np.ndarray, settings: Settings,
+            area: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The worker's people, low, high for these curves under `model` (PeopleModel.estimate's steps)."""
+    z, half = model.predict(features, own[:, N60])
+    corrections = model.meta.get("area_corrections") or {}
+    if corrections and area is not None:
+        z = z + np.array([corrections.get(a, {}).get("dz", 0.0) for a in area])
+        half = np.hypot(half, Z_90 * np.array([corrections.get(a, {}).get("se", 0.0) for a in area]))
+    hll_se = 0.0 if model.meta.get("counts") == "hll" else HLL_STANDARD_ERROR
+    half = log_half_width(half, hll_se, settings.scaling_se, Z_90)
+    bounds = count_bounds(own, HLL_STANDARD_ERROR, Z_90)
+    return people_from(own[:, N60], z, half, share, settings.sims_per_person, bounds, Z_90 * settings.scaling_se)
+
+
+def with_rows(model: VisibilityModel, features: np.ndarray, z: np.ndarray, row_error: np.ndarray) -> VisibilityModel:
+    """The table with these rows added (standardised like its own)."""
+    table = ((features - model.mean) / model.scale).astype(np.float32)
+    errors = model.row_error if model.row_error is not None else np.zeros(len(model.z), dtype=np.float32)
+    return replace(model, table=np.vstack([model.table, table]), z=np.concatenate([model.z, z]),
+                   row_error=np.concatenate([errors, row_error.astype(np.float32)]))
+
+
+def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: np.ndarray) -> dict:
+    p = np.asarray(people, dtype=np.float64)
+    return {"points": int(len(truth)), "mape": float(np.mean(np.abs(p - truth) / truth)),
+            "bias": float(np.mean((p - truth) / truth)), "coverage": float(np.mean((low <= truth) & (truth <= high)))}
+
+
+def fit_and_check(model: VisibilityModel, counts: list[Count], own: np.ndarray, reference: np.ndarray, z: np.ndarray,
+                  share: np.ndarray, settings: Settings) -> tuple[VisibilityModel, dict]:
+    """Check the model on the counts, before and after; the table with every count added.
+
+    "After" is measured the way a deployment would use it: the table with the counts of the
+    earlier half of the period (by time) added, checked on the later half, which it has not
+    seen. Each added row's own error (what the ranges are made of) is measured with its area
+    left out, as calibrate does for its own rows."""
+    features = _features(own, reference)
+    truth = np.array([c.people for c in counts], dtype=np.float64)
+    area = np.array([c.area for c in counts])
+    at = np.array([c.at_ms for c in counts])
+    before = _people(model, own, features, share, settings)
+    row_error = np.zeros(len(counts))
+    for name in np.unique(area):
+        mine = area == name
+        others = with_rows(model, features[~mine], z[~mine], np.zeros(int((~mine).sum()))) if (~mine).any() else model
+        z_hat, _ = others.predict(features[mine], own[mine, N60])
+        row_error[mine] = np.abs(z[mine] - z_hat)
+    later = at > np.median(at)
+    earlier = ~later
+    z_shipped, _ = model.predict(features, own[:, N60])
+    if later.any() and earlier.any():
+        fitted_early = with_rows(model, features[earlier], z[earlier], row_error[earlier])
+        corrections = area_corrections(area[earlier], z[earlier] - z_shipped[earlier])
+        fitted_early = replace(fitted_early, meta={**model.meta, "area_corrections": corrections})
+        after = _people(fitted_early, own[later], features[later], share[later], settings, area[later])
+        checked = {
+            "points": int(later.sum()),
+            "before": _score(before[0][later], before[1][later], before[2][later], truth[later]),
+            "after": _score(after[0], after[1], after[2], truth[later]),
+            "by_area": {
+                name: {"before": _score(before[0][later][m], before[1][later][m], before[2][later][m], truth[later][m]),
+                       "after": _score(after[0][m], after[1][m], after[2][m], truth[later][m])}
+                for name in np.unique(area[later]) for m in [area[later] == name]
+            },
+        }
+    else:
+        checked = {"points": 0}
+    fitted = with_rows(model, features, z, row_error)
+    corrections = area_corrections(area, z - z_shipped)
+    fitted = replace(fitted, meta={**model.meta, "deployment_counts": len(counts), "area_corrections": corrections})
+    summary = {
+        "counts_used": len(counts),
+        "before": _score(before[0], before[1], before[2], truth),
+        "later_half": checked,
+        "rows": int(len(fitted.z)),
+        "area_corrections": corrections,
+    }
+    return fitted, summary
+
+
+def run_truth(counts_path: Path, frames_path: Path, out: Path | None, as_json: bool, settings: Settings, areas: AreaMap) -> int:
+    counts = load_counts(counts_path, areas)
+    first, curves = curves_from_events(read_events(frames_path), areas)
+    used, own, reference, z, share = truth_rows(counts, first, curves, areas, settings)
+    if not used:
+        raise ConfigError(f"{counts_path}: no count falls at least an hour into the recording {frames_path} "
+                          f"(it covers {len(curves)} minutes from {first * BUCKET_MS} ms)")
+    model = VisibilityModel.load(settings.visibility_model_path)
+    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings)
+    summary["counts_skipped"] = len(counts) - len(used)
+    if out is not None:
+        fitted.save(out)
+        summary["out"] = str(out)
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    b = summary["before"]
+    print(f"crowdpulse calibrate --truth: {len(used)} counts used ({summary['counts_skipped']} skipped: less than an hour "
+          f"of recording before them)")
+    print(f"  the model as shipped, on every count: MAPE {100 * b['mape']:.1f}% (bias {100 * b['bias']:+.1f}%), "
+          f"90% range holds {100 * b['coverage']:.1f}%")
+    half = summary["later_half"]
+    if half["points"]:
+        hb, ha = half["before"], half["after"]
+        print(f"  the later half ({half['points']} counts), as shipped: MAPE {100 * hb['mape']:.1f}%, holds "
+              f"{100 * hb['coverage']:.1f}%; with the earlier half's counts added: MAPE {100 * ha['mape']:.1f}%, holds "
+              f"{100 * ha['coverage']:.1f}%")
+        for name, s in half["by_area"].items():
+            print(f"    {name:<16} {s['before']['points']:>4} counts: {100 * s['before']['mape']:5.1f}% -> {100 * s['after']['mape']:5.1f}%")
+    print("  per-area corrections (log people, from every count): " + ", ".join(
+        f"{name} {c['dz']:+.3f} (se {c['se']:.3f}, {c['counts']} counts)" for name, c in summary["area_corrections"].items()))
+    if out is not None:
+        print(f"  wrote {out} ({summary['rows']:,} rows); use it with CROWDPULSE_VISIBILITY_MODEL={out}")
+    return 0

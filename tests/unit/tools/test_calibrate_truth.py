@@ -1,0 +1,112 @@
+"""`crowdpulse calibrate --truth`: a deployment's own counts, matched to the window curves of
+a recording of its events (streams/tools/calibrate_truth.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from producers.publisher import FileSink, Framer
+from streams.core.areas import load_areas
+from streams.core.errors import ConfigError
+from streams.core.settings import DEFAULT_AREAS, Settings
+from streams.core.wire import RECORD_DTYPE
+from streams.estimate.estimator import PeopleModel
+from streams.estimate.visibility import N60, RECENT_MIN, VisibilityModel
+from streams.tools.calibrate_truth import Count, curves_from_events, fit_and_check, load_counts, read_events, truth_rows
+
+AREAS = load_areas(DEFAULT_AREAS)
+T0 = 1_767_600_000_000  # a whole minute
+MIN = 60_000
+
+
+def _write_counts(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "counts.csv"
+    path.write_text(text)
+    return path
+
+
+def test_counts_are_read_with_iso_or_epoch_times(tmp_path: Path) -> None:
+    path = _write_counts(tmp_path, "area,time,people\nstadium,2026-01-05T08:00:00Z,1200\nstation,1767600000000,300\n")
+    counts = load_counts(path, AREAS)
+    assert counts == [Count("stadium", 1_767_600_000_000, 1200, 2), Count("station", 1_767_600_000_000, 300, 3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("where,when,how many\n", "the header must name the columns area,time,people"),
+        ("area,time,people\nmoon,2026-01-05T08:00:00Z,12\n", "counts.csv:2: unknown area 'moon'"),
+        ("area,time,people\nstadium,yesterday,12\n", "counts.csv:2: time 'yesterday' is neither ISO 8601"),
+        ("area,time,people\nstadium,2026-01-05T08:00:00Z,-3\n", "counts.csv:2: people must be a positive whole number"),
+        ("area,time,people\n", "no counts"),
+    ],
+)
+def test_a_bad_counts_file_says_which_line_and_why(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_counts(_write_counts(tmp_path, text), AREAS)
+
+
+def _recording(tmp_path: Path, minutes: int = 90, phones: int = 3000) -> tuple[Path, np.ndarray]:
+    """Phones in the stadium's first cell, each signalling every 30 minutes at its own phase;
+    a tenth of them M2M (left out of every count)."""
+    rng = np.random.default_rng(3)
+    phase = rng.integers(0, 30 * MIN, phones)
+    rows = []
+    for start in range(0, minutes * MIN, 30 * MIN):
+        ts = T0 + start + phase
+        keep = ts < T0 + minutes * MIN
+        events = np.zeros(int(keep.sum()), dtype=RECORD_DTYPE)
+        events["device"] = (np.arange(phones)[keep] + 10_000_000).astype("<u8").view("V8")
+        events["ts"], events["cell"], events["type"] = ts[keep], AREAS.area_by_id["stadium"].cells[0], 4
+        events["device_class"] = (np.arange(phones)[keep] % 10 == 0).astype(np.uint8)
+        rows.append(events)
+    events = np.concatenate(rows)
+    path = tmp_path / "rec.frames"
+    sink = FileSink(path)
+    sink.send(Framer(1, 4, AREAS.cell_ids).frames(events))
+    sink.close()
+    return path, events
+
+
+def test_the_recording_is_counted_like_redis_counts_it(tmp_path: Path) -> None:
+    path, events = _recording(tmp_path)
+    recorded = read_events(path)
+    assert len(recorded) == int((events["device_class"] == 0).sum())  # M2M left out
+    first, curves = curves_from_events(recorded, AREAS)
+    assert first == T0 // MIN and len(curves) == 90
+    stadium = AREAS.area_ids.index("stadium")
+    phones = 3000 - 300
+    # By minute 60 every phone has signalled twice: N(60) holds them all, N(15) about half.
+    assert abs(curves[75, stadium, N60] / phones - 1) < 0.02
+    assert abs(curves[75, stadium, RECENT_MIN.index(15)] / phones - 0.5) < 0.03
+
+
+def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
+    path, _ = _recording(tmp_path)
+    first, curves = curves_from_events(read_events(path), AREAS)
+    settings = Settings()
+    model = VisibilityModel.load(settings.visibility_model_path)
+    people = PeopleModel.for_areas(model, AREAS, settings.market_share, settings.sims_per_person)
+    stadium = AREAS.area_ids.index("stadium")
+
+    def estimate(m: VisibilityModel, minute: int) -> int:
+        p = PeopleModel(m, people.reference, people.share, people.sims_per_person)
+        return p.estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people
+
+    # The counts say 30% more people than the shipped model estimates, every 5 minutes.
+    counts = [Count("stadium", T0 + (minute + 1) * MIN, round(1.3 * estimate(model, minute)), i)
+              for i, minute in enumerate(range(60, 90, 5))]
+    used, own, reference, z, share = truth_rows(counts, first, curves, AREAS, settings)
+    assert len(used) == len(counts) and np.all(own[:, N60] == curves[60:90:5, stadium, N60])
+    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings)
+    correction = summary["area_corrections"]["stadium"]
+    # Shrunk towards no correction by three pseudo-counts: 6 / (6 + 3) of log(1.3).
+    assert correction["counts"] == 6 and math.isclose(correction["dz"], 6 / 9 * math.log(1.3), rel_tol=0.02)
+    assert len(fitted.z) == len(model.z) + 6
+    assert summary["later_half"]["after"]["mape"] < summary["later_half"]["before"]["mape"]
+    # The worker applies the correction: the stadium's estimate moves up by about e^dz.
+    assert estimate(fitted, 89) > 1.15 * estimate(model, 89)
