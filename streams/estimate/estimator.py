@@ -97,15 +97,15 @@ def level(people: EstimateRange, capacity: int) -> str:
     """The capacity level: what is likely decides, not the far end of the range.
 
     `critical` when the estimate is at or above 95% of capacity, `warn` at or above 80%, else
-    `ok`. When the estimate is below critical but its 90% range reaches the critical line from
-    under the warn line and is wider than x`UNCERTAIN_RATIO`, the counts cannot tell a half-full
-    area from a full one: the level is `uncertain` (level_reason says why) rather than a guess
-    either way (docs/operations.md, "Levels")."""
+    `ok`; but when the 90% range reaches the critical line from under the warn line and is wider
+    than x`UNCERTAIN_RATIO`, the counts cannot tell a three-quarters-full area from a full one,
+    whichever side the estimate falls: the level is `uncertain` (level_reason says why) rather
+    than a guess either way (docs/operations.md, "Levels")."""
     share = people.people / capacity
-    if share >= CRITICAL_SHARE:
-        return "critical"
     if is_uncertain(people, capacity):
         return "uncertain"
+    if share >= CRITICAL_SHARE:
+        return "critical"
     if share >= WARN_SHARE:
         return "warn"
     return "ok"

@@ -44,7 +44,9 @@ class AlertService:
         points: dict[str, list[tuple[int, float]]] = {}
         for e in estimates:
             rules = self.rules.get(e["area"])
-            if rules is not None and e["window_s"] == rules.window_s:
+            # An uncertain estimate (its range spans ok to critical) neither fires nor clears an
+            # alert: the tile says uncertain, and an alert must not say otherwise.
+            if rules is not None and e["window_s"] == rules.window_s and e.get("level") != "uncertain":
                 points.setdefault(e["area"], []).append((e["as_of"], point_value(e, rules.bound)))
         if not points:
             return []

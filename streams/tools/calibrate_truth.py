@@ -38,7 +38,7 @@ from streams.core.settings import Settings
 from streams.core.wire import decode
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90
 from streams.estimate.visibility import N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
-from streams.tools.calibrate import BUCKET_MS, CurveTracker
+from streams.tools.curves import BUCKET_MS, CurveTracker
 
 HOUR_BUCKETS = 60
 #: Pseudo-counts of "no correction" each area's correction is shrunk towards.

@@ -42,11 +42,13 @@ def format_table(report: dict) -> str:
         f"headline ({s['window_s']}s window): hll_p95_rel_error {_pct(s['hll_p95_rel_error'])}, occupancy_mape "
         f"{_pct(s['occupancy_mape'])} (bias {_pct(s['occupancy_bias'], True)}), naive_mape {_pct(s['naive_mape'])}, "
         f"worst area {s['worst_area']} ({_pct(s['worst_area_mape'])}), range_coverage {_pct(s['range_coverage'])}",
-        f"levels ({s['level_points']:,} published points): false critical {s['false_critical']} (truth under 80% of capacity), "
-        f"missed critical {s['missed_critical']} of {s['truly_critical']}, uncertain {s['uncertain_points']}",
         f"warming up (not in the figures above): {s['warming_minutes']} scored minutes, occupancy_mape "
         f"{_pct(s['warming_mape'])} (bias {_pct(s['warming_bias'], True)}), range_coverage {_pct(s['warming_coverage'])}",
     ]
+    if "level_points" in s:
+        lines.append(f"levels ({s['level_points']:,} published points): false critical {s['false_critical']} (truth under 80% "
+                     f"of capacity), missed critical {s['missed_critical']} of {s['truly_critical']} (called ok or warn), "
+                     f"uncertain {s['uncertain_points']}")
     if s["surge_episodes"]:
         parts = ", ".join(
             f"{e['episode']} {e['lag_min']:+.0f} min" if e["lag_min"] is not None else f"{e['episode']} n/a"

@@ -77,13 +77,15 @@ def score(
                 if not est["suppressed"] and exact >= min_count:
                     hll.append((est["devices"] - exact) / exact)
                 people = int(truth.people[t, a])
-                if w == window_s and not est["suppressed"] and not est.get("warming_up") and as_of - start_ms >= w * 1000:
+                level, capacity = est.get("level"), est.get("capacity")
+                if (w == window_s and capacity and not est["suppressed"] and not est.get("warming_up")
+                        and as_of - start_ms >= w * 1000):
                     # Levels against the truth (docs/operations.md, "Levels"), on every published point.
                     alarms["points"] += 1
-                    alarms["false_critical"] += est["level"] == "critical" and people < WARN_SHARE * est["capacity"]
-                    alarms["truly_critical"] += people >= CRITICAL_SHARE * est["capacity"]
-                    alarms["missed_critical"] += people >= CRITICAL_SHARE * est["capacity"] and est["level"] != "critical"
-                    alarms["uncertain"] += est["level"] == "uncertain"
+                    alarms["false_critical"] += level == "critical" and people < WARN_SHARE * capacity
+                    alarms["truly_critical"] += people >= CRITICAL_SHARE * capacity
+                    alarms["missed_critical"] += people >= CRITICAL_SHARE * capacity and level in ("ok", "warn")
+                    alarms["uncertain"] += level == "uncertain"
                 if as_of - start_ms < w * 1000 or people < min_people or est["suppressed"]:
                     continue
                 if est.get("warming_up"):

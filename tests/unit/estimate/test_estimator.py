@@ -107,8 +107,10 @@ def test_level_is_uncertain_when_the_range_spans_ok_to_critical() -> None:
     wide = EstimateRange(76_000, 23_153, 252_913)
     assert is_uncertain(wide, 150_000) and level(wide, 150_000) == "uncertain"
     assert "15%-169% of capacity" in level_reason(wide, 150_000)
-    # The same spread whose estimate is itself critical stays critical: the likely side decides.
-    assert level(EstimateRange(150_000, 50_000, 400_000), 150_000) == "critical"
+    # The same spread with the estimate itself at capacity: still uncertain (it could be a third full).
+    assert level(EstimateRange(150_000, 50_000, 400_000), 150_000) == "uncertain"
+    # At capacity with a range that stays over the warn line: critical.
+    assert level(EstimateRange(150_000, 125_000, 300_000), 150_000) == "critical"
     # Spanning the lines but narrower than x2 (70%-100%): the estimate decides.
     assert level(EstimateRange(50_000, 42_000, 60_000), 60_000) == "warn"
 
