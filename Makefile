@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DURATION ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install system-packages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,17 @@ demo: $(STAMP)
 	$(BIN)/crowdpulse demo $(if $(DURATION),--duration $(DURATION),)
 
 # The suite runs after the lint, so a lint or type error fails `make test` in seconds.
-test: lint
+test: lint system-packages
 	$(BIN)/python -m pytest -q
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check streams producers tests
 	$(BIN)/mypy
+
+# redis-server (with TLS), chromium and promtool for the tests that use them, when missing.
+system-packages:
+	scripts/system-packages.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -4,7 +4,7 @@ reload when a crowd pushes the stadium over its threshold, and acknowledging it 
 webhook points at a dead port throughout: a failing webhook must not hold anything up.
 
 Screenshots go to test-output/ in the repository (git-ignored) and to the test's tmp_path.
-The test skips only outside CI on a machine without a browser; in CI (.ci/run installs
+The test skips only outside CI on a machine without a browser; in CI (make test installs
 chromium) a missing browser is a failure.
 """
 

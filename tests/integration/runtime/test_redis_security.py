@@ -2,7 +2,7 @@
 
 ACL: the shipped users file (deploy/redis/users.acl) gives the workers what they need and the
 readers nothing but published estimates. TLS: Debian's redis-server (the PyPI one is built
-without TLS) with a certificate made here by openssl; .ci/run installs it.
+without TLS) with a certificate made here by openssl; `make test` installs it (scripts/system-packages.sh).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 def test_tls_with_a_locally_made_certificate(tmp_path: Path) -> None:
     system_redis = shutil.which("redis-server", path="/usr/bin:/usr/local/bin")
-    assert system_redis, "Debian's redis-server (with TLS) is required: apt-get install redis-server (.ci/run does)"
+    assert system_redis, "Debian's redis-server (with TLS) is required: apt-get install redis-server (make test does)"
     ca, cert, key = make_certificates(tmp_path)
     port = free_port()
     process = ManagedProcess()

@@ -1,5 +1,5 @@
 """deploy/: the Prometheus rules and the Grafana dashboard refer only to metrics (and labels) the
-worker exports, and load as what they claim to be. promtool, when installed (.ci/run installs
+worker exports, and load as what they claim to be. promtool, when installed (make test installs
 Debian's prometheus package for it), checks the rules and runs their unit tests too."""
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run installs Debian's prometheus package")
+            pytest.fail("promtool is missing in CI: make test installs Debian's prometheus package")
         pytest.skip("promtool not installed (apt-get install prometheus); the structural checks above still ran")
     return path
 
