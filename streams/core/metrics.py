@@ -67,7 +67,20 @@ class Metrics:
             registry=r,
         )
         self.estimate_age = Gauge(
-            "crowdpulse_estimate_age_seconds", "Wall time since the estimator last published.", registry=r
+            "crowdpulse_estimate_age_seconds",
+            "Wall time since any worker's estimator last published (read from Redis at scrape time; "
+            "since this worker started if nothing was ever published).", registry=r
+        )
+        self.estimator_errors = Counter(
+            "crowdpulse_estimator_pass_errors_total",
+            "Estimator passes that failed, by kind (redis: Redis away; other: logged with its traceback). "
+            "The next pass takes up what the failed one left.", ["kind"], registry=r,
+        )
+        self.estimate_delay = Histogram(
+            "crowdpulse_event_to_estimate_seconds",
+            "End-to-end latency of a live feed: wall time at publication minus the newest event time "
+            "the published estimates include (producer, Kafka, ingest and estimator together).",
+            buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300), registry=r,
         )
         self.people = Gauge(
             "crowdpulse_area_people", "Latest people estimate per area and window (unset while suppressed).",

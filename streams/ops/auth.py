@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from aiohttp import web
 
 from streams.core.errors import ConfigError
@@ -106,6 +107,9 @@ def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
 
+#: Redis being away, as redis-py reports it (redis_io.TRANSIENT_ERRORS; kept here so that the
+#: web layer does not import the pipeline).
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -120,6 +124,13 @@ def middlewares(tokens: TokenSet) -> list:
             if exc.status < 400:
                 raise
             return json_error(exc.status, exc.reason or "error")
+        except REDIS_AWAY as exc:
+            # Redis away (restarting, failing over, loading its data): a temporary condition
+            # the client can retry, not a server fault.
+            log.warning("%s %s: Redis unavailable (%s)", request.method, request.path, exc)
+            response = json_error(503, "the estimates store (Redis) is unavailable; retry shortly")
+            response.headers["Retry-After"] = "5"
+            return response
         except Exception:
             log.exception("error serving %s %s", request.method, request.path)
             return json_error(500, "internal error")

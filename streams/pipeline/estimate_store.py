@@ -25,8 +25,14 @@ class EstimateStore:
         raw = await self.redis.hget(self.keys.estimator_state, "published_through")
         return int(raw) if raw is not None else None
 
-    async def set_published_through(self, bucket: int) -> None:
-        await self.redis.hset(self.keys.estimator_state, "published_through", bucket)
+    async def set_published_through(self, bucket: int, wall_ms: int) -> None:
+        """The estimator's progress, and when (wall clock) it was last published: every worker
+        reports the same estimate age from it, whichever of them is the leader."""
+        await self.redis.hset(self.keys.estimator_state, mapping={"published_through": bucket, "published_at_ms": wall_ms})
+
+    async def published_at_ms(self) -> int | None:
+        raw = await self.redis.hget(self.keys.estimator_state, "published_at_ms")
+        return int(raw) if raw is not None else None
 
     async def save_estimates(self, estimates: Iterable[Estimate], current_as_of: int, series_span_ms: int) -> None:
         """Each (area, window)'s recent series, and the snapshot the API serves: the latter

@@ -81,6 +81,9 @@ class EstimatorPass:
             else None
         )
         self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
+        #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
+        #: next pass takes them up, so a failed pass loses no area's re-estimation.
+        self._pending_dirty: set[tuple[str, int]] = set()
         self.last_publish_wall: float | None = None
         #: Stream time within the grace period of the wall clock at the last pass: a live feed,
         #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
@@ -99,7 +102,8 @@ class EstimatorPass:
             return []
         self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
         newest = stream_now // settings.bucket_ms
-        dirty = await self.hll.pop_dirty()
+        self._pending_dirty |= await self.hll.pop_dirty()
+        dirty = set(self._pending_dirty)
         published_through = await self.published.published_through()
         points, skipped = points_to_refresh(
             self.areas.area_ids,
@@ -111,6 +115,7 @@ class EstimatorPass:
         )
         self.metrics.skipped_points.inc(skipped)
         if not points:
+            self._pending_dirty.clear()
             return []
         needed = self.book.needed(points)
         counts = await self.span_counts(needed, newest, stream_now, watermarks)
@@ -124,7 +129,8 @@ class EstimatorPass:
             await self.published.dp_charge(charges)
         current_as_of = as_of_ms(newest, settings.bucket_ms)
         await self.published.save_estimates(estimates, current_as_of, settings.series_points * settings.bucket_ms)
-        await self.published.set_published_through(max(newest, published_through or newest))
+        await self.published.set_published_through(max(newest, published_through or newest), int(time.time() * 1000))
+        self._pending_dirty.clear()
         self._observe(estimates, stream_now, current_as_of)
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
@@ -159,6 +165,11 @@ class EstimatorPass:
         m = self.metrics
         m.windows_published.inc(len(estimates))
         m.stream_time.set(stream_now / 1000)
+        delay = time.time() - stream_now / 1000
+        if self.live and estimates and delay >= 0:
+            # A replay (behind the wall clock by more than grace) or a stream ahead of it (a
+            # simulation run flat out) says nothing about latency: only a live feed's is observed.
+            m.estimate_delay.observe(delay)
         current = [e for e in estimates if e["as_of"] == current_as_of]
         if current:
             m.warming_up.set(int(any(e["warming_up"] for e in current)))

@@ -223,6 +223,11 @@ class HllStore:
         raw = await self.redis.hgetall(self.keys.ingest_state)
         return {int(p): _parse_partition(v).watermark_ms for p, v in raw.items()}
 
+    async def applied_offsets(self) -> dict[int, int]:
+        """Every partition's newest applied offset (-1: none), whichever worker applied it."""
+        raw = await self.redis.hgetall(self.keys.ingest_state)
+        return {int(p): _parse_partition(v).applied_offset for p, v in raw.items()}
+
     async def data_since(self, area: str, buckets: Iterable[int], span_s: int) -> dict[int, int | None]:
         """For each window end (newest bucket), the oldest bucket of the `span_s` ending there
         in which `area` has data (its key exists; None: none). The estimator asks it of the

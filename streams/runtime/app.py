@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import redis
 
 from streams.core.areas import AreaMap, load_areas
 from streams.core.errors import ConfigError
@@ -40,7 +41,7 @@ from streams.pipeline.hll_store import HllStore
 from streams.pipeline.ingest import BatchPlan, Message
 from streams.pipeline.ingest_service import IngestService
 from streams.pipeline.kafka_transport import transport_class
-from streams.pipeline.redis_io import connect
+from streams.pipeline.redis_io import TRANSIENT_ERRORS, connect
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,21 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             deadline = next_pass_at(deadline, loop.time(), settings.publish_interval_s, parts.estimator.live)
             await app.sleep(deadline - loop.time())
             if not app.should_stop and app.is_leader():
-                await publish_estimates()
+                await guarded_pass()
+
+    async def guarded_pass() -> None:
+        # A failed pass never ends the task (nor the worker): Redis away is the expected case
+        # (its client reconnects by itself; the next pass, one interval later, is the retry),
+        # anything else is logged with its traceback. Either is counted; the estimate age then
+        # grows and the shipped alert fires if it lasts (docs/operations.md, runbook).
+        try:
+            await publish_estimates()
+        except TRANSIENT_ERRORS as exc:
+            parts.metrics.estimator_errors.labels("redis").inc()
+            log.warning("estimator pass failed, Redis unavailable (%s); next pass in %.0fs", exc, settings.publish_interval_s)
+        except Exception:
+            parts.metrics.estimator_errors.labels("other").inc()
+            log.exception("estimator pass failed; next pass in %.0fs", settings.publish_interval_s)
 
     async def publish_estimates() -> None:
         estimates = await parts.estimator.run()
@@ -240,8 +255,10 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             if tp.topic == topics.events:
                 parts.ingest.forget(tp.partition)
 
+    started_wall = time.time()
+
     async def before_scrape() -> None:
-        observe_at_scrape(app, parts)
+        await observe_at_scrape(app, parts, started_wall)
 
     add_views(app, ApiSources(settings, areas, parts.metrics, parts.alerting, parts.published, parts.ingest_stats, before_scrape))
     return app
@@ -257,13 +274,26 @@ def faust_datadir(settings: Settings) -> Path:
     return path
 
 
-def observe_at_scrape(app: faust.App, parts: WorkerParts) -> None:
-    """Gauges read when Prometheus scrapes: the age of the last published estimate and the lag
-    of the crowd.events partitions this worker owns (the consumer's highwater, as of its last
-    fetch, minus the next offset the ingest service has to apply: its applied offset + 1)."""
+async def observe_at_scrape(app: faust.App, parts: WorkerParts, started_wall: float) -> None:
+    """Gauges read when Prometheus scrapes, the same on every worker:
+
+    - the age of the last published estimate, whichever worker published it (Redis keeps when),
+      counted from this worker's start if nothing was ever published, so that the age grows
+      (and the shipped alert fires) when no leader publishes; while Redis is away, from the
+      newest publication this worker knows of;
+    - the lag of the crowd.events partitions this worker owns: the consumer's highwater (as of
+      its last fetch) minus the next offset to apply, this worker's applied offset + 1, or, for a
+      partition it owns but has not yet read from, the offset its previous owner applied."""
     m = parts.metrics
-    if parts.estimator.last_publish_wall is not None:
-        m.estimate_age.set(time.time() - parts.estimator.last_publish_wall)
+    applied_elsewhere: dict[int, int] = {}
+    try:
+        published_ms = await parts.published.published_at_ms()
+        applied_elsewhere = await parts.hll.applied_offsets()
+    except redis.RedisError as exc:
+        log.warning("estimate age and lag read without Redis: %s", exc)
+        published_ms = None
+    known = [t for t in (parts.estimator.last_publish_wall, None if published_ms is None else published_ms / 1000) if t is not None]
+    m.estimate_age.set(time.time() - (max(known) if known else started_wall))
     lag = m.consumer_lag
     lag.clear()
     consumer = getattr(app, "_consumer", None)  # never create a consumer just to scrape
@@ -284,7 +314,9 @@ def observe_at_scrape(app: faust.App, parts: WorkerParts) -> None:
         if highwater is None:
             continue
         applied = parts.ingest.applied_offset(tp.partition)
-        lag.labels(str(tp.partition)).set(max(0, highwater - (-1 if applied is None else applied) - 1))
+        if applied is None:
+            applied = applied_elsewhere.get(tp.partition, -1)
+        lag.labels(str(tp.partition)).set(max(0, highwater - applied - 1))
 
 
 def faust_credentials(security: KafkaSecurity) -> object | None:

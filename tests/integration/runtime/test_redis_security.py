@@ -53,7 +53,8 @@ async def writer_cycle(url: str, settings: Settings) -> dict:
     dirty = await store.pop_dirty()
     counts = await store.window_counts(sorted(dirty), settings.windows_s)
     published = EstimateStore(store.redis, store.keys)
-    await published.set_published_through(1)
+    await published.set_published_through(1, 1_000)
+    await published.published_at_ms()
     await published.published_through()
     await store.stream_now_ms()
     estimate = {"area": "city", "window_s": 300, "as_of": 60_000, "devices": 50}

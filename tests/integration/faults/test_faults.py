@@ -1,0 +1,267 @@
+"""Faults against the real broker and real redis-servers: a worker killed with SIGKILL, Redis
+killed and restarted with its data. Each run is compared with a run of the same events without
+the fault: the books close exactly, and every HyperLogLog key counts the same (PFADD is
+idempotent and HyperLogLog registers are a function of the set added, so "the same" is exact).
+
+The events are the alert tests' synthetic city minutes (tests/integration/crowd.py), a replay of
+the past: stream time, not wall time. Recovery times are printed (pytest -s shows them) and
+bounded; docs/operations.md's runbook quotes measured ones.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from producers.publisher import Framer, KafkaSink
+from streams.core.areas import AreaMap, load_areas
+from streams.core.settings import DEFAULT_AREAS
+from streams.runtime.processes import ManagedProcess, free_port
+from streams.runtime.services import Endpoints, start_redis, wait_for_redis
+from streams.tools.harness import http_json, metric_value
+
+from ..conftest import RunningWorker, launch_worker, start_worker, wait_until
+from ..crowd import MIN, START_MS, minute_events
+
+#: The survivor of a killed worker must own every partition and publish again within this.
+TAKEOVER_BOUND_S = 30.0
+
+
+@dataclass
+class Feed:
+    """Publishes whole minutes of the synthetic city to one worker's topic (no waiting)."""
+
+    sink: KafkaSink
+    framer: Framer
+    areas: AreaMap
+    sent: int = 0
+
+    @classmethod
+    def to(cls, kafka: str, worker: RunningWorker, areas: AreaMap) -> Feed:
+        framer = Framer(producer_id=0xFA17, partitions=worker.settings.partitions, cell_ids=areas.cell_ids)
+        return cls(KafkaSink(kafka, worker.topics.events), framer, areas)
+
+    def minutes(self, first: int, last: int) -> None:
+        for minute in range(first, last + 1):
+            events = minute_events(self.areas, minute)
+            self.sink.send(self.framer.frames(events))
+            self.sent += len(events)
+        self.sink.producer.flush()
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def books(worker: RunningWorker) -> dict:
+    stats = worker.stats()
+    return {k: stats[k] for k in ("events_in", "counted", "deadletter", "late")}
+
+
+def wait_for_books(worker: RunningWorker, sent: int, timeout: float) -> dict:
+    def done() -> dict | None:
+        try:
+            b = books(worker)
+        except OSError:  # 503 while Redis is away, or the worker not answering yet
+            return None
+        return b if b["events_in"] >= sent else None
+
+    return wait_until(done, timeout, f"{sent} events taken in:\n{worker.log_tail()}")
+
+
+def newest_as_of(worker: RunningWorker) -> int:
+    try:
+        estimates = worker.get("/api/areas")
+    except OSError:
+        return 0
+    return max((e["as_of"] for e in estimates), default=0)  # type: ignore[union-attr]
+
+
+def minute_end(minute: int) -> int:
+    """The window end (as_of) of the bucket holding `minute`'s events."""
+    return START_MS + (minute + 1) * MIN
+
+
+def hll_counts(client: redis.Redis, namespace: str) -> dict[str, int]:
+    """PFCOUNT of every HyperLogLog key of a namespace, by key name without the namespace."""
+    keys = sorted(client.scan_iter(match=f"{namespace}:*:hll:*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pfcount(key)
+    return {key.decode().removeprefix(namespace): n for key, n in zip(keys, pipe.execute())}
+
+
+def final_figures(worker: RunningWorker) -> dict:
+    return {(e["area"], e["window_s"]): (e["as_of"], e["devices"], e["people"], e["people_low"], e["people_high"], e["suppressed"])
+            for e in worker.get("/api/areas")}  # type: ignore[union-attr]
+
+
+def reference_run(endpoints: Endpoints, tmp_path: Path, minutes: int) -> tuple[RunningWorker, dict, dict]:
+    """The same minutes through a worker with no fault: its books, HyperLogLog counts, figures."""
+    worker = start_worker(endpoints, tmp_path / "reference", "ref")
+    try:
+        feed = Feed.to(endpoints.kafka, worker, load_areas(DEFAULT_AREAS))
+        feed.minutes(0, minutes - 1)
+        feed.close()
+        wait_for_books(worker, feed.sent, 60)
+        wait_until(lambda: newest_as_of(worker) >= minute_end(minutes - 1), 60, "the reference's last estimates")
+        time.sleep(2 * worker.settings.publish_interval_s)  # let a pass republish what the last one read
+        return worker, hll_counts(worker.redis, worker.settings.namespace), final_figures(worker)
+    finally:
+        worker.stop()
+
+
+def kill(process: ManagedProcess) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.stop(timeout=5)  # reaps it
+
+
+# --- a worker killed -----------------------------------------------------------------------------
+
+
+def test_kill_9_of_the_leader_of_two_workers_loses_and_doubles_nothing(endpoints: Endpoints, tmp_path: Path) -> None:
+    areas = load_areas(DEFAULT_AREAS)
+    first = start_worker(endpoints, tmp_path, "kill")
+    env = {"CROWDPULSE_APP_ID": first.settings.app_id, "CROWDPULSE_TOPIC_PREFIX": first.settings.topic_prefix,
+           "CROWDPULSE_NAMESPACE": first.settings.namespace}
+    second = launch_worker(endpoints, tmp_path, env)
+    workers = [first, second]
+    feed = Feed.to(endpoints.kafka, first, areas)
+    try:
+        feed.minutes(0, 9)
+        wait_for_books(first, feed.sent, 90)
+        wait_until(lambda: newest_as_of(first) >= minute_end(9), 60, "estimates of minute 9")
+
+        def published(w: RunningWorker) -> float:
+            return w.metric("crowdpulse_estimates_published_total") or 0.0
+
+        leader = wait_until(lambda: next((w for w in workers if published(w) > 0), None), 30, "a leader publishing")
+        survivor = second if leader is first else first
+        kill(leader.process)
+        killed_at = time.monotonic()
+        feed.minutes(10, 19)
+
+        wait_for_books(survivor, feed.sent, 120)
+        wait_until(lambda: newest_as_of(survivor) >= minute_end(19), 120, f"the survivor's estimates:\n{survivor.log_tail()}")
+        takeover_s = time.monotonic() - killed_at
+        print(f"\nkill -9 of the leader: the survivor took in everything and published minute 19 after {takeover_s:.1f} s")
+        assert takeover_s <= TAKEOVER_BOUND_S, f"takeover took {takeover_s:.1f} s"
+        owned = wait_until(lambda: lag_partitions(survivor), 10, "the survivor's lag per partition")
+        assert len(owned) == survivor.settings.partitions, f"the survivor owns {sorted(owned)}"
+        time.sleep(2 * survivor.settings.publish_interval_s)
+        faulty_books, faulty_figures = books(survivor), final_figures(survivor)
+        faulty_counts = hll_counts(survivor.redis, survivor.settings.namespace)
+    finally:
+        feed.close()
+        for w in workers:
+            w.stop()
+
+    _, reference_counts, reference_figures = reference_run(endpoints, tmp_path, 20)
+    # Nothing lost, nothing counted twice: the books close on exactly what was sent.
+    assert faulty_books["events_in"] == feed.sent
+    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
+    assert faulty_books["deadletter"] == faulty_books["late"] == 0
+    assert faulty_counts == reference_counts and len(faulty_counts) > 100
+    assert faulty_figures == reference_figures
+
+
+def lag_partitions(worker: RunningWorker) -> set[str]:
+    """The partitions a worker reports lag for: the ones it owns."""
+    prefix = "crowdpulse_consumer_lag_messages{"
+    return {line[len(prefix):].partition("}")[0] for line in worker.metrics_text().splitlines() if line.startswith(prefix)}
+
+
+# --- Redis away ----------------------------------------------------------------------------------
+
+
+@dataclass
+class OwnRedis:
+    """A redis-server of the test's own on a fixed port, with AOF (fsync always) in a folder, so
+    a restart after SIGKILL comes back with every acknowledged write."""
+
+    port: int
+    folder: Path
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process, _ = start_redis(self.port, self.folder, extra_args=(
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)))
+        wait_for_redis(self.url, timeout=15)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        kill(self.process)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(free_port(), tmp_path / "redis-data")
+    server.folder.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.process.stop(timeout=5)
+
+
+@pytest.mark.parametrize("down_s", [10, 30])
+def test_redis_down_and_back_with_its_data(endpoints: Endpoints, own_redis: OwnRedis, tmp_path: Path, down_s: int) -> None:
+    """No worker crashes (the leader included: it runs the estimator), the API answers a JSON
+    503 meanwhile, the worker carries on where it left off, nothing is applied twice."""
+    areas = load_areas(DEFAULT_AREAS)
+    private = Endpoints(kafka=endpoints.kafka, redis_url=own_redis.url)
+    worker = start_worker(private, tmp_path, "redis")
+    feed = Feed.to(endpoints.kafka, worker, areas)
+    try:
+        feed.minutes(0, 9)
+        wait_for_books(worker, feed.sent, 60)
+        wait_until(lambda: newest_as_of(worker) >= minute_end(9), 60, "estimates of minute 9")
+
+        own_redis.kill()
+        down_at = time.monotonic()
+        feed.minutes(10, 14)  # waits in Kafka; the worker retries its writes
+        time.sleep(3)
+        with pytest.raises(OSError) as refused:
+            http_json(f"{worker.base_url}/api/areas")
+        assert getattr(refused.value, "code", None) == 503, refused.value
+        assert b"Redis" in refused.value.read()  # type: ignore[attr-defined]
+        metrics = worker.metrics_text()  # /metrics answers without Redis
+        time.sleep(max(0.0, down_s - (time.monotonic() - down_at)))
+        assert worker.process.poll() is None, f"the worker died while Redis was away:\n{worker.log_tail()}"
+        own_redis.start()
+        back_at = time.monotonic()
+
+        feed.minutes(15, 19)
+        wait_for_books(worker, feed.sent, 120)
+        wait_until(lambda: newest_as_of(worker) >= minute_end(19), 60, f"estimates of minute 19:\n{worker.log_tail()}")
+        print(f"\nRedis down {down_s} s: everything in and minute 19 published {time.monotonic() - back_at:.1f} s after it came back")
+        time.sleep(2 * worker.settings.publish_interval_s)
+        assert worker.process.poll() is None
+        assert (metric_value(metrics, "crowdpulse_estimate_age_seconds") or 0) > 0
+        assert (worker.metric("crowdpulse_redis_retries_total") or 0) > 0, "ingest never waited for Redis"
+        assert (worker.metric("crowdpulse_estimator_pass_errors_total", {"kind": "redis"}) or 0) > 0, \
+            "the estimator never met the outage"
+        faulty_books, faulty_figures = books(worker), final_figures(worker)
+        faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
+    finally:
+        feed.close()
+        worker.stop()
+        worker.redis.close()
+
+    _, reference_counts, reference_figures = reference_run(endpoints, tmp_path, 20)
+    assert faulty_books["events_in"] == feed.sent
+    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
+    assert faulty_books["deadletter"] == faulty_books["late"] == 0
+    assert faulty_counts == reference_counts and len(faulty_counts) > 100
+    assert faulty_figures == reference_figures
