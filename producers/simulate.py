@@ -27,7 +27,9 @@ from .simulator import Simulation
 
 class Sink(Protocol):
     frames: int
-    events: int
+    events: int  # sent (handed to the sink), undelivered ones included
+    undelivered_frames: int  # final once closed
+    undelivered_events: int
 
     def send(self, frames) -> None: ...
     def close(self) -> None: ...
@@ -122,6 +124,10 @@ def run_simulation(
     return {
         "scenario": run.scenario,
         "events": sink.events,
+        # Sent but given up on by the producer (broker away longer than its delivery timeout):
+        # counted by the sink's delivery callbacks, final after close.
+        "undelivered_events": sink.undelivered_events,
+        "undelivered_frames": sink.undelivered_frames,
         "shadow_events": shadow_events,  # included in events
         "frames": sink.frames,
         "simulated_s": (sent_ms - run.start_ms) / 1000,

@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """Bad configuration, command-line arguments or an unreadable input file."""
+
+
+class ServiceUnavailable(ConfigError):
+    """A configured service cannot be reached or used (Kafka or Redis not answering, an HTTP
+    port taken): printed as one line naming the setting to check, like a ConfigError."""

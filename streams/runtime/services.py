@@ -30,9 +30,9 @@ from types import FrameType, TracebackType
 
 import redis
 from kafka import KafkaAdminClient
-from kafka.errors import TopicAlreadyExistsError, for_code
+from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from streams.core.errors import ConfigError
+from streams.core.errors import ConfigError, ServiceUnavailable
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
 from streams.runtime.processes import ManagedProcess, free_port
@@ -234,6 +234,14 @@ def ensure_topics(
     """
     if not topics:
         return
+    try:
+        _create_topics(bootstrap, topics, timeout, security)
+    except KafkaError as exc:
+        raise ServiceUnavailable(f"Kafka at {bootstrap} did not create or show the topics: {type(exc).__name__}: {exc} "
+                                 "(check CROWDPULSE_KAFKA and CROWDPULSE_KAFKA_SECURITY_PROTOCOL)") from None
+
+
+def _create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float, security: Mapping[str, object] | None) -> None:
     admin = _admin(bootstrap, timeout, **(security or {}))
     try:
         result = admin.create_topics(

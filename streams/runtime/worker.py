@@ -18,14 +18,18 @@ def run(args: argparse.Namespace) -> int:
 
     from streams.core.settings import Settings
     from streams.runtime.app import create_app
+    from streams.runtime.preflight import check_kafka, check_port_free, check_redis
     from streams.runtime.services import EmbeddedServices, ensure_topics, topic_partitions
 
     settings = Settings.from_env(http_port=args.http_port)
+    check_port_free(settings.http_host, settings.http_port)
     services = EmbeddedServices(os.environ)
     try:
         endpoints = services.start()
         if services.processes:
             print("\n".join(endpoints.env_lines()), flush=True)
+        check_kafka(endpoints.kafka)
+        check_redis(endpoints.redis_url)
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
         ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
         app = create_app(settings)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import cast
 
 from streams.core.areas import load_areas
-from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
 from streams.runtime.processes import ManagedProcess
@@ -35,8 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        raise ConfigError("--threads must be >= 1")
+    from streams.runtime.preflight import check_port_free
+    from streams.tools.simulate import check_simulation_arguments
+
+    # The demo paces the simulator against the wall clock: as fast as possible is not a demo.
+    check_simulation_arguments(args, flat_out=False)
+    settings = Settings.from_env()
+    # Before anything starts: on a taken port the demo would show another process's dashboard.
+    check_port_free(settings.http_host, settings.http_port)
     with _terminal_foreground():
         return _run_demo(args)
 
@@ -199,15 +204,23 @@ def _print_summary(base: str, simulator: dict, wall_s: float) -> None:
         stats = cast(dict, http_json(f"{base}/api/ingest"))
     except (OSError, urllib.error.URLError, ValueError):
         stats = {}
-    sent = simulator.get("events", "?")
+    sent = simulator.get("events")
+    undelivered = simulator.get("undelivered_events", 0)
     print("demo summary:", flush=True)
-    print(f"  simulator: {sent} events in {simulator.get('frames', '?')} frames", flush=True)
+    if sent is None:
+        print("  simulator: no summary (it did not finish)", flush=True)
+    else:
+        print(f"  simulator: {sent} events in {simulator.get('frames', '?')} frames"
+              + (f", {undelivered} NOT DELIVERED to Kafka" if undelivered else ""), flush=True)
     if stats:
         s = stats
         closes = s["events_in"] == s["counted"] + s["deadletter"] + s["late"]
+        # The books close only if the worker also took in everything that was delivered.
+        complete = sent is not None and s["events_in"] == sent - undelivered
         print(
             f"  worker: in {s['events_in']} = counted {s['counted']} + dead-lettered {s['deadletter']} "
-            f"+ late {s['late']} ({'closes' if closes else 'DOES NOT CLOSE'})",
+            f"+ late {s['late']} ({'closes' if closes else 'DOES NOT CLOSE'}); delivered {'?' if sent is None else sent - undelivered} "
+            f"= in {s['events_in']} ({'complete' if complete else 'INCOMPLETE: the worker had not taken in everything'})",
             flush=True,
         )
         print(f"  frame sequence gaps {s['sequence_gaps']}, repeats {s['sequence_repeats']}", flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,19 @@ def simulation_arguments(p: argparse.ArgumentParser, default_speedup: float = 60
                         "seed's events exactly as before; more give another realisation of the same model, faster")
 
 
+def check_simulation_arguments(args: argparse.Namespace, flat_out: bool) -> None:
+    """The shared options' values (`flat_out`: a speed-up of 0, as fast as possible, is allowed)."""
+    if args.devices <= 0:
+        raise ConfigError(f"--devices must be a positive number (got {args.devices})")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1 (got {args.threads})")
+    if not (args.speedup >= 0 if flat_out else args.speedup > 0) or args.speedup == float("inf"):
+        raise ConfigError(f"--speedup must be {'0 (as fast as possible) or ' if flat_out else ''}a positive number "
+                          f"of simulated seconds per wall second (got {args.speedup:g})")
+    if args.duration is not None and not 0 < args.duration < float("inf"):
+        raise ConfigError(f"--duration must be a positive number of seconds (got {args.duration:g})")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     simulation_arguments(p)
     p.add_argument("--truth", type=Path, help="write the exact distinct devices per area/window (JSON lines)")
@@ -44,20 +58,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from producers.publisher import FileSink, KafkaSink
+    from producers.publisher import DeliveryError, FileSink, KafkaSink
     from producers.scenarios import configure, parse_overrides
     from producers.simulate import Progress, SimulationRun, run_simulation
     from streams.core.areas import load_areas
     from streams.core.settings import Settings
     from streams.core.topics import TopicNames
+    from streams.runtime.preflight import check_kafka
     from streams.runtime.services import ensure_topics, topic_partitions
 
     settings = Settings.from_env()
     areas = load_areas(settings.areas_path)
-    if args.devices <= 0:
-        raise ConfigError("--devices must be positive")
-    if args.threads < 1:
-        raise ConfigError("--threads must be >= 1")
+    check_simulation_arguments(args, flat_out=True)
     overrides = parse_overrides(args.set)
     scenario = configure(args.scenario, overrides).scenario  # validates the overrides early
     if args.out:
@@ -93,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not settings.kafka:
             raise ConfigError("set CROWDPULSE_KAFKA (e.g. from `crowdpulse services`) or use --out FILE")
+        check_kafka(settings.kafka)
         ensure_topics(settings.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
         sink = KafkaSink(settings.kafka, TopicNames(settings.topic_prefix).events, **settings.kafka_security.kafka_python_config())
     stop = threading.Event()
@@ -102,5 +115,13 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stop.set()
         return 0
+    except DeliveryError as exc:
+        print(f"crowdpulse simulate: {exc}; stopped after {sink.events:,} events, {sink.undelivered_events:,} of them "
+              f"not delivered ({settings.kafka})", file=sys.stderr)
+        return 1
     print(json.dumps(summary), flush=True)
+    if summary["undelivered_events"]:
+        print(f"crowdpulse simulate: {summary['undelivered_events']:,} of {summary['events']:,} events "
+              f"({summary['undelivered_frames']:,} frames) were not delivered: {sink.last_error}", file=sys.stderr)
+        return 1
     return 0

@@ -1,0 +1,74 @@
+"""The producer side of a broker outage, against the real embedded broker killed with SIGKILL:
+a short outage is ridden out (frames buffered and retried, then delivered), a long one is
+reported exactly (every frame given up on is counted, nothing is reported as published that
+was not). The embedded broker keeps topics in memory, so a restarted one starts empty."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from producers.publisher import Framer, KafkaSink
+from streams.core.areas import load_areas
+from streams.core.settings import DEFAULT_AREAS
+from streams.core.wire import decode
+from streams.runtime.processes import free_port
+from streams.runtime.services import ensure_topics, start_broker, wait_for_kafka
+
+from ..conftest import consume_all
+from ..crowd import minute_events
+
+TOPIC = "outage.events"
+PARTITIONS = 2
+
+
+def frames_of(minute: int) -> tuple[list, int]:
+    areas = load_areas(DEFAULT_AREAS)
+    events = minute_events(areas, minute)
+    framer = Framer(producer_id=7, partitions=PARTITIONS, cell_ids=areas.cell_ids)
+    return list(framer.frames(events)), len(events)
+
+
+def events_in_topic(bootstrap: str) -> int:
+    return sum(len(decode(m.value, 10**7).records) for m in consume_all(bootstrap, TOPIC, PARTITIONS))
+
+
+def test_a_short_broker_outage_is_ridden_out_and_a_long_one_is_counted(tmp_path: Path) -> None:
+    port = free_port()
+    broker, bootstrap = start_broker(port, tmp_path)
+    try:
+        wait_for_kafka(bootstrap)
+        ensure_topics(bootstrap, {TOPIC: PARTITIONS})
+        sink = KafkaSink(bootstrap, TOPIC, delivery_timeout_ms=20_000, request_timeout_ms=5_000)
+        before, n_before = frames_of(0)
+        sink.send(before)
+        sink.producer.flush()
+        assert sink.undelivered_events == 0
+
+        # Short: killed, frames sent into the void, the broker back (empty) within the timeout.
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.stop()
+        during, n_during = frames_of(1)
+        sink.send(during)
+        time.sleep(3)
+        broker, _ = start_broker(port, tmp_path)
+        wait_for_kafka(bootstrap)
+        ensure_topics(bootstrap, {TOPIC: PARTITIONS})
+        sink.producer.flush(timeout=30)
+        assert sink.undelivered_events == 0, sink.last_error
+        assert events_in_topic(bootstrap) == n_during  # the old topic's events died with the broker
+
+        # Long: killed and not back before the delivery timeout: every frame counted as lost.
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.stop()
+        lost, n_lost = frames_of(2)
+        sink.send(lost)
+        sink.close()
+        assert sink.events == n_before + n_during + n_lost
+        assert sink.undelivered_events == n_lost
+        assert sink.undelivered_frames == len(lost)
+        assert sink.last_error is not None
+    finally:
+        broker.stop()
