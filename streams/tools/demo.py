@@ -163,24 +163,39 @@ def _print_table(base: str, interactive: bool) -> None:
     except (OSError, urllib.error.URLError, ValueError) as exc:
         print(f"(api not answering: {exc})", flush=True)
         return
-    lines = [f"{'area':<15} {'window':>7} {'devices':>9} {'range (90%)':>19} {'capacity':>9} {'level':>8}"]
-    as_of = None
-    for e in estimates:
-        as_of = e["as_of"]
-        window = f"{e['window_s'] // 60}m"
-        if e["suppressed"]:
-            lines.append(f"{e['area']:<15} {window:>7} {'<k':>9} {'suppressed':>19} {'':>9} {e['level']:>8}")
-            continue
-        rng = f"{e['people_low']}-{e['people_high']}"
-        pct = f"{100 * e['people'] / e['capacity']:.1f}%"
-        lines.append(f"{e['area']:<15} {window:>7} {e['devices']:>9} {rng:>19} {pct:>9} {e['level']:>8}")
-    if as_of is not None:
-        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(as_of / 1000))
-        lines.insert(0, f"stream time: windows ending {stamp} UTC")
+    lines = table_lines(estimates)
     lines.extend(_alert_lines(base))
     if interactive:
         sys.stdout.write("\x1b[2J\x1b[H")
     print("\n".join(lines) + "\n", flush=True)
+
+
+def table_lines(estimates: list[dict]) -> list[str]:
+    """The terminal table: per area and window the phones counted, the people estimated present
+    (customers of every operator) with their 90% range, the estimate's share of capacity and the
+    level; withheld rows say why."""
+    lines = [f"{'area':<15} {'window':>6} {'phones':>8} {'people':>8} {'people, 90% range':>19} {'of cap.':>8} {'level':>9}"]
+    as_of = None
+    warming = False
+    for e in estimates:
+        as_of = e["as_of"]
+        window = f"{e['window_s'] // 60}m"
+        if e["suppressed"] or e["people"] is None:
+            why = {"below_min_count": "withheld: < k", "differencing": "withheld: diff.", "privacy_budget": "withheld: budget"}
+            lines.append(f"{e['area']:<15} {window:>6} {'-':>8} {'-':>8} {why.get(e.get('suppressed_reason') or '', 'withheld'):>19} "
+                         f"{'':>8} {e['level'] or '':>9}")
+            continue
+        mark = "*" if e.get("warming_up") else ""
+        warming = warming or bool(mark)
+        rng = f"{e['people_low']:,}-{e['people_high']:,}"
+        pct = f"{100 * e['people'] / e['capacity']:.0f}%"
+        lines.append(f"{e['area']:<15} {window:>6} {e['devices']:>8,} {e['people']:>8,} {rng:>19} {pct:>8} {e['level'] + mark:>9}")
+    if warming:
+        lines.append("* warming up: the windows are still filling after the start (docs/estimation.md)")
+    if as_of is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(as_of / 1000))
+        lines.insert(0, f"stream time: windows ending {stamp} UTC")
+    return lines
 
 
 def _alert_lines(base: str) -> list[str]:
