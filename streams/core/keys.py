@@ -74,6 +74,16 @@ class KeyLayout:
         return f"{self.namespace}:{{ingest}}:sequences"
 
     @property
+    def generation(self) -> str:
+        """String: a random token the first worker sets; gone or changed means Redis lost its data."""
+        return f"{self.namespace}:{{ingest}}:generation"
+
+    @property
+    def rebuilding(self) -> str:
+        """Set of crowd.events partitions whose windows are being rebuilt from Kafka (with a TTL)."""
+        return f"{self.namespace}:{{ingest}}:rebuilding"
+
+    @property
     def dirty_buckets(self) -> str:
         """Set of "<area>|<bucket>" that received events since the estimator last looked."""
         return f"{self.namespace}:{{estimator}}:dirty"

@@ -76,6 +76,13 @@ class Metrics:
             "Estimator passes that failed, by kind (redis: Redis away; other: logged with its traceback). "
             "The next pass takes up what the failed one left.", ["kind"], registry=r,
         )
+        self.rebuilds = Counter(
+            "crowdpulse_redis_rebuilds_total",
+            "Times this worker found Redis had lost its data and rebuilt its partitions' windows from Kafka.", registry=r,
+        )
+        self.rebuild_messages = Counter(
+            "crowdpulse_rebuild_messages_total", "crowd.events messages re-read to rebuild the windows.", registry=r,
+        )
         self.estimate_delay = Histogram(
             "crowdpulse_event_to_estimate_seconds",
             "End-to-end latency of a live feed: wall time at publication minus the newest event time "

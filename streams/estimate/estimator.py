@@ -13,6 +13,7 @@ people = the window's devices and the range is HyperLogLog's alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypedDict, cast
 
@@ -187,6 +188,7 @@ class SealedCounts:
     def __init__(self, bucket_s: int) -> None:
         self.bucket_s = bucket_s
         self.by_bucket: dict[int, dict[tuple[str, Span], int]] = {}  # window end -> (area, span) -> count
+        self.through: int | None = None  # the newest sealed bucket when counts were last kept
 
     def sealed(self, bucket: int, span: Span, through: int | None) -> bool:
         """Are all of the span's buckets (it ends `span.skip_s` before window end `bucket`) sealed?"""
@@ -219,8 +221,33 @@ class SealedCounts:
                 out.append(((area, bucket), wanted))
         return out
 
+    def invalidate(self, dirty: Iterable[tuple[str, int]]) -> int:
+        """Forget the kept counts of spans over a bucket that received events after it was
+        sealed: it cannot happen in a stream (sealed means past grace), only when Redis lost its
+        data and the windows are being rebuilt from Kafka (streams/pipeline/rebuild.py), when the
+        counts kept meanwhile were partial. Returns how many were forgotten."""
+        if self.through is None:
+            return 0
+        changed: dict[str, list[int]] = {}
+        for area, bucket in dirty:
+            if bucket <= self.through:
+                changed.setdefault(area, []).append(bucket)
+        if not changed:
+            return 0
+        dropped = 0
+        for end, kept in self.by_bucket.items():
+            for area, span in [k for k in kept if k[0] in changed]:
+                last = end - span.skip_s // self.bucket_s
+                first = last - span.length_s // self.bucket_s + 1
+                if any(first <= b <= last for b in changed[area]):
+                    del kept[(area, span)]
+                    dropped += 1
+        return dropped
+
     def keep(self, counts: dict[tuple[str, int, Span], int], through: int | None) -> None:
         """Keep the new counts of sealed spans."""
+        if through is not None:
+            self.through = through if self.through is None else max(self.through, through)
         for (area, bucket, span), n in counts.items():
             if self.sealed(bucket, span, through):
                 self.by_bucket.setdefault(bucket, {})[(area, span)] = n

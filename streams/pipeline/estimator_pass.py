@@ -104,6 +104,9 @@ class EstimatorPass:
         newest = stream_now // settings.bucket_ms
         self._pending_dirty |= await self.hll.pop_dirty()
         dirty = set(self._pending_dirty)
+        # Sealed buckets written again: the windows were rebuilt from Kafka (pipeline/rebuild.py).
+        if self.sealed.invalidate(dirty):
+            log.info("counts kept from before the rebuild were dropped; the points it touched are re-estimated")
         published_through = await self.published.published_through()
         points, skipped = points_to_refresh(
             self.areas.area_ids,

@@ -8,6 +8,7 @@ the estimator publishes lives in streams/pipeline/estimate_store.py.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -163,12 +164,20 @@ class HllStore:
         The order matters for at-least-once delivery: if the process dies between the two, the
         batch is redelivered and re-added (PFADD is idempotent) and only then accounted for.
         """
+        await self.write_adds(plan)
+        await self.write_books(plan)
+
+    async def write_adds(self, plan: BatchPlan) -> None:
+        """A batch's HyperLogLog adds and the (area, bucket) pairs they made dirty."""
         if len(plan.adds):
             chunks = pack_hll_adds(plan.adds)
             if plan.dirty_buckets:
                 dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
                 chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets, *dirty)), 1))
             await send_packed(self.redis, chunks)
+
+    async def write_books(self, plan: BatchPlan) -> None:
+        """A batch's bookkeeping in one transaction: partition states, books, sequences."""
         if not plan.partitions:
             return
         tx = self.redis.pipeline(transaction=True)
@@ -189,6 +198,30 @@ class HllStore:
         if plan.sequences:
             tx.hset(self.keys.producer_sequences, mapping=plan.sequences)  # type: ignore[arg-type]  # redis-py types mapping keys invariantly
         await tx.execute()
+
+    async def save_partitions(self, states: dict[int, PartitionState], sequences: dict[str, int]) -> None:
+        """Put partition states and frame sequences back (after Redis lost them: the worker's
+        own are the newest there are)."""
+        await self.write_books(BatchPlan(partitions=dict(states), sequences=dict(sequences)))
+
+    async def generation(self) -> bytes:
+        """The token that marks this Redis' data (KeyLayout.generation), set now if missing."""
+        await self.redis.set(self.keys.generation, secrets.token_hex(8), nx=True)
+        token = await self.redis.get(self.keys.generation)
+        return token.encode() if isinstance(token, str) else token or b""
+
+    async def set_rebuilding(self, partitions: Iterable[int], ttl_s: int) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(self.keys.rebuilding, *[str(p) for p in partitions])
+        pipe.expire(self.keys.rebuilding, ttl_s)
+        await pipe.execute()
+
+    async def done_rebuilding(self, partitions: Iterable[int]) -> None:
+        await self.redis.srem(self.keys.rebuilding, *[str(p) for p in partitions])
+
+    async def rebuilding(self) -> int:
+        """How many partitions are being rebuilt (the estimator waits for them)."""
+        return int(await self.redis.scard(self.keys.rebuilding))
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.ingest_stats)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import json
 import logging
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 import faust
 import redis
+from kafka import KafkaConsumer
 
 from streams.core.areas import AreaMap, load_areas
 from streams.core.errors import ConfigError
@@ -41,7 +43,8 @@ from streams.pipeline.hll_store import HllStore
 from streams.pipeline.ingest import BatchPlan, Message
 from streams.pipeline.ingest_service import IngestService
 from streams.pipeline.kafka_transport import transport_class
-from streams.pipeline.redis_io import TRANSIENT_ERRORS, connect
+from streams.pipeline.rebuild import Rebuilder
+from streams.pipeline.redis_io import TRANSIENT_ERRORS, connect, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class WorkerParts:
     published: EstimateStore
     ingest: IngestService
     estimator: EstimatorPass
+    rebuilder: Rebuilder
     alerting: AlertService
     webhook: WebhookSender | None
 
@@ -82,6 +86,7 @@ class WorkerParts:
             published=published,
             ingest=IngestService(settings, areas, hll, metrics),
             estimator=EstimatorPass(settings, areas, hll, published, metrics, people_model(settings, areas)),
+            rebuilder=Rebuilder(settings, areas, hll, functools.partial(rebuild_consumer, settings)),
             alerting=AlertService(settings, areas, keys, metrics, AlertStore(client, keys)),
             webhook=WebhookSender(settings, metrics) if settings.webhook_url else None,
         )
@@ -91,6 +96,15 @@ class WorkerParts:
         stats: dict[str, Any] = dict(await self.hll.stats())
         stats["stream_time"] = await self.hll.stream_now_ms()
         return stats
+
+
+def rebuild_consumer(settings: Settings) -> KafkaConsumer:
+    """A consumer of no group for the rebuild's reads (pipeline/rebuild.py)."""
+    return KafkaConsumer(
+        bootstrap_servers=(settings.kafka or "").split(","), enable_auto_commit=False, group_id=None,
+        max_partition_fetch_bytes=2 * settings.max_message_bytes, fetch_max_bytes=4 * settings.max_message_bytes,
+        **settings.kafka_security.kafka_python_config(),
+    )
 
 
 def batches_of_bytes(events: list, max_bytes: int) -> list[list]:
@@ -196,8 +210,32 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
         while not app.should_stop:
             deadline = next_pass_at(deadline, loop.time(), settings.publish_interval_s, parts.estimator.live)
             await app.sleep(deadline - loop.time())
-            if not app.should_stop and app.is_leader():
+            if app.should_stop:
+                break
+            await watch_redis_generation()  # every worker: each rebuilds its own partitions
+            if app.is_leader():
                 await guarded_pass()
+
+    async def watch_redis_generation() -> None:
+        rebuilder = parts.rebuilder
+        try:
+            lost = await rebuilder.lost()
+        except TRANSIENT_ERRORS:
+            return  # Redis away: the next pass looks again
+        if not lost or (rebuilder.running is not None and not rebuilder.running.done()):
+            return
+        parts.metrics.rebuilds.inc()
+        ingestor = parts.ingest.ingestor
+        log.warning("Redis lost its data; rebuilding the windows of partitions %s from Kafka", sorted(ingestor.partitions))
+        rebuilder.running = asyncio.ensure_future(rebuild(dict(ingestor.partitions), dict(ingestor.sequences)))
+
+    async def rebuild(states: dict, sequences: dict) -> None:
+        try:
+            # Redis has just come back: its first answers may still fail (stale connections).
+            read = await with_retry(lambda: parts.rebuilder.rebuild(states, sequences), parts.metrics.redis_retries.inc)
+            parts.metrics.rebuild_messages.inc(sum(read.values()))
+        except Exception:
+            log.exception("rebuilding the windows from Kafka failed; the windows refill from new events")
 
     async def guarded_pass() -> None:
         # A failed pass never ends the task (nor the worker): Redis away is the expected case
@@ -214,6 +252,9 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             log.exception("estimator pass failed; next pass in %.0fs", settings.publish_interval_s)
 
     async def publish_estimates() -> None:
+        if await parts.hll.rebuilding():
+            log.info("windows being rebuilt from Kafka; estimates wait")
+            return
         estimates = await parts.estimator.run()
         for estimate in estimates:
             await occupancy_topic.send(

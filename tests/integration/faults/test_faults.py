@@ -182,11 +182,13 @@ def lag_partitions(worker: RunningWorker) -> set[str]:
 
 @dataclass
 class OwnRedis:
-    """A redis-server of the test's own on a fixed port, with AOF (fsync always) in a folder, so
-    a restart after SIGKILL comes back with every acknowledged write."""
+    """A redis-server of the test's own on a fixed port. With `aof`, AOF (fsync always) in a
+    folder, so a restart after SIGKILL comes back with every acknowledged write; without, a
+    restart comes back empty."""
 
     port: int
     folder: Path
+    aof: bool = True
     process: ManagedProcess | None = None
 
     @property
@@ -194,8 +196,8 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.process, _ = start_redis(self.port, self.folder, extra_args=(
-            "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)))
+        persistence = ("--appendonly", "yes", "--appendfsync", "always") if self.aof else ()
+        self.process, _ = start_redis(self.port, self.folder, extra_args=(*persistence, "--dir", str(self.folder)))
         wait_for_redis(self.url, timeout=15)
 
     def kill(self) -> None:
@@ -204,8 +206,8 @@ class OwnRedis:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(free_port(), tmp_path / "redis-data")
+def own_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OwnRedis]:
+    server = OwnRedis(free_port(), tmp_path / "redis-data", aof=getattr(request, "param", True))
     server.folder.mkdir()
     server.start()
     try:
@@ -263,5 +265,50 @@ def test_redis_down_and_back_with_its_data(endpoints: Endpoints, own_redis: OwnR
     assert faulty_books["events_in"] == feed.sent
     assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
     assert faulty_books["deadletter"] == faulty_books["late"] == 0
+    assert faulty_counts == reference_counts and len(faulty_counts) > 100
+    assert faulty_figures == reference_figures
+
+
+@pytest.mark.parametrize("own_redis", [False], indirect=True, ids=["no-persistence"])
+def test_redis_restarted_empty_is_rebuilt_from_kafka(endpoints: Endpoints, own_redis: OwnRedis, tmp_path: Path) -> None:
+    """The worker finds Redis empty, puts its partition states back and re-reads the last hour
+    (plus grace) of crowd.events from Kafka: every window counts what it counted, the estimates
+    come back the same, and the books (lost with Redis) count exactly what arrived after."""
+    areas = load_areas(DEFAULT_AREAS)
+    worker = start_worker(Endpoints(kafka=endpoints.kafka, redis_url=own_redis.url), tmp_path, "empty")
+    feed = Feed.to(endpoints.kafka, worker, areas)
+    try:
+        feed.minutes(0, 9)
+        wait_for_books(worker, feed.sent, 60)
+        wait_until(lambda: newest_as_of(worker) >= minute_end(9), 60, "estimates of minute 9")
+        before_loss = feed.sent
+
+        own_redis.kill()
+        feed.minutes(10, 14)
+        time.sleep(3)
+        own_redis.start()  # empty
+        back_at = time.monotonic()
+        feed.minutes(15, 19)
+        after_loss = feed.sent - before_loss
+
+        wait_until(lambda: (worker.metric("crowdpulse_redis_rebuilds_total") or 0) >= 1, 30, f"a rebuild:\n{worker.log_tail()}")
+        wait_for_books(worker, after_loss, 60)
+        wait_until(lambda: newest_as_of(worker) >= minute_end(19), 60, f"estimates of minute 19:\n{worker.log_tail()}")
+        wait_until(lambda: worker.redis.scard(worker.keys.rebuilding) == 0, 30, "the rebuild to finish")
+        print(f"\nRedis back empty: rebuilt and minute 19 published {time.monotonic() - back_at:.1f} s after it came back")
+        time.sleep(3 * worker.settings.publish_interval_s)
+        assert worker.process.poll() is None
+        assert (worker.metric("crowdpulse_rebuild_messages_total") or 0) > 0
+        faulty_books, faulty_figures = books(worker), final_figures(worker)
+        faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
+    finally:
+        feed.close()
+        worker.stop()
+        worker.redis.close()
+
+    _, reference_counts, reference_figures = reference_run(endpoints, tmp_path, 20)
+    # The books restart with Redis: exactly the events that arrived after, each once.
+    assert faulty_books["events_in"] == after_loss
+    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == after_loss
     assert faulty_counts == reference_counts and len(faulty_counts) > 100
     assert faulty_figures == reference_figures

@@ -267,6 +267,21 @@ def test_sealed_counts_keep_only_spans_whose_buckets_are_all_sealed() -> None:
     assert book.split(points, [hour_older_than_5])[0] == {}
 
 
+def test_sealed_counts_forget_spans_over_a_sealed_bucket_written_again() -> None:
+    # A sealed bucket gets events only when Redis lost its data and the windows are rebuilt from
+    # Kafka: counts kept meanwhile may be partial, and must be counted again.
+    book = SealedCounts(60)
+    older = Span(300, 3300)  # buckets b-59 .. b-5
+    book.keep({("a", 100, older): 40, ("b", 100, older): 50, ("a", 110, older): 41}, through=105)
+    # Live: the dirty buckets are the newest (unsealed): nothing is forgotten.
+    assert book.invalidate([("a", 108), ("b", 109)]) == 0
+    # Bucket 60 of area a: inside window end 100's older span (41..95) and 110's (51..105).
+    assert book.invalidate([("a", 60)]) == 2
+    assert book.split([("a", 100), ("b", 100)], [older])[0] == {("b", 100, older): 50}
+    # Bucket 98 of area b: after window end 100's older span (41..95): kept.
+    assert book.invalidate([("b", 98)]) == 0
+
+
 def test_the_next_minutes_sealed_spans_are_spread_over_the_passes_left() -> None:
     minute = 60_000
     # 10 s passes at the start of minute 100: six passes left, the last kept free: a fifth each.
