@@ -1,0 +1,60 @@
+"""docker-compose.yml, checked without a Docker engine (none on these machines): what `docker
+compose config` would refuse (unknown services or volumes referenced), and what it would not
+but a deployment needs: every long-running service has a healthcheck, each service's data lives
+on its volume, and the workers' environment uses only settings crowdpulse reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from streams.core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+#: One-shot or demo-only services: no healthcheck expected.
+ONE_SHOT = {"simulator"}
+
+
+def test_references_resolve() -> None:
+    volumes = set(COMPOSE.get("volumes", {}))
+    for name, service in SERVICES.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in SERVICES, f"{name} depends on unknown service {dependency}"
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            assert source in volumes or source.startswith((".", "/")), f"{name} mounts undeclared volume {source}"
+        if "build" in service:
+            assert (REPO / service["build"] / "Dockerfile").is_file()
+
+
+def test_every_long_running_service_has_a_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        if name not in ONE_SHOT:
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_each_service_keeps_its_data_on_its_volume() -> None:
+    kafka = SERVICES["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert any(m.endswith(f":{log_dirs}") for m in kafka["volumes"]), "Kafka's log directory is not the mounted volume"
+    redis = SERVICES["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(m.endswith(":/data") for m in redis["volumes"])  # the redis image's working directory
+
+
+def test_workers_use_only_settings_crowdpulse_reads() -> None:
+    source = (REPO / "streams" / "core" / "settings.py").read_text() + (REPO / "streams" / "core" / "kafka_security.py").read_text()
+    known = set(re.findall(r"CROWDPULSE_[A-Z0-9_]+", source))
+    workers = {n: s for n, s in SERVICES.items() if "worker" in s.get("command", [])}
+    assert len(workers) >= 2
+    for name, service in workers.items():
+        env = {k: str(v) for k, v in service["environment"].items()}
+        unknown = {k for k in env if k.startswith("CROWDPULSE_")} - known
+        assert not unknown, f"{name}: settings crowdpulse does not read: {unknown}"
+        env["CROWDPULSE_API_TOKENS"] = "reader:" + "a" * 32  # compose requires it from the caller
+        Settings.from_env(env)  # the values parse
