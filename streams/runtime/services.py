@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
+from urllib.parse import urlsplit
 
 import redis
 from kafka import KafkaAdminClient
@@ -270,6 +271,28 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     return {name: settings.partitions for name in TopicNames(settings.topic_prefix).all()}
 
 
+def _port_of(address: str) -> int:
+    """The port of "host:port" or of a URL ("redis://host:port/0")."""
+    if "://" in address:
+        port = urlsplit(address).port
+        if port is None:
+            raise ValueError(f"no port in {address}")
+        return port
+    return _split_host_port(address)[1]
+
+
+@dataclass
+class _Supervised:
+    """One service EmbeddedServices started: how to launch it on a port and check it answers."""
+
+    what: str
+    launch: Callable[[int | None], tuple[ManagedProcess, str]]
+    probe: Callable[[str, float], None]
+    timeout: float
+    port: int | None = None  # None until first started: a free one
+    process: ManagedProcess | None = None
+
+
 class EmbeddedServices:
     """Starts what is missing: when environ has CROWDPULSE_KAFKA / CROWDPULSE_REDIS
     they are used as is and nothing is started for them.
@@ -278,10 +301,15 @@ class EmbeddedServices:
     or call start() / stop() explicitly. An atexit hook stops the children as a last resort.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, log_dir: Path | None = None,
+                 data_dir: Path | None = None) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._log_dir = log_dir
+        #: With a data directory Redis keeps its data there (AOF, fsync every second) and a later
+        #: start with the same directory comes back with it. The broker keeps topics in memory.
+        self._data_dir = data_dir
         self._processes: list[ManagedProcess] = []
+        self._supervised: list[_Supervised] = []
         self._endpoints: Endpoints | None = None
 
     @property
@@ -295,18 +323,23 @@ class EmbeddedServices:
         """The processes this instance started, in start order."""
         return tuple(self._processes)
 
+    def _redis_args(self) -> tuple[str, ...]:
+        if self._data_dir is None:
+            return ()
+        folder = self._data_dir / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        return ("--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(folder))
+
     def start(self) -> Endpoints:
         """Start the missing services, wait until each answers, and return the endpoints."""
         if self._endpoints is not None:
             raise RuntimeError("EmbeddedServices already started")
         atexit.register(self.stop)
         try:
-            kafka = self._environ.get(KAFKA_ENV) or self._start_until_ready(
-                "Kafka", lambda: start_broker(log_dir=self._log_dir), _probe_kafka, 30.0
-            )
-            redis_url = self._environ.get(REDIS_ENV) or self._start_until_ready(
-                "Redis", lambda: start_redis(log_dir=self._log_dir), _probe_redis, 15.0
-            )
+            kafka = self._environ.get(KAFKA_ENV) or self._start_until_ready(_Supervised(
+                "Kafka", lambda port: start_broker(port, log_dir=self._log_dir), _probe_kafka, 30.0))
+            redis_url = self._environ.get(REDIS_ENV) or self._start_until_ready(_Supervised(
+                "Redis", lambda port: start_redis(port, log_dir=self._log_dir, extra_args=self._redis_args()), _probe_redis, 15.0))
         except BaseException:
             # Includes KeyboardInterrupt: never leave half of the services running.
             self.stop()
@@ -314,24 +347,38 @@ class EmbeddedServices:
         self._endpoints = Endpoints(kafka=kafka, redis_url=redis_url)
         return self._endpoints
 
-    def _start_until_ready(
-        self,
-        what: str,
-        launch: Callable[[], tuple[ManagedProcess, str]],
-        probe: Callable[[str, float], None],
-        timeout: float,
-    ) -> str:
+    def _start_until_ready(self, service: _Supervised) -> str:
         for attempt in range(1, _START_ATTEMPTS + 1):
-            process, address = launch()
+            process, address = service.launch(service.port)
             self._processes.append(process)
             try:
-                _wait_until(f"{what} at {address}", functools.partial(probe, address), timeout, process)
-                return address
+                _wait_until(f"{service.what} at {address}", functools.partial(service.probe, address), service.timeout, process)
             except _ExitedEarly as exc:
                 log.warning("attempt %d/%d: %s", attempt, _START_ATTEMPTS, exc)
                 self._processes.remove(process)
+                continue
+            if service not in self._supervised:
+                self._supervised.append(service)
+            service.process, service.port = process, _port_of(address)
+            return address
         logs = f"see the logs in {self._log_dir}" if self._log_dir else "pass log_dir to keep its output"
-        raise RuntimeError(f"{what} exited right after start {_START_ATTEMPTS} times; {logs}")
+        raise RuntimeError(f"{service.what} exited right after start {_START_ATTEMPTS} times; {logs}")
+
+    def restart_dead(self) -> list[str]:
+        """Restart, on the same port (so every client's address still holds), each service that
+        has exited; returns a line per restart. Redis with a data directory comes back with its
+        data; the broker comes back empty (its topics are in memory, docs/operations.md)."""
+        said = []
+        for service in self._supervised:
+            process = service.process
+            if process is None or process.poll() is None:
+                continue
+            code = process.poll()
+            self._processes.remove(process)
+            said.append(f"{service.what} (pid {process.pid}) exited with code {code}; restarting it on port {service.port}")
+            log.warning(said[-1])
+            self._start_until_ready(service)
+        return said
 
     def stop(self) -> None:
         """Stop everything this instance started, newest first. Idempotent; never raises."""
@@ -363,13 +410,14 @@ def _raise_stop_requested(signum: int, frame: FrameType | None) -> None:
     raise _StopRequested(signal.Signals(signum).name)
 
 
-def serve_forever(environ: Mapping[str, str] | None = None) -> int:
-    """Run the services until SIGINT/SIGTERM, printing the shell lines that point the pipeline at them.
+def serve_forever(environ: Mapping[str, str] | None = None, data_dir: Path | None = None, watch_s: float = 1.0) -> int:
+    """Run the services until SIGINT/SIGTERM, printing the shell lines that point the pipeline at
+    them, and restart any that dies (on the same port, saying so).
 
     Must run in the main thread (signal handlers).
     """
     log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-services-"))
-    services = EmbeddedServices(environ, log_dir=log_dir)
+    services = EmbeddedServices(environ, log_dir=log_dir, data_dir=data_dir)
     # Raising from the handler also interrupts a start() still waiting for readiness.
     previous = {sig: signal.signal(sig, _raise_stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -378,9 +426,13 @@ def serve_forever(environ: Mapping[str, str] | None = None) -> int:
             name, _, value = line.partition("=")
             print(f"export {name}={shlex.quote(value)}")
         print(f"# Paste the lines above into another shell to use these services (logs: {log_dir}).")
+        if data_dir is not None:
+            print(f"# Redis keeps its data in {data_dir / 'redis'} (AOF); the broker keeps topics in memory.")
         print("# Press Ctrl-C to stop them.", flush=True)
         while True:
-            signal.pause()
+            time.sleep(watch_s)
+            for line in services.restart_dead():
+                print(f"# {line}", flush=True)
     except _StopRequested as exc:
         log.info("received %s, stopping services", exc)
     finally:

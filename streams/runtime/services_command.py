@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "start the embedded broker and Redis, print their env lines, wait"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """No options: the environment says which services to start (unset: embedded)."""
+    """The environment says which services to start (unset: embedded)."""
+    p.add_argument("--data-dir", type=Path,
+                   help="keep Redis' data here (AOF) and reuse it at the next start with the same directory "
+                        "(default: nothing kept); the embedded broker keeps topics in memory either way")
 
 
 def run(args: argparse.Namespace) -> int:
     from streams.runtime.services import serve_forever
 
-    return serve_forever()
+    return serve_forever(data_dir=args.data_dir)

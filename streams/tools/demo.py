@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from streams.tools.simulate import simulation_arguments
 
     simulation_arguments(p, default_speedup=60.0, default_devices=100_000)
+    p.add_argument("--data-dir", type=Path,
+                   help="keep Redis' data here (AOF) and reuse it at the next demo with the same directory (default: nothing kept)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +89,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     areas = load_areas(settings.areas_path)
     log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-demo-"))
-    services = EmbeddedServices(os.environ, log_dir=log_dir)
+    services = EmbeddedServices(os.environ, log_dir=log_dir, data_dir=args.data_dir)
     process = ManagedProcess()
     worker: WorkerProcess | None = None
     stop = threading.Event()

@@ -78,6 +78,9 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
         (good[:40], "truncated_frame"),
         (good + b"\x00" * 24, "count_mismatch"),
         (b"CP\x02" + good[3:], "unknown_version"),
+        (b"XX" + good[2:], "bad_magic"),
+        (good[:3] + b"\x80" + good[4:], "bad_flags"),
+        (json.dumps(dict(json_event, device="262011234567890")).encode(), "raw_identifier"),  # an IMSI in clear
         (json.dumps({"device": "00112233445566ff", "cell": 1001}).encode(), "missing_field"),
         (b'{"device":"00112233445566ff","cell":1001,"ts":NaN,"type":"tau"}', "bad_json"),
         (json.dumps(dict(json_event, cell="1001")).encode(), "bad_field"),

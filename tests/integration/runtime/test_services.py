@@ -18,6 +18,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from streams.runtime.processes import ManagedProcess
 from streams.runtime.services import EmbeddedServices, ensure_topics, start_redis, wait_for_redis
 
+from ..conftest import wait_until
+
 pytestmark = pytest.mark.integration
 
 
@@ -134,3 +136,28 @@ def test_stop_kills_a_child_that_ignores_sigint_and_sigterm(tmp_path: Path) -> N
     assert process.poll() == -signal.SIGKILL
     assert 1.0 <= elapsed < 3.0
     assert _pid_gone(process.pid)
+
+
+def test_a_dead_service_is_restarted_on_its_port_and_redis_keeps_its_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    services = EmbeddedServices(environ={"CROWDPULSE_KAFKA": "unused:9"}, log_dir=tmp_path, data_dir=data)
+    with services:
+        url = services.endpoints.redis_url
+        client = redis.Redis.from_url(url)
+        client.pfadd("kept-hll", "a", "b", "c")
+        client.execute_command("WAIT", 0, 0)
+        time.sleep(1.5)  # appendfsync everysec
+        assert services.restart_dead() == []
+        first = services.processes[0]
+        os.kill(first.pid, signal.SIGKILL)
+        wait_until(lambda: first.poll() is not None, 5, "redis to die")
+        said = services.restart_dead()
+        assert len(said) == 1 and said[0].startswith("Redis (pid ") and f"port {_port(url)}" in said[0]
+        assert services.endpoints.redis_url == url and services.processes[0].pid != first.pid
+        assert client.pfcount("kept-hll") == 3  # same address, data back from the AOF
+        client.close()
+    # A later start with the same directory comes back with the data, on another port.
+    with EmbeddedServices(environ={"CROWDPULSE_KAFKA": "unused:9"}, log_dir=tmp_path, data_dir=data) as again:
+        client = redis.Redis.from_url(again.endpoints.redis_url)
+        assert client.pfcount("kept-hll") == 3
+        client.close()
