@@ -78,7 +78,7 @@ def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
         (good[:40], "truncated_frame"),
         (good + b"\x00" * 24, "count_mismatch"),
         (b"CP\x02" + good[3:], "unknown_version"),
-        (b"XX" + good[2:], "bad_magic"),
+        (b"XX" + good[2:], "undecodable"),  # without the magic it is neither a frame nor JSON
         (good[:3] + b"\x80" + good[4:], "bad_flags"),
         (json.dumps(dict(json_event, device="262011234567890")).encode(), "raw_identifier"),  # an IMSI in clear
         (json.dumps({"device": "00112233445566ff", "cell": 1001}).encode(), "missing_field"),
