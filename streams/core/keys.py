@@ -6,6 +6,7 @@ Redis Cluster slot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streams.core.rotation import NO_ROTATION, Rotation
@@ -27,6 +28,14 @@ class KeyLayout:
 
     def cell_bucket(self, cell: int, bucket: int, shadow: bool = False) -> str:
         return f"{self.namespace}:{{c:{cell}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
+
+    def bucket_keys(self, areas: Iterable[str], cells: Iterable[int], bucket: int, segments: Iterable[str]) -> list[str]:
+        """Every HyperLogLog key one bucket can have: each area's total and segments and each
+        cell's, with their rotation shadows."""
+        segments = ("", *segments)
+        out = [self.area_bucket(a, bucket, shadow, seg) for a in areas for seg in segments for shadow in (False, True)]
+        out += [self.cell_bucket(c, bucket, shadow) for c in cells for shadow in (False, True)]
+        return out
 
     def area_window(self, area: str, newest_bucket: int, window_s: int) -> list[str]:
         """The keys of one window, all under the pseudonym epoch of its newest bucket."""

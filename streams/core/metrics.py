@@ -76,6 +76,10 @@ class Metrics:
             "Estimator passes that failed, by kind (redis: Redis away; other: logged with its traceback). "
             "The next pass takes up what the failed one left.", ["kind"], registry=r,
         )
+        self.buckets_dropped = Counter(
+            "crowdpulse_bucket_keys_dropped_total",
+            "HyperLogLog keys of buckets no window can read any more, deleted by the estimator.", registry=r,
+        )
         self.rebuilds = Counter(
             "crowdpulse_redis_rebuilds_total",
             "Times this worker found Redis had lost its data and rebuilt its partitions' windows from Kafka.", registry=r,

@@ -11,6 +11,7 @@ import time
 
 from streams.core.areas import AreaMap
 from streams.core.metrics import Metrics
+from streams.core.segments import STORED
 from streams.core.settings import Settings
 from streams.core.windows import Span, as_of_ms
 from streams.estimate.estimator import (
@@ -30,6 +31,8 @@ from streams.pipeline.estimate_store import EstimateStore
 from streams.pipeline.hll_store import HllStore, stream_time
 from streams.pipeline.ingest_service import wall_now_ms
 
+#: Buckets whose keys one pass may drop at most (a first pass, or one after a jump in stream time).
+DROP_AT_MOST_BUCKETS = 120
 SpanCounts = dict[tuple[str, int, Span], int]
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ class EstimatorPass:
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
         self._pending_dirty: set[tuple[str, int]] = set()
         self.last_publish_wall: float | None = None
+        self._dropped_through: int | None = None  # the newest bucket whose keys were dropped
         #: Stream time within the grace period of the wall clock at the last pass: a live feed,
         #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
         self.live = True
@@ -135,8 +139,30 @@ class EstimatorPass:
         await self.published.set_published_through(max(newest, published_through or newest), int(time.time() * 1000))
         self._pending_dirty.clear()
         self._observe(estimates, stream_now, current_as_of)
+        await self.drop_old_buckets(watermarks)
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
+
+    async def drop_old_buckets(self, watermarks: dict[int, int | None]) -> None:
+        """Delete the keys of buckets no window can read any more: older than the longest window
+        before the newest sealed bucket (every partition's watermark past it plus grace, so no
+        event can reach them). Their expiry would remove them too, but it runs on the wall clock
+        (windows.expire_at_ms): a stream replayed or simulated faster than real time would keep
+        up to an hour of wall time of buckets, sixty simulated hours at 60x."""
+        settings = self.settings
+        through = sealed_through(watermarks, settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
+        if through is None:
+            return
+        horizon = through - max(settings.windows_s) // settings.bucket_s - 1
+        first = horizon - DROP_AT_MOST_BUCKETS + 1 if self._dropped_through is None else self._dropped_through + 1
+        first = max(first, horizon - DROP_AT_MOST_BUCKETS + 1)
+        if first > horizon:
+            return
+        keys = [k for b in range(first, horizon + 1)
+                for k in self.hll.keys.bucket_keys(self.areas.area_ids, self.areas.cell_ids.tolist(), b, STORED)]
+        dropped = await self.hll.drop(keys)
+        self._dropped_through = horizon
+        self.metrics.buckets_dropped.inc(dropped)
 
     async def span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int,
                           watermarks: dict[int, int | None]) -> SpanCounts:

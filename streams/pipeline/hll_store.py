@@ -223,6 +223,13 @@ class HllStore:
         """How many partitions are being rebuilt (the estimator waits for them)."""
         return int(await self.redis.scard(self.keys.rebuilding))
 
+    async def drop(self, keys: Sequence[str]) -> int:
+        """UNLINK keys (in pieces); returns how many existed."""
+        dropped = 0
+        for start in range(0, len(keys), COMMANDS_PER_PIPELINE):
+            dropped += int(await self.redis.unlink(*keys[start : start + COMMANDS_PER_PIPELINE]))
+        return dropped
+
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.keys.ingest_stats)
         stats = {name: 0 for name in STAT_FIELDS}
