@@ -14,6 +14,7 @@ import atexit
 import functools
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -305,14 +306,33 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
     return app
 
 
+FAUST_DIR_PREFIX = "crowdpulse-faust-"
+
+
 def faust_datadir(settings: Settings) -> Path:
-    """Faust's data directory: the configured one, else a temporary one removed at exit."""
+    """Faust's data directory: the configured one, else a temporary one removed at exit. Its
+    name carries the process id, so that the folders of workers that died without cleaning up
+    (kill -9) are removed by the next worker to start."""
     if settings.datadir is not None:
         settings.datadir.mkdir(parents=True, exist_ok=True)
         return settings.datadir
-    path = Path(tempfile.mkdtemp(prefix="crowdpulse-faust-"))
+    remove_orphaned_datadirs(Path(tempfile.gettempdir()))
+    path = Path(tempfile.mkdtemp(prefix=f"{FAUST_DIR_PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def remove_orphaned_datadirs(folder: Path) -> list[Path]:
+    """Remove the temporary data directories of workers no longer running; returns them."""
+    removed: list[Path] = []
+    if not Path("/proc/self").exists():  # no way to tell a live process here: keep everything
+        return removed
+    for path in folder.glob(f"{FAUST_DIR_PREFIX}*-*"):
+        pid = path.name[len(FAUST_DIR_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 async def observe_at_scrape(app: faust.App, parts: WorkerParts, started_wall: float) -> None:

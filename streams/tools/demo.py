@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -144,6 +145,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             _print_summary(base, summary, time.monotonic() - sim_started)
         process.stop(timeout=15)
         services.stop()
+    # A clean run leaves nothing behind; a failed one (returned or raised above) keeps its logs.
+    shutil.rmtree(log_dir, ignore_errors=True)
     return 0
 
 
