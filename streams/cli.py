@@ -25,6 +25,7 @@ COMMANDS = {
     "services": "streams.runtime.services_command",
     "worker": "streams.runtime.worker",
     "simulate": "streams.tools.simulate",
+    "publish": "streams.tools.publish",
     "demo": "streams.tools.demo",
     "evaluate": "streams.tools.evaluate.command",
     "calibrate": "streams.tools.calibrate",
@@ -35,7 +36,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crowdpulse",
-        description="Streaming, real-time crowd estimation: services, worker, simulate, demo, evaluate, calibrate, bench.",
+        description="Streaming, real-time crowd estimation: services, worker, simulate, publish, demo, evaluate, calibrate, bench.",
         epilog=ENV_HELP,
     )
     sub = parser.add_subparsers(dest="command", required=True)
