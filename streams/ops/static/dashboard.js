@@ -130,6 +130,7 @@ function render() {
   for (const area of state.dirty) renderTile(area);
   if (state.dirty.size) renderMap();
   if (state.alertsDirty) renderAlerts();
+  else if (state.dirty.size) refreshAlertsNow();
   if (state.detail && (state.dirty.has(state.detail) || state.alertsDirty)) renderDetail();
   state.dirty.clear();
   state.alertsDirty = false;
@@ -151,6 +152,13 @@ function tickAge() {
   age.classList.toggle("stale", s > 30);
 }
 
+// Why a tile's numbers are withheld (the estimate's suppressed_reason; docs/privacy.md).
+const WITHHELD = {
+  below_min_count: "fewer phones than the privacy threshold",
+  differencing: "too close to a containing area's count",
+  privacy_budget: "the day's privacy budget is spent",
+};
+
 function activeAlertsOf(area) {
   return [...state.alerts.values()].filter((a) => a.area === area && a.state !== "resolved");
 }
@@ -161,6 +169,7 @@ function buildTile(spec) {
     el("header", {}, el("h3", { text: spec.name, title: spec.name }), el("span", { class: "kind", text: spec.kind }), el("span", { class: "badge", "data-field": "badge", hidden: "" })),
     el("div", { class: "people", "data-field": "people", text: "no data" }),
     el("div", { class: "range", "data-field": "range" }),
+    el("div", { class: "phones", "data-field": "phones" }),
     el("div", { class: "capacity" }, el("div", { class: "capbar" }, el("div", { class: "fill" })), el("span", { class: "pct", "data-field": "pct", text: "—" })),
     el("div", { class: "levelword", "data-field": "level" }),
   );
@@ -191,7 +200,13 @@ function renderTile(area) {
   const alerts = activeAlertsOf(area);
   const badge = f("badge");
   badge.hidden = alerts.length === 0;
-  badge.textContent = alerts.length === 1 ? "1 alert" : `${alerts.length} alerts`;
+  // The badge says which level is alerting: a tile below its line can still have an alert that
+  // has not cleared (an alert clears only below its clear level, held: hysteresis).
+  const worst = alerts.some((a) => a.level === "critical") ? "critical" : "warn";
+  badge.className = `badge level-${worst}`;
+  badge.textContent = alerts.length === 1 ? `${worst} alert` : `${worst} · ${alerts.length} alerts`;
+  badge.title = alerts.map((a) => `${a.level} ${a.rule.replace(/_/g, " ")} alert since ${utc(a.started_at)} UTC; ${clearText(a)}`).join("\n");
+  f("phones").textContent = e && !e.suppressed ? `${n(e.devices)} phones seen in ${windowLabel(state.window)}` : "";
   if (!e) {
     tile.classList.add("nodata");
     f("people").textContent = "no data";
@@ -204,6 +219,7 @@ function renderTile(area) {
     f("people").textContent = "suppressed";
     // Withheld by the privacy rules: a count under k, or too close to a containing one.
     f("range").textContent = "withheld for privacy";
+    f("phones").textContent = WITHHELD[e.suppressed_reason] || "";
     f("pct").textContent = "—";
     tile.querySelector(".fill").style.width = "0";
     tile.dataset.asOf = String(e.as_of);
@@ -268,9 +284,28 @@ function alertItem(a, withAck = true) {
   } else if (a.state === "resolved") {
     li.append(el("span", { class: "acked", text: `resolved ${utc(a.resolved_at)}` }));
   }
-  li.append(el("div", { class: "msg", text: a.message }));
-  li.append(el("div", { class: "when", text: `since ${utc(a.started_at)} · fired ${utc(a.fired_at)} UTC (stream time)` }));
+  li.append(el("div", { class: "msg", text: `${a.message} (when it fired)` }));
+  if (a.state !== "resolved") li.append(el("div", { class: "now", "data-field": "now", text: nowText(a) }));
+  li.append(el("div", { class: "when", text: `since ${utc(a.started_at)} · fired ${utc(a.fired_at)} UTC (stream time) · ${clearText(a)}` }));
   return li;
+}
+
+// What the alert's area reads now, on the window its rule watches: the alert's own message
+// keeps the numbers of the moment it fired.
+function nowText(a) {
+  const e = state.latest.get(key(a.area, a.window_s));
+  if (!e) return "now: no estimate yet";
+  if (e.suppressed) return "now: withheld for privacy";
+  const level = e.level === "ok" ? "below its warn level" : e.level;
+  return `now: ${n(e.people)} people, ${Math.round((100 * e.people) / e.capacity)}% of capacity (${level})`;
+}
+
+// When an alert clears, in its rule's own terms (the clear level must then hold for the rules'
+// clear hold: hysteresis, docs/operations.md).
+function clearText(a) {
+  if (a.rule === "time_to_capacity") return `clears when capacity is over ${a.clear} min away`;
+  const level = a.unit === "share_of_capacity" ? `${Math.round(a.clear * 100)}% of capacity` : `${a.clear} ${(a.unit || "").replace(/_/g, " ")}`;
+  return `clears below ${level}`;
 }
 
 function sortAlerts(list) {
@@ -286,6 +321,15 @@ function renderAlerts() {
   const count = $("alert-count");
   count.textContent = String(active.length);
   count.classList.toggle("hot", active.some((a) => a.state === "firing"));
+}
+
+// New estimates: only each listed alert's "now" line changes (the list, and its buttons, stay).
+function refreshAlertsNow() {
+  for (const li of document.querySelectorAll("li.alert[data-alert-id]")) {
+    const a = state.alerts.get(li.dataset.alertId);
+    const now = li.querySelector('[data-field="now"]');
+    if (a && now && state.dirty.has(a.area)) now.textContent = nowText(a);
+  }
 }
 
 async function acknowledge(id, button) {

@@ -65,6 +65,14 @@ def stable_estimates(worker) -> dict:
     return {(e["area"], e["window_s"]): e for e in wait_until(read, 30, "the estimates to settle")}
 
 
+#: The tile's line under "withheld for privacy", per suppressed_reason (dashboard.js WITHHELD).
+WITHHELD_WHY = {
+    "below_min_count": "fewer phones than the privacy threshold",
+    "differencing": "too close to a containing area's count",
+    "privacy_budget": "the day's privacy budget is spent",
+}
+
+
 def assert_tiles_match(page, api: dict, area_ids: list[str], window: int) -> int:
     """Every tile shows the API's estimate for `window`; returns how many were suppressed."""
     suppressed = 0
@@ -86,6 +94,7 @@ def assert_tiles_match(page, api: dict, area_ids: list[str], window: int) -> int
             # No number at all: neither the count, nor its range, nor a share of capacity.
             assert people == "suppressed" and tile.locator('[data-field="pct"]').inner_text() == "—"
             assert tile.locator('[data-field="range"]').inner_text() == "withheld for privacy"
+            assert tile.locator('[data-field="phones"]').inner_text() == WITHHELD_WHY[e["suppressed_reason"]]
             assert "suppressed" in tile.get_attribute("class")
             suppressed += 1
         else:
@@ -96,6 +105,8 @@ def assert_tiles_match(page, api: dict, area_ids: list[str], window: int) -> int
             pct = tile.locator('[data-field="pct"]').inner_text()
             assert number(pct) == round(100 * e["people"] / e["capacity"]), (area, pct)
             assert tile.get_attribute("data-level") == e["level"]
+            # The window selector changes what a window counts: its phones, in their own unit.
+            assert tile.locator('[data-field="phones"]').inner_text() == f"{e['devices']:,} phones seen in {window // 60} min"
     return suppressed
 
 
@@ -144,6 +155,13 @@ def test_dashboard_shows_the_api_numbers_raises_and_acks_an_alert(endpoints, tmp
             page.wait_for_selector('.tile[data-area="stadium"].level-critical', timeout=15_000)
             alert_id = item.get_attribute("data-alert-id")
             assert "Stadium" in item.inner_text() and "critical" in item.inner_text().lower()
+            # Beside the numbers of the moment it fired, what the area reads now, and the badge
+            # on the tile names the alerting level.
+            stadium_now = worker.get("/api/areas/stadium")["latest"]
+            now_line = item.locator('[data-field="now"]').inner_text()
+            assert now_line.startswith("now: ") and "% of capacity" in now_line
+            assert any(f"{e['people']:,} people" in now_line for e in stadium_now if e["window_s"] == 300), (now_line, stadium_now)
+            assert page.locator('.tile[data-area="stadium"] [data-field="badge"]').inner_text().startswith("critical")
             assert page.evaluate("performance.getEntriesByType('navigation').length") == 1, "no reload happened"
             # Every point of the series reached the page over SSE, even buckets published
             # within the same second, with the values the API has now.
@@ -172,6 +190,15 @@ def test_dashboard_shows_the_api_numbers_raises_and_acks_an_alert(endpoints, tmp
             assert page.locator("#detail-alerts li").count() >= 1
             page.screenshot(path=str(OUTPUT / "dashboard-detail.png"))
             page.screenshot(path=str(tmp_path / "dashboard-detail.png"))
+
+            # 5. On a phone the alerts come before the tiles, not 1,100 px down.
+            page.keyboard.press("Escape")
+            page.set_viewport_size({"width": 390, "height": 844})
+            page.evaluate("window.scrollTo(0, 0)")
+            alerts_top = page.locator("#alerts").bounding_box()["y"]
+            tiles_top = page.locator("#tiles").bounding_box()["y"]
+            assert 0 < alerts_top < tiles_top and alerts_top < 844, (alerts_top, tiles_top)
+            page.screenshot(path=str(OUTPUT / "dashboard-phone.png"))
 
             assert errors == [], errors
             foreign = [u for u in requests if not u.startswith(worker.base_url)]
