@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import cast
 
 from streams.core.areas import load_areas
+from streams.core.errors import ServiceUnavailable
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
 from streams.runtime.processes import ManagedProcess
@@ -86,6 +87,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from producers.publisher import KafkaSink
     from producers.scenarios import parse_overrides
     from producers.simulate import SimulationRun, run_simulation
+    from streams.runtime.preflight import check_kafka, check_redis
 
     settings = Settings.from_env()
     areas = load_areas(settings.areas_path)
@@ -100,6 +102,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         endpoints = services.start()
+        check_kafka(endpoints.kafka)  # configured ones (CROWDPULSE_KAFKA/_REDIS) may not answer
+        check_redis(endpoints.redis_url)
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
         # A fresh consumer group per demo: the embedded broker can hold a dead member for a while.
         own = {} if "CROWDPULSE_APP_ID" in os.environ else {"CROWDPULSE_APP_ID": f"crowdpulse-demo-{secrets.token_hex(3)}"}
@@ -137,6 +141,9 @@ def _run_demo(args: argparse.Namespace) -> int:
             time.sleep(1.0)
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
+    except ServiceUnavailable:
+        shutil.rmtree(log_dir, ignore_errors=True)  # one line says it all; nothing ran to log
+        raise
     finally:
         stop.set()
         if simulator is not None and worker is not None:

@@ -57,6 +57,7 @@ def test_a_taken_http_port_is_refused_and_a_free_one_is_not() -> None:
 @pytest.mark.parametrize("argv", [
     ["simulate"],
     ["worker", "--http-port", "0"],  # replaced below by a free port
+    ["demo", "--duration", "5"],
 ])
 def test_commands_with_an_unreachable_kafka_fail_in_one_line(argv: list[str], monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
