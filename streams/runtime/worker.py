@@ -17,8 +17,9 @@ def run(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from streams.core.settings import Settings
+    from streams.core.topics import TopicNames
     from streams.runtime.app import create_app
-    from streams.runtime.preflight import check_kafka, check_port_free, check_redis
+    from streams.runtime.preflight import check_kafka, check_port_free, check_redis, redacted
     from streams.runtime.services import EmbeddedServices, ensure_topics, topic_partitions
 
     settings = Settings.from_env(http_port=args.http_port)
@@ -33,7 +34,15 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.with_endpoints(endpoints.kafka, endpoints.redis_url)
         ensure_topics(endpoints.kafka, topic_partitions(settings), security=settings.kafka_security.kafka_python_config())
         app = create_app(settings)
-        worker = Worker(app, loglevel=args.loglevel, quiet=True)
+        ready = (f"crowdpulse worker ready: consuming {TopicNames(settings.topic_prefix).events} from {endpoints.kafka}, "
+                 f"Redis {redacted(endpoints.redis_url)}, API http://{settings.http_host}:{settings.http_port}/")
+
+        class ReadyWorker(Worker):
+            async def on_startup_finished(self) -> None:
+                await super().on_startup_finished()
+                print(ready, flush=True)  # with --loglevel warning the only line that says it runs
+
+        worker = ReadyWorker(app, loglevel=args.loglevel, quiet=True)
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:

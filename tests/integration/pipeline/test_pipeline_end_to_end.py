@@ -55,6 +55,10 @@ def exact_sets(events: np.ndarray, areas_doc: dict, bucket_ms: int) -> dict[tupl
 
 def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
     settings = worker.settings
+    # The one line a worker prints when it runs (whatever the log level), naming where it reads.
+    ready = wait_until(lambda: [line for line in worker.log_tail(100_000).splitlines() if "crowdpulse worker ready" in line],
+                       30, "the worker's ready line")
+    assert f"consuming {worker.topics.events} from {endpoints.kafka}" in ready[0] and settings.http_host in ready[0]
     areas = load_areas(settings.areas_path)
     areas_doc = json.loads(settings.areas_path.read_text())
     batches = simulated_events(areas)
