@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,11 @@ def test_dashboard_shows_the_api_numbers_raises_and_acks_an_alert(endpoints, tmp
             tiles_top = page.locator("#tiles").bounding_box()["y"]
             assert 0 < alerts_top < tiles_top and alerts_top < 844, (alerts_top, tiles_top)
             page.screenshot(path=str(OUTPUT / "dashboard-phone.png"))
+
+            # The page names its icon (no 404 for /favicon.ico in the browser's console).
+            assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/static/favicon.svg")
+            with urllib.request.urlopen(worker.base_url + "/static/favicon.svg", timeout=5) as icon:
+                assert icon.headers["Content-Type"].startswith("image/svg+xml") and b"<svg" in icon.read()
 
             assert errors == [], errors
             foreign = [u for u in requests if not u.startswith(worker.base_url)]
