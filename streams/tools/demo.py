@@ -32,7 +32,7 @@ HELP = "services + worker + simulator + live table, until Ctrl-C or --duration"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from streams.tools.simulate import simulation_arguments
 
-    simulation_arguments(p, default_speedup=60.0, default_devices=100_000)
+    simulation_arguments(p, default_speedup=60.0, default_devices=100_000, demo=True)
     p.add_argument("--data-dir", type=Path,
                    help="keep Redis' data here (AOF) and reuse it at the next demo with the same directory (default: nothing kept)")
 

@@ -19,18 +19,20 @@ from streams.core.errors import ConfigError
 HELP = "publish simulated network events"
 
 
-def simulation_arguments(p: argparse.ArgumentParser, default_speedup: float = 60.0, default_devices: int = 20_000) -> None:
-    """The options shared by `simulate` and `demo`."""
+def simulation_arguments(p: argparse.ArgumentParser, default_speedup: float = 60.0, default_devices: int = 20_000,
+                         demo: bool = False) -> None:
+    """The options shared by `simulate` and `demo` (`demo`: paced against the wall clock, no --out)."""
     from producers.scenarios import SCENARIOS
 
     p.add_argument("--scenario", default="steady", choices=list(SCENARIOS), help="scenario (default steady; docs/simulator.md)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
                    help="override a scenario/population/signalling parameter, e.g. --set uplift_pct=30 (repeatable)")
     p.add_argument("--devices", type=int, default=default_devices, help=f"simulated devices (default {default_devices})")
+    flat_out = "" if demo else "; 0 = as fast as possible"
     p.add_argument("--speedup", type=float, default=default_speedup,
-                   help=f"simulated seconds per wall second; 0 = as fast as possible (default {default_speedup:g})")
+                   help=f"simulated seconds per wall second{flat_out} (default {default_speedup:g})")
     p.add_argument("--duration", type=float, default=None,
-                   help="stop after this many wall seconds (with --out: simulated seconds, default the scenario's)")
+                   help="stop after this many wall seconds" + ("" if demo else " (with --out: simulated seconds, default the scenario's)"))
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--threads", type=int, default=1,
                    help="generate in this many threads (shards of the population; default 1). One thread gives a "
