@@ -80,6 +80,11 @@ class Metrics:
             "crowdpulse_bucket_keys_dropped_total",
             "HyperLogLog keys of buckets no window can read any more, deleted by the estimator.", registry=r,
         )
+        self.log_resets = Counter(
+            "crowdpulse_log_resets_total",
+            "crowd.events partitions found restarted below the applied offset (a broker that lost its log) and read again "
+            "from their start.", registry=r,
+        )
         self.rebuilds = Counter(
             "crowdpulse_redis_rebuilds_total",
             "Times this worker found Redis had lost its data and rebuilt its partitions' windows from Kafka.", registry=r,

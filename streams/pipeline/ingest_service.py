@@ -9,6 +9,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 from streams.core.areas import AreaMap
@@ -38,6 +39,18 @@ class IngestService:
         state = self.ingestor.partitions.get(partition)
         return state.applied_offset if state is not None else None
 
+    def log_restarted(self, partition: int, highwater: int | None) -> bool:
+        """If the partition's log now ends at or below the applied offset, take it as a new log:
+        everything in it is applied from its start (the watermark and frame sequences stay)."""
+        state = self.ingestor.partitions.get(partition)
+        if state is None or highwater is None or highwater > state.applied_offset:
+            return False
+        log.warning("crowd.events partition %d now ends at offset %d, below the %d already applied: the broker lost its "
+                    "log; reading the new one from its start", partition, highwater, state.applied_offset)
+        self.ingestor.partitions[partition] = replace(state, applied_offset=-1)
+        self.metrics.log_resets.inc()
+        return True
+
     def forget(self, partition: int) -> None:
         """A revoked partition: its state is reloaded from Redis if it comes back."""
         self.ingestor.forget(partition)
@@ -53,13 +66,19 @@ class IngestService:
         plan = await self.plan_batch(messages)
         return await self.write_batch(plan, len(messages), started)
 
-    async def plan_batch(self, messages: list[Message]) -> BatchPlan:
+    async def plan_batch(self, messages: list[Message], highwater: Callable[[int], int | None] = lambda p: None) -> BatchPlan:
         """Plan one batch and adopt its partition states and sequences right away, so the next
-        batch can be planned while this one is still being written (see write_batch)."""
+        batch can be planned while this one is still being written (see write_batch).
+
+        `highwater(partition)`: the partition's log end as the consumer last saw it. A log that
+        ends at or below the offset already applied was restarted (a broker that lost its data,
+        as the embedded one does when it restarts): its new messages would otherwise be skipped
+        as already applied, so the partition is read from its start (log_restarted)."""
         for partition in {m.partition for m in messages}:
             if not self.ingestor.known(partition):
                 state, sequences = await self._with_retry(functools.partial(self.store.load_partition, partition))
                 self.ingestor.restore(partition, state, sequences)
+            self.log_restarted(partition, highwater(partition))
         try:
             plan = self.ingestor.plan(messages, wall_now_ms())
         except Exception as exc:

@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 import redis
+from faust.types import TP
 from kafka import KafkaConsumer
 
 from streams.core.areas import AreaMap, load_areas
@@ -167,6 +168,13 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
     late_topic = app.topic(topics.late, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
     alerts_topic = app.topic(topics.alerts, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
 
+    def events_highwater(partition: int) -> int | None:
+        """The log end of a crowd.events partition as the consumer last fetched it (None: unknown)."""
+        try:
+            return app.consumer.highwater(TP(topics.events, partition))
+        except Exception:  # not fetched yet, or being rebalanced
+            return None
+
     @app.agent(events_topic, concurrency=1)
     async def record_events(stream: faust.StreamT) -> None:
         # noack_take: a batch is acknowledged (and so its offsets committed) only after it is
@@ -192,7 +200,7 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
                         Message(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value or b"")
                         for e in events
                     ]
-                    plan = await parts.ingest.plan_batch(messages)
+                    plan = await parts.ingest.plan_batch(messages, events_highwater)
                     if in_flight is not None:
                         await in_flight
                     in_flight = asyncio.ensure_future(finish(events, plan, started))

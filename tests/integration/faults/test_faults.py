@@ -312,3 +312,51 @@ def test_redis_restarted_empty_is_rebuilt_from_kafka(endpoints: Endpoints, own_r
     assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == after_loss
     assert faulty_counts == reference_counts and len(faulty_counts) > 100
     assert faulty_figures == reference_figures
+
+
+# --- the broker comes back empty -----------------------------------------------------------------
+
+
+def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoints, tmp_path: Path) -> None:
+    """The embedded broker keeps topics in memory: restarted, its partitions start again at offset
+    0, below what the worker applied. The worker notices, reads them from their start instead of
+    skipping them as already applied, and the books close on everything sent."""
+    from streams.runtime.services import ensure_topics, start_broker, topic_partitions, wait_for_kafka
+
+    areas = load_areas(DEFAULT_AREAS)
+    port = free_port()
+    broker, bootstrap = start_broker(port, tmp_path)
+    try:
+        wait_for_kafka(bootstrap)
+        worker = start_worker(Endpoints(kafka=bootstrap, redis_url=endpoints.redis_url), tmp_path, "reset")
+        feed = Feed.to(bootstrap, worker, areas)
+        try:
+            feed.minutes(0, 9)
+            wait_for_books(worker, feed.sent, 60)
+            wait_until(lambda: newest_as_of(worker) >= minute_end(9), 60, "estimates of minute 9")
+
+            kill(broker)
+            broker, _ = start_broker(port, tmp_path)
+            wait_for_kafka(bootstrap)
+            ensure_topics(bootstrap, topic_partitions(worker.settings))
+            restarted_at = time.monotonic()
+            feed.minutes(10, 14)  # fewer messages than the worker had applied per partition
+
+            wait_for_books(worker, feed.sent, 120)
+            wait_until(lambda: newest_as_of(worker) >= minute_end(14), 60, f"estimates of minute 14:\n{worker.log_tail()}")
+            print(f"\nbroker back empty: everything sent after it counted {time.monotonic() - restarted_at:.1f} s later")
+            time.sleep(3 * worker.settings.publish_interval_s)
+            faulty_books = books(worker)
+            faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
+            assert (worker.metric("crowdpulse_log_resets_total") or 0) >= 1
+        finally:
+            feed.close()
+            worker.stop()
+            worker.redis.close()
+    finally:
+        broker.stop()
+
+    _, reference_counts, _ = reference_run(endpoints, tmp_path, 15)
+    assert faulty_books["events_in"] == feed.sent
+    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
+    assert faulty_counts == reference_counts
