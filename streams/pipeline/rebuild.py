@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 #: Messages per planned batch while rebuilding, and how long a poll may wait.
 REBUILD_BATCH = 200
 POLL_MS = 1000
+#: Empty polls in a row after which a partition's range is taken as read (the broker has fewer).
+MAX_IDLE_POLLS = 5
 #: The rebuilding mark expires unless renewed: a worker that dies mid-rebuild does not stop the
 #: estimator for good.
 MARK_TTL_S = 60
@@ -79,24 +81,12 @@ def first_offset_at(consumer: KafkaConsumer, tp: TopicPartition, at_ms: int, las
     return low
 
 
-def read_range(consumer: KafkaConsumer, tp: TopicPartition, start: int, last: int) -> list[Message]:
-    """Messages start..last of `tp` (fewer if the broker has fewer): one consumer read."""
-    consumer.seek(tp, start)
-    out: list[Message] = []
-    idle = 0
-    while idle < 5:
-        records = consumer.poll(timeout_ms=POLL_MS, max_records=REBUILD_BATCH).get(tp, [])
-        if not records:
-            idle += 1
-            continue
-        idle = 0
-        for r in records:
-            if r.offset > last:
-                return out
-            out.append(Message(tp.topic, tp.partition, r.offset, r.key, r.value or b""))
-        if out and out[-1].offset >= last:
-            break
-    return out
+def read_batch(consumer: KafkaConsumer, tp: TopicPartition, last: int) -> tuple[list[Message], bool]:
+    """One poll of `tp` from the consumer's position: its messages up to `last`, and whether the
+    range is done (`last` reached). An empty poll is not done: the caller counts idle polls."""
+    records = consumer.poll(timeout_ms=POLL_MS, max_records=REBUILD_BATCH).get(tp, [])
+    out = [Message(tp.topic, tp.partition, r.offset, r.key, r.value or b"") for r in records if r.offset <= last]
+    return out, bool(records) and records[-1].offset >= last
 
 
 class Rebuilder:
@@ -143,19 +133,24 @@ class Rebuilder:
                 tp = TopicPartition(topic, r.partition)
                 await asyncio.to_thread(consumer.assign, [tp])
                 start = await asyncio.to_thread(first_offset_at, consumer, tp, since_ms, r.last_offset)
-                messages = await asyncio.to_thread(read_range, consumer, tp, start, r.last_offset)
                 ingestor = Ingestor(self.settings, self.areas)
                 # Starting just before the range, with the floor as watermark: older events are
                 # "late" to this planner and dropped (no window needs them).
                 ingestor.restore(r.partition, PartitionState(start - 1, r.floor_ms), {})
-                for i in range(0, len(messages), REBUILD_BATCH):
-                    plan = ingestor.plan(messages[i : i + REBUILD_BATCH], int(time.time() * 1000))
-                    ingestor.commit(plan)
-                    await self.store.write_adds(plan)
-                    await self.store.set_rebuilding(partitions, MARK_TTL_S)
-                read[r.partition] = len(messages)
-                log.warning("rebuilt partition %d from Kafka: offsets %d..%d (%d messages)", r.partition, start, r.last_offset,
-                            len(messages))
+                await asyncio.to_thread(consumer.seek, tp, start)
+                done, idle, count = start > r.last_offset, 0, 0
+                # Batch by batch: an hour of a busy partition does not fit in memory at once.
+                while not done and idle < MAX_IDLE_POLLS:
+                    messages, done = await asyncio.to_thread(read_batch, consumer, tp, r.last_offset)
+                    idle = 0 if messages else idle + 1
+                    if messages:
+                        plan = ingestor.plan(messages, int(time.time() * 1000))
+                        ingestor.commit(plan)
+                        await self.store.write_adds(plan)
+                        await self.store.set_rebuilding(partitions, MARK_TTL_S)
+                        count += len(messages)
+                read[r.partition] = count
+                log.warning("rebuilt partition %d from Kafka: offsets %d..%d (%d messages)", r.partition, start, r.last_offset, count)
         finally:
             await asyncio.to_thread(consumer.close)
             await self.store.done_rebuilding(partitions)
