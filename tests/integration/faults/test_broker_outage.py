@@ -41,7 +41,7 @@ def test_a_short_broker_outage_is_ridden_out_and_a_long_one_is_counted(tmp_path:
     try:
         wait_for_kafka(bootstrap)
         ensure_topics(bootstrap, {TOPIC: PARTITIONS})
-        sink = KafkaSink(bootstrap, TOPIC, delivery_timeout_ms=20_000, request_timeout_ms=5_000)
+        sink = KafkaSink(bootstrap, TOPIC, delivery_timeout_ms=8_000, request_timeout_ms=3_000)
         before, n_before = frames_of(0)
         sink.send(before)
         sink.producer.flush()
