@@ -176,7 +176,7 @@ def _print_table(base: str, interactive: bool) -> None:
         print(f"(api not answering: {exc})", flush=True)
         return
     lines = table_lines(estimates)
-    lines.extend(_alert_lines(base))
+    lines.extend(_alert_lines(base, estimates))
     if interactive:
         sys.stdout.write("\x1b[2J\x1b[H")
     print("\n".join(lines) + "\n", flush=True)
@@ -195,7 +195,7 @@ def table_lines(estimates: list[dict]) -> list[str]:
         if e["suppressed"] or e["people"] is None:
             why = {"below_min_count": "withheld: < k", "differencing": "withheld: diff.", "privacy_budget": "withheld: budget"}
             lines.append(f"{e['area']:<15} {window:>6} {'-':>8} {'-':>8} {why.get(e.get('suppressed_reason') or '', 'withheld'):>19} "
-                         f"{'':>8} {e['level'] or '':>9}")
+                         f"{'':>8} {'-':>9}")
             continue
         mark = "*" if e.get("warming_up") else ""
         warming = warming or bool(mark)
@@ -210,8 +210,9 @@ def table_lines(estimates: list[dict]) -> list[str]:
     return lines
 
 
-def _alert_lines(base: str) -> list[str]:
-    """The active alerts under the table (the dashboard at / shows them with ack buttons)."""
+def _alert_lines(base: str, estimates: list[dict]) -> list[str]:
+    """The active alerts under the table (the dashboard at / shows them with ack buttons): each
+    with its message of the moment it fired and the area's share of capacity now."""
     try:
         active = http_json(f"{base}/api/alerts")["active"]  # type: ignore[index]
     except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
@@ -219,8 +220,11 @@ def _alert_lines(base: str) -> list[str]:
     if not active:
         return ["", "alerts: none active"]
     lines = ["", f"alerts: {len(active)} active"]
+    now = {(e["area"], e["window_s"]): e for e in estimates}
     for a in active[:12]:
-        lines.append(f"  {a['level'].upper():<8} {a['state']:<12} {a['message']}")
+        e = now.get((a["area"], a.get("window_s")))
+        current = "" if e is None or e["people"] is None else f"  [now {100 * e['people'] / e['capacity']:.0f}%, {e['level']}]"
+        lines.append(f"  {a['level'].upper():<8} {a['state']:<12} {a['message']}{current}")
     if len(active) > 12:
         lines.append(f"  ... and {len(active) - 12} more")
     return lines

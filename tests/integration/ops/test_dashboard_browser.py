@@ -140,6 +140,9 @@ def test_dashboard_shows_the_api_numbers_raises_and_acks_an_alert(endpoints, tmp
             # this early in the stream (it equals the 60-minute window): shown as suppressed.
             api = stable_estimates(worker)
             area_ids = load_test_city(areas_path).area_ids
+            # A wide screen lays the tiles out in a grid (three or more to a row at 1600 px).
+            tops = [page.locator(".tile").nth(i).bounding_box()["y"] for i in range(3)]
+            assert tops[0] == tops[1] == tops[2], tops
             assert assert_tiles_match(page, api, area_ids, 300) == 0
             page.select_option("#window", "900")
             assert assert_tiles_match(page, api, area_ids, 900) >= 1

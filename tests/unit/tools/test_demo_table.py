@@ -29,5 +29,6 @@ def test_withheld_rows_say_why_and_warming_up_is_marked() -> None:
         estimate(area="city", warming_up=True, level="uncertain"),
     ])
     assert "withheld: diff." in lines[2] and "withheld: < k" in lines[3]
+    assert lines[2].split()[-1] == "-"  # no level for a number not shown
     assert lines[4].split()[-1] == "uncertain*"
     assert lines[-1].startswith("* warming up")
