@@ -51,6 +51,18 @@ class IngestService:
         self.metrics.log_resets.inc()
         return True
 
+    async def restart_if_log_restarted(self, partition: int, highwater: int) -> bool:
+        """log_restarted for a partition this worker owns but may not have read yet (its state
+        loaded from Redis first); a restart is written to Redis at once, so that no reload (a
+        rebalance, another worker) brings the old applied offset back."""
+        if not self.ingestor.known(partition):
+            state, sequences = await self.store.load_partition(partition)
+            self.ingestor.restore(partition, state, sequences)
+        if not self.log_restarted(partition, highwater):
+            return False
+        await self.store.save_partitions({partition: self.ingestor.partitions[partition]}, {})
+        return True
+
     def forget(self, partition: int) -> None:
         """A revoked partition: its state is reloaded from Redis if it comes back."""
         self.ingestor.forget(partition)

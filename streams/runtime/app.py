@@ -222,8 +222,42 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             if app.should_stop:
                 break
             await watch_redis_generation()  # every worker: each rebuilds its own partitions
+            await watch_log_restarts()
             if app.is_leader():
                 await guarded_pass()
+
+    async def watch_log_restarts() -> None:
+        # A broker that lost its log (the embedded one, restarted) ends each partition below the
+        # offset applied: Faust's consumer then drops the new messages as already read and ingest
+        # would skip them as already applied. Every pass, every worker checks the partitions it
+        # owns and reads a restarted one from its start (the check at batch time catches the
+        # case where the new messages do reach the agent).
+        try:
+            assignment = [tp for tp in app.consumer.assignment() if tp.topic == topics.events]
+        except Exception:  # not started, or being rebalanced
+            return
+        for tp in assignment:
+            highwater = events_highwater(tp.partition)
+            if highwater is None:
+                continue
+            try:
+                if await parts.ingest.restart_if_log_restarted(tp.partition, highwater):
+                    await app.consumer.seek(tp, 0)
+                    continue
+            except TRANSIENT_ERRORS:
+                return  # Redis away: the next pass looks again
+            # A consumer positioned past the log's end (a rebalance sought it to an offset the
+            # group committed against the lost log) would wait there for good: it resumes after
+            # what ingest applied of the new log.
+            try:
+                position = await app.consumer.position(tp)
+            except Exception:
+                continue
+            applied = parts.ingest.applied_offset(tp.partition)
+            if position is not None and applied is not None and position > highwater and position > applied + 1:
+                log.warning("crowd.events partition %d: the consumer is at offset %d, past the log's end %d; "
+                            "resuming at %d", tp.partition, position, highwater, applied + 1)
+                await app.consumer.seek(tp, applied + 1)
 
     async def watch_redis_generation() -> None:
         rebuilder = parts.rebuilder

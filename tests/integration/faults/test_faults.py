@@ -32,6 +32,7 @@ from ..crowd import MIN, START_MS, minute_events
 
 #: The survivor of a killed worker must own every partition and publish again within this.
 TAKEOVER_BOUND_S = 30.0
+BROKER_DOWN_S = 30.0
 
 
 @dataclass
@@ -318,8 +319,8 @@ def test_redis_restarted_empty_is_rebuilt_from_kafka(endpoints: Endpoints, own_r
 
 
 def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoints, tmp_path: Path) -> None:
-    """The embedded broker keeps topics in memory: restarted, its partitions start again at offset
-    0, below what the worker applied. The worker notices, reads them from their start instead of
+    """The broker is away for 30 s and, as the embedded broker keeps topics in memory, comes back
+    empty: its partitions start again at offset 0, below what the worker applied. The worker notices, reads them from their start instead of
     skipping them as already applied, and the books close on everything sent."""
     from streams.runtime.services import ensure_topics, start_broker, topic_partitions, wait_for_kafka
 
@@ -336,6 +337,7 @@ def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoi
             wait_until(lambda: newest_as_of(worker) >= minute_end(9), 60, "estimates of minute 9")
 
             kill(broker)
+            time.sleep(BROKER_DOWN_S)  # the worker's fetches and heartbeats fail meanwhile
             broker, _ = start_broker(port, tmp_path)
             wait_for_kafka(bootstrap)
             ensure_topics(bootstrap, topic_partitions(worker.settings))
@@ -344,7 +346,8 @@ def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoi
 
             wait_for_books(worker, feed.sent, 120)
             wait_until(lambda: newest_as_of(worker) >= minute_end(14), 60, f"estimates of minute 14:\n{worker.log_tail()}")
-            print(f"\nbroker back empty: everything sent after it counted {time.monotonic() - restarted_at:.1f} s later")
+            print(f"\nbroker down {BROKER_DOWN_S:.0f} s, back empty: everything sent after it counted "
+                  f"{time.monotonic() - restarted_at:.1f} s later")
             time.sleep(3 * worker.settings.publish_interval_s)
             faulty_books = books(worker)
             faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
