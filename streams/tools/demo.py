@@ -204,6 +204,9 @@ def table_lines(estimates: list[dict]) -> list[str]:
         lines.append(f"{e['area']:<15} {window:>6} {e['devices']:>8,} {e['people']:>8,} {rng:>19} {pct:>8} {e['level'] + mark:>9}")
     if warming:
         lines.append("* warming up: the windows are still filling after the start (docs/estimation.md)")
+    reasons = {e["area"]: e["level_reason"] for e in estimates if e.get("level") == "uncertain" and e.get("level_reason")}
+    for area, reason in sorted(reasons.items()):
+        lines.append(f"uncertain {area}: {reason}")
     if as_of is not None:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(as_of / 1000))
         lines.insert(0, f"stream time: windows ending {stamp} UTC")

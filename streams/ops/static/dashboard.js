@@ -167,7 +167,7 @@ function buildTile(spec) {
   const tile = el("article", { class: "tile nodata", "data-area": spec.id, tabindex: "0" });
   tile.append(
     el("header", {}, el("h3", { text: spec.name, title: spec.name }), el("span", { class: "kind", text: spec.kind }), el("span", { class: "badge", "data-field": "badge", hidden: "" })),
-    el("div", { class: "people", "data-field": "people", text: "no data" }),
+    el("div", { class: "people", "data-field": "people", text: "waiting" }),
     el("div", { class: "range", "data-field": "range" }),
     el("div", { class: "phones", "data-field": "phones" }),
     el("div", { class: "capacity" }, el("div", { class: "capbar" }, el("div", { class: "fill" })), el("span", { class: "pct", "data-field": "pct", text: "—" })),
@@ -209,8 +209,9 @@ function renderTile(area) {
   f("phones").textContent = e && !e.suppressed ? `${n(e.devices)} phones seen in ${windowLabel(state.window)}` : "";
   if (!e) {
     tile.classList.add("nodata");
-    f("people").textContent = "no data";
-    f("range").textContent = "";
+    // Nothing published yet for this area and window (a start, or a new area): say so.
+    f("people").textContent = "waiting";
+    f("range").textContent = "waiting for the first estimate";
     f("pct").textContent = "—";
     tile.querySelector(".fill").style.width = "0";
     tile.dataset.asOf = "";
@@ -219,7 +220,8 @@ function renderTile(area) {
     f("people").textContent = "suppressed";
     // Withheld by the privacy rules: a count under k, or too close to a containing one.
     f("range").textContent = "withheld for privacy";
-    f("phones").textContent = WITHHELD[e.suppressed_reason] || "";
+    // While the windows fill after a start they are often too alike to publish: it passes.
+    f("phones").textContent = (WITHHELD[e.suppressed_reason] || "") + (e.warming_up ? " · windows still filling" : "");
     f("pct").textContent = "—";
     tile.querySelector(".fill").style.width = "0";
     tile.dataset.asOf = String(e.as_of);

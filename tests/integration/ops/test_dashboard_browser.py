@@ -95,7 +95,8 @@ def assert_tiles_match(page, api: dict, area_ids: list[str], window: int) -> int
             # No number at all: neither the count, nor its range, nor a share of capacity.
             assert people == "suppressed" and tile.locator('[data-field="pct"]').inner_text() == "—"
             assert tile.locator('[data-field="range"]').inner_text() == "withheld for privacy"
-            assert tile.locator('[data-field="phones"]').inner_text() == WITHHELD_WHY[e["suppressed_reason"]]
+            why = WITHHELD_WHY[e["suppressed_reason"]] + (" · windows still filling" if e["warming_up"] else "")
+            assert tile.locator('[data-field="phones"]').inner_text() == why
             assert "suppressed" in tile.get_attribute("class")
             suppressed += 1
         else:

@@ -26,9 +26,10 @@ def test_withheld_rows_say_why_and_warming_up_is_marked() -> None:
     lines = table_lines([
         estimate(area="centre", suppressed=True, suppressed_reason="differencing", devices=None, people=None, level=None),
         estimate(area="arena", suppressed=True, suppressed_reason="below_min_count", devices=None, people=None, level=None),
-        estimate(area="city", warming_up=True, level="uncertain"),
+        estimate(area="city", warming_up=True, level="uncertain", level_reason="the 90% range spans under 80% to over 95%"),
     ])
     assert "withheld: diff." in lines[2] and "withheld: < k" in lines[3]
     assert lines[2].split()[-1] == "-"  # no level for a number not shown
     assert lines[4].split()[-1] == "uncertain*"
-    assert lines[-1].startswith("* warming up")
+    assert lines[-2].startswith("* warming up")
+    assert lines[-1] == "uncertain city: the 90% range spans under 80% to over 95%"  # the level's reason, once per area
