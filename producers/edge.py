@@ -1,7 +1,8 @@
 """The producer edge for an operator's own events: raw subscriber identifiers in, keyed
 pseudonyms out. What `crowdpulse publish` runs; nothing here keeps or sends an identifier.
 
-An input event is one JSON object per line:
+An input event is one JSON object per line, or a CSV row under a header naming the same fields
+(`subscriber,cell,ts,type[,m2m,home_cell,age_band]`):
 
     {"subscriber": "262011234567890", "cell": 1001, "ts": "2026-03-07T18:04:05Z", "type": "tau",
      "m2m": false, "home_cell": 1017, "age_band": 2}
@@ -23,6 +24,7 @@ each phone once. A line that cannot be read is rejected with its number and reas
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,8 +68,43 @@ def _time(value: object) -> int:
     return ts
 
 
-def parse_lines(lines: Iterable[tuple[int, str]], areas: AreaMap) -> RawBatch:
-    """Read numbered lines of raw events (module notes); blank lines are skipped."""
+CSV_FIELDS = ("subscriber", "cell", "ts", "type", "m2m", "home_cell", "age_band")
+
+
+def csv_item(header: list[str], line: str) -> dict:
+    """One CSV row as the JSON object it stands for: numbers as numbers, empty cells absent,
+    m2m as true/false (the header names the columns, CSV_FIELDS)."""
+    values = next(csv.reader([line]))
+    if len(values) != len(header):
+        raise ValueError(f"{len(values)} columns, the header has {len(header)}")
+    item: dict = {}
+    for name, raw in zip(header, values):
+        raw = raw.strip()
+        if not raw:
+            continue
+        if name in ("cell", "home_cell", "age_band"):
+            item[name] = int(raw) if raw.lstrip("-").isdigit() else raw
+        elif name == "ts":
+            item[name] = int(raw) if raw.isdigit() else raw
+        elif name == "m2m":
+            item[name] = {"true": True, "1": True, "false": False, "0": False}.get(raw.lower(), raw)
+        else:
+            item[name] = raw
+    return item
+
+
+def csv_header(line: str) -> list[str]:
+    header = [h.strip() for h in next(csv.reader([line]))]
+    unknown = [h for h in header if h not in CSV_FIELDS]
+    if unknown or not {"subscriber", "cell", "ts", "type"} <= set(header):
+        raise ConfigError(f"the CSV header must name subscriber, cell, ts, type (and optionally m2m, home_cell, age_band); "
+                          f"got {', '.join(header)}")
+    return header
+
+
+def parse_lines(lines: Iterable[tuple[int, str]], areas: AreaMap, header: list[str] | None = None) -> RawBatch:
+    """Read numbered lines of raw events (module notes): JSON objects, or CSV rows under `header`
+    (csv_header); blank lines are skipped."""
     rows: list[tuple[int, int, int, int, int, int]] = []
     identities: list[str] = []
     rejected: list[tuple[int, str]] = []
@@ -76,9 +113,9 @@ def parse_lines(lines: Iterable[tuple[int, str]], areas: AreaMap) -> RawBatch:
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except ValueError:
-            rejected.append((number, "not a JSON object"))
+            item = csv_item(header, line) if header is not None else json.loads(line)
+        except ValueError as exc:
+            rejected.append((number, f"not a CSV row ({exc})" if header is not None else "not a JSON object"))
             continue
         if not isinstance(item, dict):
             rejected.append((number, "not a JSON object"))

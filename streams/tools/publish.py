@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -28,10 +29,15 @@ SECRET_ENV = "CROWDPULSE_PSEUDONYM_SECRET"
 BATCH_LINES = 20_000
 #: Rejected lines printed (all are counted).
 SHOW_REJECTED = 10
+#: Seconds between progress lines on standard error.
+PROGRESS_S = 5.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", nargs="?", default="-", help="file of events, one JSON object per line (default: standard input)")
+    p.add_argument("source", nargs="?", default="-",
+                   help="file of events, one JSON object per line or CSV with a header (default: standard input)")
+    p.add_argument("--csv", action="store_true", help="the input is CSV: subscriber,cell,ts,type[,m2m,home_cell,age_band] "
+                                                       "with that header first (default: JSON lines; a .csv file is read as CSV)")
     p.add_argument("--secret-file", type=Path,
                    help=f"file holding the pseudonymisation secret (default: the {SECRET_ENV} variable); at least 16 bytes, "
                         "the same at every edge of one operator")
@@ -50,9 +56,9 @@ def read_secret(secret_file: Path | None) -> bytes:
     return secret
 
 
-def numbered_batches(stream: TextIO, size: int) -> Iterator[list[tuple[int, str]]]:
+def numbered_batches(stream: TextIO, size: int, first: int = 1) -> Iterator[list[tuple[int, str]]]:
     batch: list[tuple[int, str]] = []
-    for number, line in enumerate(stream, start=1):
+    for number, line in enumerate(stream, start=first):
         batch.append((number, line))
         if len(batch) >= size:
             yield batch
@@ -62,7 +68,7 @@ def numbered_batches(stream: TextIO, size: int) -> Iterator[list[tuple[int, str]
 
 
 def run(args: argparse.Namespace) -> int:
-    from producers.edge import Edge, parse_lines
+    from producers.edge import Edge, csv_header, parse_lines
     from producers.pseudonyms import KeySchedule
     from producers.publisher import DeliveryError, Framer, KafkaSink
     from streams.core.areas import load_areas
@@ -85,9 +91,14 @@ def run(args: argparse.Namespace) -> int:
     lines = rejected = shadows = 0
     reasons: dict[str, int] = {}
     stream = sys.stdin if args.source == "-" else open(args.source, encoding="utf-8")
+    header = None
+    last_progress = time.monotonic()
     try:
-        for batch in numbered_batches(stream, BATCH_LINES):
-            parsed = parse_lines(batch, areas)
+        if args.csv or args.source.endswith(".csv"):
+            header = csv_header(stream.readline())
+            lines = 1
+        for batch in numbered_batches(stream, BATCH_LINES, first=lines + 1):
+            parsed = parse_lines(batch, areas, header)
             lines += len(batch)
             for number, reason in parsed.rejected:
                 if rejected < SHOW_REJECTED:
@@ -98,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             sink.send(framer.frames(events))
             sink.send(framer.frames(shadow, shadow=True))
             shadows += len(shadow)
+            if time.monotonic() - last_progress >= PROGRESS_S:
+                last_progress = time.monotonic()
+                print(f"crowdpulse publish: {lines:,} lines, {sink.events - shadows:,} events sent, {rejected:,} lines refused",
+                      file=sys.stderr, flush=True)
     except DeliveryError as exc:
         print(f"crowdpulse publish: {exc}; stopped after line {lines:,}", file=sys.stderr)
         return 1

@@ -60,6 +60,14 @@ def test_raw_events_are_published_pseudonymised_and_counted(worker: RunningWorke
         assert worker.redis.pfcount(key) == worker.redis.pfcount(reference)
         worker.redis.pfmerge(f"{reference}:merged", key, reference)
         assert worker.redis.pfcount(f"{reference}:merged") == worker.redis.pfcount(reference)  # no other member
+    # The same first minute again as CSV: the same pseudonyms (the count does not move), once more in the books.
+    rows = tmp_path / "minute0.csv"
+    rows.write_text("subscriber,cell,ts,type\n" + "".join(
+        f"26201{i:010d},{stadium.cells[i % len(stadium.cells)]},{START_MS + i},tau\n" for i in range(SUBSCRIBERS)))
+    assert main(["publish", str(rows)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["events"] == SUBSCRIBERS
+    wait_until(lambda: worker.stats()["events_in"] >= 6 * SUBSCRIBERS, 60, "the CSV events")
+    assert worker.redis.pfcount(worker.keys.area_bucket("stadium", bucket)) == worker.redis.pfcount(reference)
     # Nothing that left the edge carries an identifier in clear.
     messages = consume_all(endpoints.kafka, worker.topics.events, worker.settings.partitions)
     assert messages and not any(b"26201" in m.value for m in messages)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from producers.edge import Edge, parse_lines
+from producers.edge import Edge, csv_header, parse_lines
 from producers.pseudonyms import KeySchedule, pseudonymise
 from streams.core.areas import load_areas
 from streams.core.clock import parse_time
+from streams.core.errors import ConfigError
 from streams.core.rotation import Rotation
 from streams.core.segments import band, home_code
 from streams.core.settings import DEFAULT_AREAS
@@ -69,3 +71,18 @@ def test_events_in_the_overlap_before_a_rotation_get_shadows_under_the_next_key(
     next_key = schedule.key(int(DAILY.epoch(before)) + 1)
     assert bytes(shadows["device"][0]) == bytes(pseudonymise(np.array(["262011234567890"], dtype=object), next_key)[0])
     assert bytes(shadows["device"][0]) != bytes(events["device"][0])
+
+
+def test_csv_rows_read_as_the_json_events_they_stand_for() -> None:
+    header = csv_header("subscriber,cell,ts,type,m2m,home_cell,age_band")
+    from_csv = parse_lines([(2, f"262011234567890,{CELL},2026-03-07T18:04:05Z,data,true,{CELL},2"), (3, f"7,{CELL},1772906645000,tau,,,"),
+                            (4, "only,three,columns"), (5, f"9,{CELL},1772906645000,sms,,,")], AREAS, header)
+    from_json = parse_lines(lines(event(type="data", m2m=True, home_cell=CELL, age_band=2), event(subscriber="7", ts=1_772_906_645_000)),
+                            AREAS)
+    assert from_csv.records.tobytes() == from_json.records.tobytes() and from_csv.identities == from_json.identities
+    assert [n for n, _ in from_csv.rejected] == [4, 5] and "columns" in from_csv.rejected[0][1]
+
+
+def test_a_csv_header_must_name_the_required_fields() -> None:
+    with pytest.raises(ConfigError, match="subscriber, cell, ts, type"):
+        csv_header("imsi,cell,ts,type")
