@@ -8,6 +8,9 @@ SCENARIO ?=
 # test and lint tools (Playwright, pytest, ruff, mypy): a demo does not install those.
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+# setuptools prints a boxed warning about editable installs at every install; it says nothing
+# about this project (pip's own errors still show).
+QUIET_BUILD := PYTHONWARNINGS=ignore
 
 .PHONY: demo test lint install system-packages clean
 
@@ -16,11 +19,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(DEMO_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[tools]'
+	$(QUIET_BUILD) $(BIN)/pip install --quiet -e '.[tools]'
 	touch $(DEMO_STAMP)
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[tools,test,lint]'
+	$(QUIET_BUILD) $(BIN)/pip install --quiet -e '.[tools,test,lint]'
 	touch $(DEMO_STAMP) $(STAMP)
 
 install: $(STAMP)
