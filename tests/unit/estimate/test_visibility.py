@@ -4,6 +4,7 @@ ranges, the scaling from phones to people, and the exact curve tracker used to c
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from streams.estimate.visibility import (
     N60,
     SIZE_EDGES,
     VisibilityModel,
+    _to_planes,
     count_bounds,
     curve_features,
     log_half_width,
@@ -111,10 +113,26 @@ def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
     model.save(tmp_path / "m.npz")
     again = VisibilityModel.load(tmp_path / "m.npz")
     probe, n60 = rng.random((7, len(FEATURE_NAMES))), np.full(7, 500)
-    # The table is kept as float16 and z as float32: equal to a few thousandths.
+    # The table is kept on a grid of 1/128 standard deviation and z to 1e-4: equal to a few thousandths.
+    assert np.abs(again.table - model.table).max() <= 0.5 / 128 + 1e-6
     np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=2e-3)
     assert again.meta == {"runs": ["x"]} and again.k == 5
     np.testing.assert_allclose(again.spread_90, model.spread_90)
+
+
+def test_a_table_written_in_float16_before_the_grid_still_loads(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    model = VisibilityModel.fit(*_synthetic(rng, 300)[:2], k=5, meta={}).with_coverage(*_synthetic(rng, 100))
+    model.save(tmp_path / "grid.npz")
+    with np.load(tmp_path / "grid.npz") as f:
+        arrays = {name: f[name] for name in f.files if name not in ("table_grid", "grid")}
+    arrays["table"] = _to_planes(np.ascontiguousarray(model.table.astype(np.float16).T))
+    with zipfile.ZipFile(tmp_path / "old.npz", "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    old = VisibilityModel.load(tmp_path / "old.npz")
+    np.testing.assert_array_equal(old.table, model.table.astype(np.float16).astype(np.float32))
 
 
 def test_people_from_phones_by_share_and_sims() -> None:
