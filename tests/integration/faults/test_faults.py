@@ -103,8 +103,32 @@ def final_figures(worker: RunningWorker) -> dict:
             for e in worker.get("/api/areas")}  # type: ignore[union-attr]
 
 
-def reference_run(endpoints: Endpoints, tmp_path: Path, minutes: int) -> tuple[RunningWorker, dict, dict]:
-    """The same minutes through a worker with no fault: its books, HyperLogLog counts, figures."""
+@dataclass
+class Outcome:
+    """What a run leaves: its books, every HyperLogLog key's count, the final published figures."""
+
+    books: dict
+    counts: dict[str, int]
+    figures: dict
+
+
+def outcome(worker: RunningWorker) -> Outcome:
+    return Outcome(books(worker), hll_counts(worker.redis, worker.settings.namespace), final_figures(worker))
+
+
+def assert_as_without_fault(faulty: Outcome, reference: Outcome, taken_in: int, same_figures: bool = True) -> None:
+    """Nothing lost, nothing counted twice: the books hold exactly `taken_in` events and close,
+    and every HyperLogLog key (and, unless told, every final figure) is the fault-free run's."""
+    assert faulty.books["events_in"] == taken_in
+    assert faulty.books["counted"] + faulty.books["deadletter"] + faulty.books["late"] == taken_in
+    assert faulty.books["deadletter"] == faulty.books["late"] == 0
+    assert faulty.counts == reference.counts and len(faulty.counts) > 100
+    if same_figures:
+        assert faulty.figures == reference.figures
+
+
+def reference_run(endpoints: Endpoints, tmp_path: Path, minutes: int) -> Outcome:
+    """The same minutes through a worker with no fault."""
     worker = start_worker(endpoints, tmp_path / "reference", "ref")
     try:
         feed = Feed.to(endpoints.kafka, worker, load_areas(DEFAULT_AREAS))
@@ -113,7 +137,7 @@ def reference_run(endpoints: Endpoints, tmp_path: Path, minutes: int) -> tuple[R
         wait_for_books(worker, feed.sent, 60)
         wait_until(lambda: newest_as_of(worker) >= minute_end(minutes - 1), 60, "the reference's last estimates")
         time.sleep(2 * worker.settings.publish_interval_s)  # let a pass republish what the last one read
-        return worker, hll_counts(worker.redis, worker.settings.namespace), final_figures(worker)
+        return outcome(worker)
     finally:
         worker.stop()
 
@@ -156,20 +180,13 @@ def test_kill_9_of_the_leader_of_two_workers_loses_and_doubles_nothing(endpoints
         owned = wait_until(lambda: lag_partitions(survivor), 10, "the survivor's lag per partition")
         assert len(owned) == survivor.settings.partitions, f"the survivor owns {sorted(owned)}"
         time.sleep(2 * survivor.settings.publish_interval_s)
-        faulty_books, faulty_figures = books(survivor), final_figures(survivor)
-        faulty_counts = hll_counts(survivor.redis, survivor.settings.namespace)
+        faulty = outcome(survivor)
     finally:
         feed.close()
         for w in workers:
             w.stop()
 
-    _, reference_counts, reference_figures = reference_run(endpoints, tmp_path, 20)
-    # Nothing lost, nothing counted twice: the books close on exactly what was sent.
-    assert faulty_books["events_in"] == feed.sent
-    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
-    assert faulty_books["deadletter"] == faulty_books["late"] == 0
-    assert faulty_counts == reference_counts and len(faulty_counts) > 100
-    assert faulty_figures == reference_figures
+    assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 20), feed.sent)
 
 
 def lag_partitions(worker: RunningWorker) -> set[str]:
@@ -255,19 +272,13 @@ def test_redis_down_and_back_with_its_data(endpoints: Endpoints, own_redis: OwnR
         assert (worker.metric("crowdpulse_redis_retries_total") or 0) > 0, "ingest never waited for Redis"
         assert (worker.metric("crowdpulse_estimator_pass_errors_total", {"kind": "redis"}) or 0) > 0, \
             "the estimator never met the outage"
-        faulty_books, faulty_figures = books(worker), final_figures(worker)
-        faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
+        faulty = outcome(worker)
     finally:
         feed.close()
         worker.stop()
         worker.redis.close()
 
-    _, reference_counts, reference_figures = reference_run(endpoints, tmp_path, 20)
-    assert faulty_books["events_in"] == feed.sent
-    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
-    assert faulty_books["deadletter"] == faulty_books["late"] == 0
-    assert faulty_counts == reference_counts and len(faulty_counts) > 100
-    assert faulty_figures == reference_figures
+    assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 20), feed.sent)
 
 
 @pytest.mark.parametrize("own_redis", [False], indirect=True, ids=["no-persistence"])
@@ -300,19 +311,14 @@ def test_redis_restarted_empty_is_rebuilt_from_kafka(endpoints: Endpoints, own_r
         time.sleep(3 * worker.settings.publish_interval_s)
         assert worker.process.poll() is None
         assert (worker.metric("crowdpulse_rebuild_messages_total") or 0) > 0
-        faulty_books, faulty_figures = books(worker), final_figures(worker)
-        faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
+        faulty = outcome(worker)
     finally:
         feed.close()
         worker.stop()
         worker.redis.close()
 
-    _, reference_counts, reference_figures = reference_run(endpoints, tmp_path, 20)
     # The books restart with Redis: exactly the events that arrived after, each once.
-    assert faulty_books["events_in"] == after_loss
-    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == after_loss
-    assert faulty_counts == reference_counts and len(faulty_counts) > 100
-    assert faulty_figures == reference_figures
+    assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 20), after_loss)
 
 
 # --- the broker comes back empty -----------------------------------------------------------------
@@ -349,8 +355,7 @@ def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoi
             print(f"\nbroker down {BROKER_DOWN_S:.0f} s, back empty: everything sent after it counted "
                   f"{time.monotonic() - restarted_at:.1f} s later")
             time.sleep(3 * worker.settings.publish_interval_s)
-            faulty_books = books(worker)
-            faulty_counts = hll_counts(worker.redis, worker.settings.namespace)
+            faulty = outcome(worker)
             assert (worker.metric("crowdpulse_log_resets_total") or 0) >= 1
         finally:
             feed.close()
@@ -359,7 +364,4 @@ def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoi
     finally:
         broker.stop()
 
-    _, reference_counts, _ = reference_run(endpoints, tmp_path, 15)
-    assert faulty_books["events_in"] == feed.sent
-    assert faulty_books["counted"] + faulty_books["deadletter"] + faulty_books["late"] == feed.sent
-    assert faulty_counts == reference_counts
+    assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 15), feed.sent)
