@@ -7,47 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
-import time
 
 import pytest
 
-from producers.simulate import SimulationRun, frames_for
-from streams.core.areas import load_areas
 from streams.core.segments import STORED
-from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.estimate.estimator import sealed_through
-from streams.pipeline.ingest import Message
-from streams.runtime.app import WorkerParts
 from streams.runtime.services import Endpoints
+
+from .replay import ingest_in_steps, stream_until_now
 
 pytestmark = pytest.mark.integration
 BUCKET = re.compile(r":hll:\d+s:(\d+)")
 
 
 def test_buckets_no_window_can_read_are_deleted_and_the_others_kept(endpoints: Endpoints) -> None:
-    areas = load_areas(DEFAULT_AREAS)
-    settings = Settings.from_env({
-        "CROWDPULSE_REDIS": endpoints.redis_url, "CROWDPULSE_NAMESPACE": f"old{secrets.token_hex(3)}",
-    })
     minutes = 100
-    now = int(time.time() * 1000)
-    start = (now // 60_000 - minutes) * 60_000
-    run = SimulationRun(devices=2000, seed=8, start_ms=start, duration_s=(now - start) / 1000, speedup=0.0,
-                        partitions=settings.partitions, producer_id=12, rotation=settings.rotation)
-    frames = frames_for(run, areas)
+    replay = stream_until_now(endpoints, "old", minutes, devices=2000, seed=8, producer_id=12)
+    settings, areas, start = replay.settings, replay.areas, replay.start_ms
 
     async def check() -> None:
-        parts = WorkerParts.build(settings, areas)
-        offsets = {p: 0 for p in range(settings.partitions)}
-        step = max(1, len(frames) // minutes)
-        for i in range(0, len(frames), step):
-            batch = []
-            for partition, key, frame in frames[i : i + step]:
-                batch.append(Message("events", partition, offsets[partition], key, frame))
-                offsets[partition] += 1
-            await parts.ingest.ingest(batch)
-            await parts.estimator.run()
+        parts, _ = await ingest_in_steps(replay, minutes)
         store = parts.hll
         through = sealed_through(await store.watermarks(), settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
         assert through is not None

@@ -5,54 +5,31 @@ ending at the wall clock so its last passes are live (and count the next minute 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 
 import numpy as np
 import pytest
 
-from producers.simulate import SimulationRun, frames_for
-from streams.core.areas import load_areas
-from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.estimate.visibility import CURVE_SPANS_S
-from streams.pipeline.ingest import Message
 from streams.runtime.app import WorkerParts
 from streams.runtime.services import Endpoints
+
+from .replay import ingest_in_steps, stream_until_now
 
 pytestmark = pytest.mark.integration
 
 
 def test_kept_sealed_counts_equal_fresh_counts_and_are_used(endpoints: Endpoints) -> None:
-    areas = load_areas(DEFAULT_AREAS)
-    settings = Settings.from_env({
-        "CROWDPULSE_REDIS": endpoints.redis_url, "CROWDPULSE_NAMESPACE": f"sealed{secrets.token_hex(3)}",
-    })
     minutes = 40
-    now = int(time.time() * 1000)
-    start = (now // 60_000 - minutes) * 60_000
-    run = SimulationRun(devices=3000, seed=6, start_ms=start, duration_s=(now - start) / 1000, speedup=0.0,
-                        partitions=settings.partitions, producer_id=11, rotation=settings.rotation)
-    frames = frames_for(run, areas)
-    assert frames
+    replay = stream_until_now(endpoints, "sealed", minutes, devices=3000, seed=6, producer_id=11)
 
-    async def replay() -> tuple[WorkerParts, list[dict]]:
-        parts = WorkerParts.build(settings, areas)
-        offsets = {p: 0 for p in range(settings.partitions)}
-        published: list[dict] = []
-        step = max(1, len(frames) // (2 * minutes))  # about two passes per simulated minute
-        for i in range(0, len(frames), step):
-            batch = []
-            for partition, key, frame in frames[i : i + step]:
-                batch.append(Message("events", partition, offsets[partition], key, frame))
-                offsets[partition] += 1
-            await parts.ingest.ingest(batch)
-            published += await parts.estimator.run()
+    async def passes() -> tuple[WorkerParts, list[dict]]:
+        parts, published = await ingest_in_steps(replay, 2 * minutes)  # about two passes per simulated minute
         for _ in range(3):  # a few more passes at the end, as a live estimator makes them
             published += await parts.estimator.run()
         return parts, published
 
     async def check() -> None:
-        parts, published = await replay()
+        parts, published = await passes()
         assert published
         book, store = parts.estimator.book, parts.hll
         kept = parts.metrics.span_counts.labels("kept")._value.get()
