@@ -154,8 +154,9 @@ class EstimatorPass:
         if through is None:
             return
         horizon = through - max(settings.windows_s) // settings.bucket_s - 1
-        first = horizon - DROP_AT_MOST_BUCKETS + 1 if self._dropped_through is None else self._dropped_through + 1
-        first = max(first, horizon - DROP_AT_MOST_BUCKETS + 1)
+        first = horizon - DROP_AT_MOST_BUCKETS + 1
+        if self._dropped_through is not None:
+            first = max(first, self._dropped_through + 1)
         if first > horizon:
             return
         keys = [k for b in range(first, horizon + 1)

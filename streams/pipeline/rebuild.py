@@ -53,8 +53,7 @@ MARK_TTL_S = 60
 @dataclass(frozen=True)
 class RebuildRange:
     partition: int
-    start_offset: int  # the first message to re-read
-    last_offset: int  # the last one (the offset applied when Redis was found empty)
+    last_offset: int  # the last message to re-read: the offset applied when Redis was found empty
     floor_ms: int  # events older than this no window needs
 
 
@@ -110,7 +109,7 @@ class Rebuilder:
     def ranges(self, states: Mapping[int, PartitionState], wall_now_ms: int) -> list[RebuildRange]:
         span_ms = (max(self.settings.windows_s) + self.settings.grace_s) * 1000
         return [
-            RebuildRange(p, -1, s.applied_offset, (s.watermark_ms if s.watermark_ms is not None else wall_now_ms) - span_ms)
+            RebuildRange(p, s.applied_offset, (s.watermark_ms if s.watermark_ms is not None else wall_now_ms) - span_ms)
             for p, s in sorted(states.items())
             if s.applied_offset >= 0
         ]

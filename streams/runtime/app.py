@@ -46,7 +46,8 @@ from streams.pipeline.ingest import BatchPlan, Message
 from streams.pipeline.ingest_service import IngestService
 from streams.pipeline.kafka_transport import transport_class
 from streams.pipeline.rebuild import Rebuilder
-from streams.pipeline.redis_io import TRANSIENT_ERRORS, connect, with_retry
+from streams.pipeline.redis_io import TRANSIENT_ERRORS, connect
+from streams.runtime.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
         except Exception:  # not fetched yet, or being rebalanced
             return None
 
+    recovery = Recovery(app, parts.rebuilder, parts.ingest, parts.metrics, topics.events, events_highwater)
+
     @app.agent(events_topic, concurrency=1)
     async def record_events(stream: faust.StreamT) -> None:
         # noack_take: a batch is acknowledged (and so its offsets committed) only after it is
@@ -221,64 +224,9 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             await app.sleep(deadline - loop.time())
             if app.should_stop:
                 break
-            await watch_redis_generation()  # every worker: each rebuilds its own partitions
-            await watch_log_restarts()
+            await recovery.check()  # every worker: each recovers its own partitions
             if app.is_leader():
                 await guarded_pass()
-
-    async def watch_log_restarts() -> None:
-        # A broker that lost its log (the embedded one, restarted) ends each partition below the
-        # offset applied: Faust's consumer then drops the new messages as already read and ingest
-        # would skip them as already applied. Every pass, every worker checks the partitions it
-        # owns and reads a restarted one from its start (the check at batch time catches the
-        # case where the new messages do reach the agent).
-        try:
-            assignment = [tp for tp in app.consumer.assignment() if tp.topic == topics.events]
-        except Exception:  # not started, or being rebalanced
-            return
-        for tp in assignment:
-            highwater = events_highwater(tp.partition)
-            if highwater is None:
-                continue
-            try:
-                if await parts.ingest.restart_if_log_restarted(tp.partition, highwater):
-                    await app.consumer.seek(tp, 0)
-                    continue
-            except TRANSIENT_ERRORS:
-                return  # Redis away: the next pass looks again
-            # A consumer positioned past the log's end (a rebalance sought it to an offset the
-            # group committed against the lost log) would wait there for good: it resumes after
-            # what ingest applied of the new log.
-            try:
-                position = await app.consumer.position(tp)
-            except Exception:
-                continue
-            applied = parts.ingest.applied_offset(tp.partition)
-            if position is not None and applied is not None and position > highwater and position > applied + 1:
-                log.warning("crowd.events partition %d: the consumer is at offset %d, past the log's end %d; "
-                            "resuming at %d", tp.partition, position, highwater, applied + 1)
-                await app.consumer.seek(tp, applied + 1)
-
-    async def watch_redis_generation() -> None:
-        rebuilder = parts.rebuilder
-        try:
-            lost = await rebuilder.lost()
-        except TRANSIENT_ERRORS:
-            return  # Redis away: the next pass looks again
-        if not lost or (rebuilder.running is not None and not rebuilder.running.done()):
-            return
-        parts.metrics.rebuilds.inc()
-        ingestor = parts.ingest.ingestor
-        log.warning("Redis lost its data; rebuilding the windows of partitions %s from Kafka", sorted(ingestor.partitions))
-        rebuilder.running = asyncio.ensure_future(rebuild(dict(ingestor.partitions), dict(ingestor.sequences)))
-
-    async def rebuild(states: dict, sequences: dict) -> None:
-        try:
-            # Redis has just come back: its first answers may still fail (stale connections).
-            read = await with_retry(lambda: parts.rebuilder.rebuild(states, sequences), parts.metrics.redis_retries.inc)
-            parts.metrics.rebuild_messages.inc(sum(read.values()))
-        except Exception:
-            log.exception("rebuilding the windows from Kafka failed; the windows refill from new events")
 
     async def guarded_pass() -> None:
         # A failed pass never ends the task (nor the worker): Redis away is the expected case
