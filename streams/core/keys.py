@@ -61,6 +61,22 @@ class KeyLayout:
     def area_series(self, area: str, window_s: int) -> str:
         return f"{self.namespace}:{{a:{area}}}:series:{window_s}"
 
+    # The footfall history's working state (streams/pipeline/history_writer.py); the history
+    # itself lives in PostgreSQL.
+    def history_hour(self, area: str, hour: int) -> str:
+        """Hash: window end (ms) -> that minute's estimate, packed (streams/estimate/history.py),
+        until the hour is summarised."""
+        return f"{self.namespace}:{{a:{area}}}:hist:hour:{hour}"
+
+    def history_day(self, area: str, day: int) -> str:
+        """HyperLogLog: every phone seen in the area on that visitor day (its minute buckets merged)."""
+        return f"{self.namespace}:{{a:{area}}}:hist:day:{day}"
+
+    @property
+    def history_state(self) -> str:
+        """Hash: merged_through (newest bucket merged into its day), hours_through, days_through."""
+        return f"{self.namespace}:{{history}}:state"
+
     # Ingest bookkeeping shares one hash tag so a batch's accounting updates atomically.
     @property
     def ingest_state(self) -> str:

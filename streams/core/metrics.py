@@ -76,6 +76,15 @@ class Metrics:
             "Estimator passes that failed, by kind (redis: Redis away; other: logged with its traceback). "
             "The next pass takes up what the failed one left.", ["kind"], registry=r,
         )
+        self.history_rows = Counter(
+            "crowdpulse_history_rows_written_total",
+            "Footfall history rows upserted into PostgreSQL, by kind (hour, day); a replayed hour rewrites its row.",
+            ["kind"], registry=r,
+        )
+        self.history_errors = Counter(
+            "crowdpulse_history_errors_total",
+            "Footfall history writes that failed (PostgreSQL away or refusing); the next pass retries them.", registry=r,
+        )
         self.buckets_dropped = Counter(
             "crowdpulse_bucket_keys_dropped_total",
             "HyperLogLog keys of buckets no window can read any more, deleted by the estimator.", registry=r,

@@ -117,6 +117,13 @@ class Settings:
     #: Faust's data directory (Faust creates one even with in-memory tables); None: a temporary
     #: directory removed when the worker exits.
     datadir: Path | None = None
+    #: PostgreSQL URL of the footfall history (docs/footfall.md); None: no history is kept. Kept
+    #: out of repr (it may carry a password).
+    history_db: str | None = field(default=None, repr=False)
+    #: Hourly and daily history rows older than this many days are deleted.
+    history_retention_days: int = 400
+    #: The window whose estimates the hourly history summarises (one of windows_s).
+    history_window_s: int = 900
 
     def __post_init__(self) -> None:
         if self.bucket_s <= 0:
@@ -139,6 +146,11 @@ class Settings:
         if not 0 < self.publish_interval_s < float("inf"):
             raise ConfigError("publish_interval_s must be a positive number of seconds")
         self.rotation.check(self.bucket_s, max(self.windows_s))
+        if self.history_db and self.history_window_s not in self.windows_s:
+            raise ConfigError(f"the history summarises the {self.history_window_s} s window, which is not among the "
+                              f"published windows {list(self.windows_s)}")
+        if self.history_retention_days < 1:
+            raise ConfigError("CROWDPULSE_HISTORY_RETENTION_DAYS must be at least 1")
         if self.people_model not in PEOPLE_MODELS:
             raise ConfigError(f"people_model must be one of {', '.join(PEOPLE_MODELS)}")
         if self.people_model == "visibility" and (60 % self.bucket_s or max(self.windows_s) < 3600):
@@ -261,6 +273,10 @@ class Settings:
             values["webhook_url"] = env["CROWDPULSE_WEBHOOK_URL"]
         if env.get("CROWDPULSE_WEBHOOK_SECRET"):
             values["webhook_secret"] = env["CROWDPULSE_WEBHOOK_SECRET"]
+        if env.get("CROWDPULSE_HISTORY_DB"):
+            values["history_db"] = env["CROWDPULSE_HISTORY_DB"]
+        if env.get("CROWDPULSE_HISTORY_RETENTION_DAYS"):
+            values["history_retention_days"] = _int(env, "CROWDPULSE_HISTORY_RETENTION_DAYS")
         if env.get("CROWDPULSE_WEBHOOK_MAX_ATTEMPTS"):
             values["webhook_max_attempts"] = _int(env, "CROWDPULSE_WEBHOOK_MAX_ATTEMPTS")
         known = {f.name for f in fields(cls)}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 import faust
+import psycopg
 import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,8 +31,10 @@ from streams.core.areas import AreaMap
 from streams.core.metrics import Metrics
 from streams.core.settings import Settings
 from streams.estimate.estimator import Estimate
+from streams.estimate.history import DAY_FIELDS, HOUR_FIELDS, utc
 from streams.ops.alert_service import AlertService
 from streams.ops.alerts import AlertConflict
+from streams.ops.history_api import HistoryQueryError, HistoryReader, UsualLevels, history_rows, parse_query, to_csv
 from streams.ops.sse import LiveFeed, register_shutdown
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ class ApiSources:
     ingest_stats: Callable[[], Awaitable[dict[str, Any]]]
     #: Refreshes the gauges that are read when Prometheus scrapes (estimate age, consumer lag).
     before_scrape: Callable[[], Awaitable[None]]
+    #: The footfall history (None: CROWDPULSE_HISTORY_DB unset).
+    history: HistoryReader | None = None
 
 
 def add_views(app: faust.App, api: ApiSources) -> None:
@@ -69,15 +74,44 @@ def add_views(app: faust.App, api: ApiSources) -> None:
     # crowdpulse runs, passes aiohttp's and takes them back: the views are typed for aiohttp.
     page = cast(Callable[[str], Callable[[Callable[..., Any]], Any]], app.page)
 
+    usual = UsualLevels(api.history, api.settings.history_window_s) if api.history is not None else None
+
+    async def latest_annotated() -> list[Any]:
+        estimates = await api.estimates.latest_estimates()
+        return await usual.annotate(estimates) if usual is not None else list(estimates)
+
     @page("/api/areas")
     async def list_areas(self: Any, request: web.Request) -> web.Response:
-        return web.json_response(await api.estimates.latest_estimates())
+        return web.json_response(await latest_annotated())
+
+    @page("/api/areas/{area}/history")
+    async def area_history(self: Any, request: web.Request, area: str) -> web.Response:
+        if area not in api.areas.area_by_id:
+            return _error(404, f"unknown area {area[:64]!r}")
+        if api.history is None:
+            return _error(404, "no footfall history is kept here (CROWDPULSE_HISTORY_DB is not set)")
+        try:
+            query = parse_query(dict(request.query), request.headers.get("Accept", ""), int(time.time() * 1000))
+        except HistoryQueryError as exc:
+            return _error(400, str(exc))
+        try:
+            rows = await history_rows(api.history, area, query)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("history unavailable: %s", exc)
+            return web.json_response({"error": "the footfall history (PostgreSQL) is unavailable; retry shortly"},
+                                     status=503, headers={"Retry-After": "5"})
+        if query.csv:
+            columns = ["area", "start", *(HOUR_FIELDS if query.step == "hour" else ("day", *DAY_FIELDS))]
+            return web.Response(text=to_csv(rows, columns), content_type="text/csv",
+                                headers={"Content-Disposition": f'attachment; filename="{area}-{query.step}.csv"'})
+        return web.json_response({"area": area, "step": query.step, "from": utc(query.start_ms).isoformat(),
+                                  "to": utc(query.end_ms).isoformat(), "rows": rows})
 
     @page("/api/areas/{area}")
     async def show_area(self: Any, request: web.Request, area: str) -> web.Response:
         if area not in api.areas.area_by_id:
             return _error(404, f"unknown area {area[:64]!r}")
-        latest = [e for e in await api.estimates.latest_estimates() if e["area"] == area]
+        latest = [e for e in await latest_annotated() if e["area"] == area]
         series = {str(w): await api.estimates.series(area, w) for w in api.settings.windows_s}
         spec = api.areas.area_by_id[area]
         return web.json_response(

@@ -28,6 +28,7 @@ from streams.estimate.estimator import (
 from streams.estimate.privacy import DiscreteLaplace
 from streams.estimate.visibility import VisibilityModel
 from streams.pipeline.estimate_store import EstimateStore
+from streams.pipeline.history_writer import HistoryWriter
 from streams.pipeline.hll_store import HllStore, stream_time
 from streams.pipeline.ingest_service import wall_now_ms
 
@@ -68,8 +69,10 @@ class EstimatorPass:
     """The estimator's state between passes (the window book, sealed counts) and the pass."""
 
     def __init__(self, settings: Settings, areas: AreaMap, hll: HllStore, published: EstimateStore, metrics: Metrics,
-                 model: PeopleModel | None) -> None:
+                 model: PeopleModel | None, history: HistoryWriter | None = None) -> None:
         self.settings = settings
+        #: Writes the footfall history (None: CROWDPULSE_HISTORY_DB unset).
+        self.history = history
         self.areas = areas
         self.hll = hll
         self.published = published
@@ -123,6 +126,7 @@ class EstimatorPass:
         self.metrics.skipped_points.inc(skipped)
         if not points:
             self._pending_dirty.clear()
+            await self._after_publishing(watermarks)
             return []
         needed = self.book.needed(points)
         counts = await self.span_counts(needed, newest, stream_now, watermarks)
@@ -136,12 +140,22 @@ class EstimatorPass:
             await self.published.dp_charge(charges)
         current_as_of = as_of_ms(newest, settings.bucket_ms)
         await self.published.save_estimates(estimates, current_as_of, settings.series_points * settings.bucket_ms)
+        if self.history is not None:
+            await self.history.record(estimates)
         await self.published.set_published_through(max(newest, published_through or newest), int(time.time() * 1000))
         self._pending_dirty.clear()
         self._observe(estimates, stream_now, current_as_of)
-        await self.drop_old_buckets(watermarks)
+        await self._after_publishing(watermarks)
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
+
+    async def _after_publishing(self, watermarks: dict[int, int | None]) -> None:
+        """Old buckets out (merged into the history's visitor days first), sealed hours and days
+        into the history: also on a pass with nothing new to publish (the stream stopped)."""
+        await self.drop_old_buckets(watermarks)
+        if self.history is not None:
+            s = self.settings
+            await self.history.after_pass(sealed_through(watermarks, s.partitions, s.grace_s * 1000, s.bucket_ms))
 
     async def drop_old_buckets(self, watermarks: dict[int, int | None]) -> None:
         """Delete the keys of buckets no window can read any more: older than the longest window
@@ -157,6 +171,9 @@ class EstimatorPass:
         first = horizon - DROP_AT_MOST_BUCKETS + 1
         if self._dropped_through is not None:
             first = max(first, self._dropped_through + 1)
+        if self.history is not None:
+            # Into their visitor days first, from wherever the last merge stopped.
+            first = await self.history.merge_days(first, horizon)
         if first > horizon:
             return
         keys = [k for b in range(first, horizon + 1)

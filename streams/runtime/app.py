@@ -41,6 +41,8 @@ from streams.ops.web import ApiSources, add_views
 from streams.ops.webhook import WebhookSender
 from streams.pipeline.estimate_store import EstimateStore
 from streams.pipeline.estimator_pass import EstimatorPass, next_pass_at, people_model
+from streams.pipeline.history_store import HistoryStore
+from streams.pipeline.history_writer import HistoryWriter
 from streams.pipeline.hll_store import HllStore
 from streams.pipeline.ingest import BatchPlan, Message
 from streams.pipeline.ingest_service import IngestService
@@ -68,6 +70,7 @@ class WorkerParts:
     rebuilder: Rebuilder
     alerting: AlertService
     webhook: WebhookSender | None
+    history: HistoryStore | None
 
     @classmethod
     def build(cls, settings: Settings, areas: AreaMap) -> WorkerParts:
@@ -80,6 +83,8 @@ class WorkerParts:
         client = connect(settings.redis_url)
         hll = HllStore(client, keys)
         published = EstimateStore(client, keys)
+        history_store = HistoryStore(settings.history_db, settings.namespace) if settings.history_db else None
+        history = HistoryWriter(settings, areas, client, keys, history_store, metrics) if history_store else None
         return cls(
             settings=settings,
             areas=areas,
@@ -88,7 +93,8 @@ class WorkerParts:
             hll=hll,
             published=published,
             ingest=IngestService(settings, areas, hll, metrics),
-            estimator=EstimatorPass(settings, areas, hll, published, metrics, people_model(settings, areas)),
+            estimator=EstimatorPass(settings, areas, hll, published, metrics, people_model(settings, areas), history),
+            history=history_store,
             rebuilder=Rebuilder(settings, areas, hll, functools.partial(rebuild_consumer, settings)),
             alerting=AlertService(settings, areas, keys, metrics, AlertStore(client, keys)),
             webhook=WebhookSender(settings, metrics) if settings.webhook_url else None,
@@ -292,7 +298,10 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
     async def before_scrape() -> None:
         await observe_at_scrape(app, parts, started_wall)
 
-    add_views(app, ApiSources(settings, areas, parts.metrics, parts.alerting, parts.published, parts.ingest_stats, before_scrape))
+    # The API reads the history on a connection of its own: never inside the writer's transaction.
+    web_history = HistoryStore(settings.history_db, settings.namespace) if settings.history_db else None
+    add_views(app, ApiSources(settings, areas, parts.metrics, parts.alerting, parts.published, parts.ingest_stats, before_scrape,
+                              web_history))
     return app
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pwd
 import shlex
 import signal
 import socket
@@ -69,27 +70,31 @@ class ManagedProcess:
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         stop_signal: int = signal.SIGTERM,
+        user: int | None = None,
     ) -> None:
         """Launch ``argv``; its stdout and stderr go to ``log_path`` (appended) or nowhere.
 
         ``stop_signal`` is what stop() sends first: SIGTERM for the servers, SIGINT for a Faust
         worker (it sometimes ignores SIGTERM while a stream is busy; SIGINT stops it cleanly).
+        ``user``: run the child as this uid (and its group): PostgreSQL refuses to run as root.
         """
         if self._popen is not None:
             raise RuntimeError(f"{self.name} was already started")
         self.name = name
         self._stop_signal = stop_signal
         if log_path is None:
-            self._popen = self._spawn(argv, subprocess.DEVNULL, env)
+            self._popen = self._spawn(argv, subprocess.DEVNULL, env, user)
         else:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             # The child keeps its own copy of the descriptor, so ours can close now.
             with log_path.open("ab") as log_file:
-                self._popen = self._spawn(argv, log_file.fileno(), env)
+                self._popen = self._spawn(argv, log_file.fileno(), env, user)
         log.info("started %s (pid %d): %s", name, self._popen.pid, shlex.join(argv))
 
     @staticmethod
-    def _spawn(argv: Sequence[str], output: int, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:
+    def _spawn(argv: Sequence[str], output: int, env: Mapping[str, str] | None, user: int | None) -> subprocess.Popen[bytes]:
+        # The parent-death signal is set after the switch of user (preexec_fn runs last), so it holds.
+        group = None if user is None else pwd.getpwuid(user).pw_gid
         return subprocess.Popen(
             list(argv),
             env=None if env is None else dict(env),
@@ -98,6 +103,9 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent_preexec(),
+            user=user,
+            group=group,
+            extra_groups=None if user is None else [],
         )
 
     @property

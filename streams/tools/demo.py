@@ -92,7 +92,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     areas = load_areas(settings.areas_path)
     log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-demo-"))
-    services = EmbeddedServices(os.environ, log_dir=log_dir, data_dir=args.data_dir)
+    services = EmbeddedServices(os.environ, log_dir=log_dir, data_dir=args.data_dir, history=True)
     process = ManagedProcess()
     worker: WorkerProcess | None = None
     stop = threading.Event()

@@ -120,6 +120,8 @@ def worker_environment(endpoints: Endpoints, settings_env: Mapping[str, str], ba
         CROWDPULSE_HTTP_PORT=str(http_port or free_port()),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), base.get("PYTHONPATH", "")) if p),
     )
+    if endpoints.history_db:
+        env["CROWDPULSE_HISTORY_DB"] = endpoints.history_db
     return env
 
 

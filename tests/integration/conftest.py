@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
-    services = EmbeddedServices(os.environ, log_dir=tmp_path_factory.mktemp("services"))
+    services = EmbeddedServices(os.environ, log_dir=tmp_path_factory.mktemp("services"), history=True)
     try:
         yield services.start()
     finally:
