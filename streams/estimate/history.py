@@ -23,19 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from streams.core.rotation import Rotation
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, Estimate
 
 DAY_S = 86_400
 HOUR_MS = 3_600_000
 
 
-def visitor_day_offset_s(rotation: Rotation) -> int | None:
-    """Seconds after UTC midnight at which a visitor day starts, or None when days cannot be
-    counted: a rotation period that is not whole days cuts some day in two."""
-    if rotation.enabled and rotation.period_s % DAY_S:
+def visitor_day_offset_s(period_s: int, offset_s: int) -> int | None:
+    """Seconds after UTC midnight at which a visitor day starts: the rotation's time of day
+    (CROWDPULSE_ROTATION_OFFSET_S, 04:00 by default, also when rotation is off), or None when
+    days cannot be counted: a rotation period that is not whole days cuts some day in two."""
+    if period_s % DAY_S:
         return None
-    return rotation.offset_s % DAY_S
+    return offset_s % DAY_S
 
 
 def day_of(ts_ms: int, offset_s: int) -> int:

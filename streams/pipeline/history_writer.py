@@ -64,7 +64,7 @@ class HistoryWriter:
         self.keys = keys
         self.store = store
         self.metrics = metrics
-        self.day_offset_s = visitor_day_offset_s(settings.rotation)
+        self.day_offset_s = visitor_day_offset_s(settings.rotation_period_s, settings.rotation_offset_s)
         self.per_phone = {a.id: 1.0 / ((a.market_share or settings.market_share) * settings.sims_per_person)
                           for a in areas.areas}
 
