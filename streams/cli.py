@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "streams.tools.demo",
     "evaluate": "streams.tools.evaluate.command",
     "calibrate": "streams.tools.calibrate",
+    "report": "streams.tools.report_command",
     "bench": "streams.tools.bench.command",
 }
 
@@ -36,7 +37,7 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crowdpulse",
-        description="Streaming, real-time crowd estimation: services, worker, simulate, publish, demo, evaluate, calibrate, bench.",
+        description="Streaming, real-time crowd estimation: services, worker, simulate, publish, demo, evaluate, calibrate, report, bench.",
         epilog=ENV_HELP,
     )
     sub = parser.add_subparsers(dest="command", required=True)

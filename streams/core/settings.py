@@ -275,6 +275,8 @@ class Settings:
             values["webhook_secret"] = env["CROWDPULSE_WEBHOOK_SECRET"]
         if env.get("CROWDPULSE_HISTORY_DB"):
             values["history_db"] = env["CROWDPULSE_HISTORY_DB"]
+        if env.get("CROWDPULSE_HISTORY_WINDOW_S"):
+            values["history_window_s"] = _int(env, "CROWDPULSE_HISTORY_WINDOW_S")
         if env.get("CROWDPULSE_HISTORY_RETENTION_DAYS"):
             values["history_retention_days"] = _int(env, "CROWDPULSE_HISTORY_RETENTION_DAYS")
         if env.get("CROWDPULSE_WEBHOOK_MAX_ATTEMPTS"):

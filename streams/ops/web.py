@@ -221,6 +221,9 @@ def _map_document(api: ApiSources) -> dict:
         "bucket_s": settings.bucket_s,
         "windows_s": list(settings.windows_s),
         "min_count": settings.min_count,
+        # The footfall history (docs/footfall.md): kept or not, and the window it summarises.
+        "history": api.history is not None,
+        "history_window_s": settings.history_window_s,
         "cells": [{"id": c.id, "x_m": c.x_m, "y_m": c.y_m, "radius_m": c.radius_m} for c in areas.cells],
         "areas": [
             {

@@ -44,15 +44,19 @@ HOUR_COLUMNS = HOUR_FIELDS
 DAY_COLUMNS = DAY_FIELDS
 
 
-def _upsert(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+def _upsert(table: str, key: tuple[str, ...], columns: tuple[str, ...], coverage: str) -> str:
+    """Insert, or replace the row with the same key: a replayed hour or a retried pass rewrites
+    its row. Never with one that covers less (`coverage`: minutes behind an hour, hours behind
+    a day), so a worker that restarts mid-hour on an emptied Redis cannot shrink a whole hour."""
     names = (*key, *columns)
-    return (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
+    return (f"INSERT INTO {table} AS old ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
             f"ON CONFLICT ({', '.join(k for k in key if k != 'day_start')}) DO UPDATE SET "
-            + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns))
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+            + f" WHERE EXCLUDED.{coverage} >= old.{coverage}")
 
 
-UPSERT_HOUR = _upsert("crowdpulse_history_hourly", ("namespace", "area", "hour_start"), HOUR_COLUMNS)
-UPSERT_DAY = _upsert("crowdpulse_history_daily", ("namespace", "area", "day", "day_start"), DAY_COLUMNS)
+UPSERT_HOUR = _upsert("crowdpulse_history_hourly", ("namespace", "area", "hour_start"), HOUR_COLUMNS, "points")
+UPSERT_DAY = _upsert("crowdpulse_history_daily", ("namespace", "area", "day", "day_start"), DAY_COLUMNS, "hours")
 SELECT_HOURS = (f"SELECT area, hour_start, {', '.join(HOUR_COLUMNS)} FROM crowdpulse_history_hourly "
                 "WHERE namespace = %s AND area = ANY(%s) AND hour_start >= %s AND hour_start < %s ORDER BY area, hour_start")
 SELECT_DAYS = (f"SELECT area, day, day_start, {', '.join(DAY_COLUMNS)} FROM crowdpulse_history_daily "

@@ -91,6 +91,10 @@ class HistoryWriter:
         start = first if state is None else max(int(state) + 1, last - MERGE_AT_MOST_BUCKETS + 1)
         if self.day_offset_s is None or start > last:
             return min(first, start)
+        if state is None:
+            # Only days whose every bucket is merged from here on are counted (a day that began
+            # before, or before Redis lost its data, keeps whatever row it has).
+            await self.redis.hset(self.keys.history_state, "merged_from", start)
         bucket_ms = self.settings.bucket_ms
         by_day: dict[int, list[int]] = {}
         for b in range(start, last + 1):
@@ -129,11 +133,13 @@ class HistoryWriter:
         hours = await self._hours(range(first_hour, last_hour + 1))
         days: list[DayRow] = []
         merged = state.get("merged_through")
-        if self.day_offset_s is not None and merged is not None:
+        if self.day_offset_s is not None and merged is not None and "merged_from" in state:
             # A day is counted once all its buckets are merged and all its hours summarised.
             last_day = day_of((merged + 1) * bucket_ms, self.day_offset_s) - 1
             last_day = min(last_day, day_of((last_hour + 1) * HOUR_MS, self.day_offset_s) - 1)
             first_day = state.get("days_through", last_day - 1) + 1
+            # The first day all of whose buckets were merged (merge_days).
+            first_day = max(first_day, day_of((state["merged_from"] - 1) * bucket_ms, self.day_offset_s) + 1)
             days = await self._days(range(first_day, last_day + 1), hours) if first_day <= last_day else []
         await self.store.write(hours, days, self.day_offset_s or 0)
         progress: dict[str | bytes, int] = {}

@@ -20,6 +20,7 @@ const state = {
   alertsDirty: false,
   detail: null, // area id shown in the detail view
   source: null,
+  usual: new Map(), // area -> the usual people for this hour of the week (history window only)
 };
 
 // --- small helpers -------------------------------------------------------------------------
@@ -170,6 +171,7 @@ function buildTile(spec) {
     el("div", { class: "people", "data-field": "people", text: "waiting" }),
     el("div", { class: "range", "data-field": "range" }),
     el("div", { class: "phones", "data-field": "phones" }),
+    el("div", { class: "usual", "data-field": "usual" }),
     el("div", { class: "capacity" }, el("div", { class: "capbar" }, el("div", { class: "fill" })), el("span", { class: "pct", "data-field": "pct", text: "—" })),
     el("div", { class: "levelword", "data-field": "level" }),
   );
@@ -241,7 +243,28 @@ function renderTile(area) {
   f("level").textContent = e && !e.suppressed && e.level !== "ok" ? e.level : "";
   // Uncertain: the range spans ok to critical; the reason says so on hover.
   f("level").title = e && !e.suppressed && e.level_reason ? e.level_reason : "";
+  f("usual").textContent = e && !e.suppressed ? usualText(e, state.usual.get(area)) : "";
   drawSpark(tile.querySelector(".spark"), spec, state.series.get(key(area, state.window)) || []);
+}
+
+// "Busier than usual": the estimate beside the same hour of the week on earlier weeks (at
+// least three, from the footfall history), in people with that hour's usual spread.
+function usualText(e, u) {
+  if (!u || e.window_s !== state.map.history_window_s) return "";
+  const change = Math.round((100 * (e.people - u.people)) / Math.max(1, u.people));
+  const word = e.people > u.high ? `busier than usual (${change > 0 ? "+" : ""}${change}%)`
+    : e.people < u.low ? `quieter than usual (${change}%)` : "as usual";
+  return `${word} · usual ${n(Math.round(u.people))} (${n(Math.round(u.low))}–${n(Math.round(u.high))}, ${u.weeks} weeks)`;
+}
+
+function acceptUsual(list) {
+  for (const e of list) {
+    if (!("usual" in e)) continue;
+    if (e.usual) state.usual.set(e.area, e.usual);
+    else state.usual.delete(e.area);
+    state.dirty.add(e.area);
+  }
+  schedule();
 }
 
 function drawSpark(node, spec, series) {
@@ -443,6 +466,7 @@ function renderMap() {
 function openDetail(area) {
   state.detail = area;
   renderDetail();
+  loadHistory(area);
   const dialog = $("detail");
   if (!dialog.open) dialog.showModal();
 }
@@ -565,6 +589,81 @@ function drawChart(node, spec, series, fitData) {
   }
 }
 
+// --- footfall history (detail view) ------------------------------------------------------------
+async function loadHistory(area) {
+  const note = $("history-note");
+  for (const id of ["history-day", "history-week", "history-days"]) $(id).replaceChildren();
+  if (!state.map.history) {
+    note.textContent = "No history is kept by this deployment (CROWDPULSE_HISTORY_DB is not set).";
+    return;
+  }
+  // Up to the newest window end the pipeline has reached (stream time), not the wall clock.
+  const newest = Math.max(0, ...[...state.latest.values()].map((e) => e.as_of)) || Date.now();
+  const to = Math.ceil(newest / HOUR_MS) * HOUR_MS;
+  const iso = (ms) => new Date(ms).toISOString().slice(0, 19) + "Z";
+  const path = (step, days) => `/api/areas/${encodeURIComponent(area)}/history?step=${step}&from=${iso(to - days * 24 * HOUR_MS)}&to=${iso(to)}`;
+  note.textContent = "loading…";
+  try {
+    const [hours, days] = await Promise.all([api(path("hour", 7)), api(path("day", 8))]);
+    if (state.detail !== area) return;
+    note.textContent = hours.rows.length ? "" : "No history for this area yet: hours are stored once the stream has passed them.";
+    drawHistory($("history-day"), hours.rows, to - 24 * HOUR_MS, to);
+    drawHistory($("history-week"), hours.rows, to - 7 * 24 * HOUR_MS, to);
+    renderHistoryDays(days.rows);
+  } catch (err) {
+    note.textContent = `History unavailable: ${err.message || err}`;
+  }
+}
+
+function drawHistory(node, rows, t0, t1) {
+  node.replaceChildren();
+  const W = 900, H = 200, L = 64, R = 16, T = 10, B = 24;
+  const shown = rows.filter((r) => Date.parse(r.start) >= t0 && Date.parse(r.start) < t1);
+  const values = shown.filter((r) => r.people_mean !== null);
+  const top0 = Math.max(1, ...values.map((r) => r.people_mean_high));
+  const step = niceStep(top0 * 1.1, 3);
+  const top = Math.ceil((top0 * 1.1) / step) * step;
+  const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const y = (v) => H - B - (v / top) * (H - T - B);
+  for (let v = 0; v <= top + step / 2; v += step) {
+    node.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    const lab = svg("text", { class: "axis", x: L - 6, y: y(v) + 4, "text-anchor": "end" });
+    lab.textContent = n(Math.round(v));
+    node.append(lab);
+  }
+  const days = t1 - t0 > 2 * 24 * HOUR_MS;
+  const tstep = days ? 24 * HOUR_MS : 3 * HOUR_MS;
+  for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
+    const lab = svg("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": "middle" });
+    lab.textContent = days ? new Date(t).toISOString().slice(5, 10) : utc(t);
+    node.append(lab);
+  }
+  const slot = HOUR_MS;
+  for (const r of shown) {
+    const t = Date.parse(r.start);
+    if (r.people_mean === null) {
+      // Withheld by the privacy rules (as it was live): shaded, no number.
+      node.append(svg("rect", { class: "gap", x: x(t), y: T, width: Math.max(1, x(t + slot) - x(t)), height: H - T - B }));
+      continue;
+    }
+    const bar = svg("rect", { class: "hist-range", x: x(t), y: y(r.people_mean_high), width: Math.max(1, x(t + slot) - x(t) - 0.5),
+      height: Math.max(1, y(r.people_mean_low) - y(r.people_mean_high)) });
+    node.append(bar);
+    node.append(svg("line", { class: "hist-mean", x1: x(t), x2: x(t + slot), y1: y(r.people_mean), y2: y(r.people_mean) }));
+  }
+  node.dataset.hours = String(values.length);
+}
+
+function renderHistoryDays(rows) {
+  const head = el("tr", {}, ...["day (from 04:00 UTC)", "visitors", "range (90%)", "mean people", "peak", "mean stay"].map((h) => el("th", { text: h })));
+  const body = rows.slice().reverse().map((d) => el("tr", { "data-day": d.day }, ...(d.visitors === null
+    ? [d.day, `withheld (${d.withheld})`, "", "", "", ""]
+    : [d.day, n(d.visitors), `${n(d.visitors_low)} – ${n(d.visitors_high)}`, d.people_mean === null ? "partial day" : n(Math.round(d.people_mean)),
+      d.people_peak === null ? "" : n(d.people_peak), d.dwell_min === null ? "" : `${Math.round(d.dwell_min)} min`]
+  ).map((c) => el("td", { text: c }))));
+  $("history-days").replaceChildren(head, ...body);
+}
+
 // --- start-up -----------------------------------------------------------------------------------
 function connect() {
   if (state.source) state.source.close();
@@ -624,6 +723,7 @@ async function start() {
   };
   const [latest, alerts] = await Promise.all([api("/api/areas"), api("/api/alerts").catch(noAlerts)]);
   for (const e of latest) acceptEstimate(e);
+  acceptUsual(latest);
   for (const a of alerts.active.concat(alerts.recent)) acceptAlert(a);
   state.lastUpdate = latest.length ? Date.now() : null;
   connect();
@@ -640,6 +740,9 @@ async function start() {
   }));
   schedule();
   setInterval(tickAge, 1000);
+  // The usual levels change with the hour: read them again every minute (the live stream
+  // carries the estimates only).
+  if (state.map.history) setInterval(() => api("/api/areas").then(acceptUsual).catch(() => {}), 60_000);
   document.body.dataset.ready = "true";
 }
 

@@ -41,9 +41,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "population, a venue alone, crowd speed, a wrong market share, another city); about 10 minutes "
                         "on two cores, --quick in about one (docs/estimation.md)")
     p.add_argument("--variant", action="append", metavar="NAME", help="with --matrix: only these variants (repeatable)")
+    p.add_argument("--footfall", action="store_true",
+                   help="instead of one run: weeks of the free-parking scenario through the pipeline, the footfall report's "
+                        "uplift against the causal truth (4 weeks before and 4 after, about 40 minutes; --quick: 2 and 2, "
+                        "3,000 devices; docs/footfall.md)")
+    p.add_argument("--weeks", type=int, help="with --footfall: weeks before and after the intervention (each)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.footfall:
+        from producers.scenarios import parse_overrides
+        from streams.tools.evaluate.footfall import evaluate_footfall, format_footfall
+
+        result = evaluate_footfall(args.quick, args.devices, args.seed, parse_overrides(args.set), args.weeks, args.out_dir)
+        print(json.dumps(result) if args.json else format_footfall(result), flush=True)
+        return 0
     if args.matrix:
         from streams.tools.evaluate.matrix import matrix_command
 

@@ -131,17 +131,20 @@ def test_a_day_of_footfall_is_stored_and_served(endpoints, tmp_path) -> None:
         worker.stop()
 
 
-async def test_a_rewritten_hour_replaces_its_row(endpoints) -> None:
-    """Upserts: writing the same hour and day again (a replay, a retried pass) leaves one row each."""
+async def test_a_rewritten_hour_replaces_its_row_but_never_with_less(endpoints) -> None:
+    """Upserts: writing the same hour and day again (a replay, a retried pass) leaves one row
+    each with the new values; a row covering fewer minutes (a worker restarted mid-hour on an
+    emptied Redis) does not replace a whole one."""
     store = HistoryStore(endpoints.history_db, "upsert-test")
     hour = HourRow("stadium", 500_000, 60, 10.0, 8.0, 12.0, 14, 11, 17, 5.0, None)
     day = DayRow("stadium", 20_000, 24, 120, 118, 122, 52, 10.0, 14, 2, 120.0, None)
     try:
         await store.write([hour], [day], 14_400)
-        await store.write([dataclasses.replace(hour, points=59)], [day], 14_400)
+        await store.write([dataclasses.replace(hour, people_mean=11.0)], [dataclasses.replace(day, visitors=121)], 14_400)
+        await store.write([dataclasses.replace(hour, points=12, people_mean=3.0)], [dataclasses.replace(day, hours=5, visitors=9)], 14_400)
         rows = await store.hours(["stadium"], 500_000 * 3_600_000, 500_001 * 3_600_000)
-        assert [r.points for r in rows] == [59]
+        assert [(r.points, r.people_mean) for r in rows] == [(60, 11.0)]
         days = await store.days("stadium", dt.date(2024, 10, 3), dt.date(2024, 10, 5))
-        assert len(days) == 1 and days[0]["visitors"] == 120
+        assert [(d["hours"], d["visitors"]) for d in days] == [(24, 121)]
     finally:
         await store.close()
