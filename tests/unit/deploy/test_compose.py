@@ -48,6 +48,10 @@ def test_each_service_keeps_its_data_on_its_volume() -> None:
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(m.endswith(":/data") for m in redis["volumes"])  # the redis image's working directory
+    # The postgres image's PGDATA; the workers write the footfall history there.
+    assert any(m.startswith("postgres-data:") and m.endswith(":/var/lib/postgresql/data") for m in SERVICES["postgres"]["volumes"])
+    history = SERVICES["worker-1"]["environment"]["CROWDPULSE_HISTORY_DB"]
+    assert history.startswith("postgresql://crowdpulse:") and history.endswith("@postgres:5432/crowdpulse")
 
 
 def test_workers_use_only_settings_crowdpulse_reads() -> None:
