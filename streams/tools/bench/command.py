@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, help="repeats of each throughput run (default: 1 with --quick, else 3)")
     p.add_argument("--soak", type=float, metavar="MINUTES",
                    help="instead: a steady load for MINUTES, one line a minute (memory, lag, delay; docs/performance.md)")
+    p.add_argument("--report", action="store_true",
+                   help="instead: time the footfall report on 8 weeks of 50 areas in PostgreSQL (docs/footfall.md)")
     p.add_argument("--devices", type=int, default=100_000, help="with --soak: simulated devices (default 100,000)")
     p.add_argument("--speedup", type=float, default=60.0, help="with --soak: simulated seconds per wall second (default 60)")
 
@@ -27,6 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from streams.tools.bench.bench import run_bench
     from streams.tools.bench.config import FULL, QUICK
 
+    if args.report:
+        from streams.tools.bench.report_bench import report_bench
+
+        logging.getLogger().setLevel(logging.WARNING)
+        figures = report_bench(out=lambda line: print(line, flush=True))
+        if args.json:
+            args.json.write_text(json.dumps(figures))
+        return 0
     if args.soak is not None:
         from streams.tools.bench.soak import soak
 
