@@ -18,12 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, Estimate
+from streams.estimate.privacy import DiscreteLaplace
 
 DAY_S = 86_400
 HOUR_MS = 3_600_000
@@ -131,6 +132,24 @@ def summarise_day(area: str, day: int, hours: Sequence[HourRow], phones: int | N
     dwell = round(person_hours * 60 / visitors, 1) if whole and visitors > 0 else None
     return DayRow(area, day, len(hours), visitors, math.floor(phones * (1 - half) * per_phone),
                   math.ceil(phones * (1 + half) * per_phone), phones, people_mean, people_peak, withheld_hours, dwell, None)
+
+
+def noisy_day(row: DayRow, mechanism: DiscreteLaplace, min_count: int, per_phone: float) -> DayRow:
+    """The day with differential-privacy noise on its distinct phones (CROWDPULSE_DP_EPSILON):
+    the same mechanism as the live releases, a pseudo-random function of (secret, area, day,
+    count), so rewriting the same day repeats the same value; the range widened by the noise's
+    90% interval; withheld if the noisy count falls below the threshold."""
+    if row.phones is None or row.visitors_low is None or row.visitors_high is None:
+        return row
+    phones = max(0, row.phones + mechanism.noise(f"{row.area}|day|{row.day}|{row.phones}"))
+    if phones < min_count:
+        return replace(row, visitors=None, visitors_low=None, visitors_high=None, phones=None, dwell_min=None,
+                       withheld="below_min_count")
+    widen = mechanism.quantile(0.90) * per_phone
+    visitors = round(phones * per_phone)
+    dwell = None if row.dwell_min is None or row.visitors is None else round(row.dwell_min * row.visitors / max(1, visitors), 1)
+    return replace(row, phones=phones, visitors=visitors, visitors_low=max(0, math.floor(row.visitors_low - widen)),
+                   visitors_high=math.ceil(row.visitors_high + widen), dwell_min=dwell)
 
 
 #: The value columns of the rows, in storage and CSV order.

@@ -15,6 +15,7 @@ HyperLogLog registers never leave Redis: the database gets counts above the priv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -35,11 +36,13 @@ from streams.estimate.history import (
     day_of,
     day_start_ms,
     hour_of,
+    noisy_day,
     pack_point,
     summarise_day,
     summarise_hour,
     visitor_day_offset_s,
 )
+from streams.estimate.privacy import DiscreteLaplace
 from streams.pipeline.history_store import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,9 @@ class HistoryWriter:
         self.day_offset_s = visitor_day_offset_s(settings.rotation_period_s, settings.rotation_offset_s)
         self.per_phone = {a.id: 1.0 / ((a.market_share or settings.market_share) * settings.sims_per_person)
                           for a in areas.areas}
+        #: Differential privacy on the daily visitors too, when the live releases have it.
+        self.noise = (DiscreteLaplace(settings.dp_epsilon, settings.dp_sensitivity, settings.dp_secret.encode())
+                      if settings.dp_epsilon is not None and settings.dp_secret else None)
 
     async def record(self, estimates: Sequence[Estimate]) -> None:
         """Keep each minute estimate of the history window for its hour."""
@@ -194,5 +200,31 @@ class HistoryWriter:
                 by_key.setdefault((h.area, day_of(h.hour * HOUR_MS, offset)), []).append(h)
         s = self.settings
         # A day before the stream began (nothing seen, no hour summarised) gets no row.
-        return [summarise_day(area, day, by_key.get((area, day), []), int(n), s.min_count, self.per_phone[area], s.scaling_se)
+        rows = [summarise_day(area, day, by_key.get((area, day), []), int(n), s.min_count, self.per_phone[area], s.scaling_se)
                 for (area, day), n in zip(pairs, counts) if n or (area, day) in by_key]
+        return await self._private(rows) if self.noise is not None else rows
+
+    async def _private(self, rows: list[DayRow]) -> list[DayRow]:
+        """Noise on each day's visitors, charged to the area's daily budget like a live release
+        (of the UTC day the visitor day starts on); over budget, the visitors are withheld."""
+        assert self.noise is not None
+        s, offset = self.settings, self.day_offset_s or 0
+        budget_day = {r.day: day_start_ms(r.day, offset) // (DAY_S * 1000) for r in rows}
+        pipe = self.redis.pipeline(transaction=False)
+        for r in rows:
+            pipe.hget(self.keys.dp_budget(budget_day[r.day]), r.area)
+        spent = [float(v or 0) for v in await pipe.execute()]
+        out = []
+        pipe = self.redis.pipeline(transaction=False)
+        for r, used in zip(rows, spent):
+            if r.phones is None:
+                out.append(r)
+            elif used + self.noise.epsilon > s.dp_daily_budget + 1e-9:
+                out.append(dataclasses.replace(r, visitors=None, visitors_low=None, visitors_high=None, phones=None,
+                                               dwell_min=None, withheld="privacy_budget"))
+            else:
+                out.append(noisy_day(r, self.noise, s.min_count, self.per_phone[r.area]))
+                pipe.hincrbyfloat(self.keys.dp_budget(budget_day[r.day]), r.area, self.noise.epsilon)
+                pipe.expire(self.keys.dp_budget(budget_day[r.day]), 3 * DAY_S)
+        await pipe.execute()
+        return out

@@ -14,12 +14,14 @@ from streams.estimate.history import (
     day_start_ms,
     hour_of,
     iso,
+    noisy_day,
     pack_point,
     summarise_day,
     summarise_hour,
     usual_for,
     visitor_day_offset_s,
 )
+from streams.estimate.privacy import DiscreteLaplace
 
 FOUR_AM = 4 * 3600
 
@@ -95,3 +97,24 @@ def test_the_usual_level_needs_three_weeks_and_gives_their_spread() -> None:
     usual = usual_for([100.0, 120.0, 110.0, 130.0, 90.0])
     assert usual is not None and usual.people == 110.0 and usual.weeks == 5
     assert usual.low == pytest.approx(94.0) and usual.high == pytest.approx(126.0)
+
+
+def test_differential_privacy_noises_the_visitors_repeatably_and_widens_their_range() -> None:
+    mechanism = DiscreteLaplace(epsilon=0.5, sensitivity=2, secret=b"history-test")
+    day = summarise_day("a", 20_000, hours([48.0] * 24), phones=400, min_count=15, per_phone=2.0)
+    noisy = noisy_day(day, mechanism, 15, 2.0)
+    assert noisy == noisy_day(day, mechanism, 15, 2.0)  # the same day rewritten: the same release
+    assert noisy.phones is not None and noisy.phones != 400 or mechanism.noise("a|day|20000|400") == 0
+    assert noisy.visitors == round(noisy.phones * 2.0)
+    widen = mechanism.quantile(0.90) * 2.0
+    assert noisy.visitors_low == max(0, int(day.visitors_low - widen)) and noisy.visitors_high >= day.visitors_high + widen
+    # Other days draw other noise.
+    draws = {noisy_day(summarise_day("a", d, hours([48.0] * 24), 400, 15, 2.0), mechanism, 15, 2.0).phones for d in range(20)}
+    assert len(draws) > 5
+
+
+def test_a_noisy_count_below_the_threshold_is_withheld() -> None:
+    mechanism = DiscreteLaplace(epsilon=0.05, sensitivity=2, secret=b"history-test")
+    withheld = [noisy_day(summarise_day("a", d, hours([5.0] * 24), 16, 15, 2.0), mechanism, 15, 2.0) for d in range(40)]
+    assert any(r.withheld == "below_min_count" and r.visitors is None for r in withheld)
+    assert all(r.visitors is None or r.phones >= 15 for r in withheld)
