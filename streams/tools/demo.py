@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     simulation_arguments(p, default_speedup=60.0, default_devices=100_000, demo=True)
     p.add_argument("--data-dir", type=Path,
-                   help="keep Redis' data here (AOF) and reuse it at the next demo with the same directory (default: nothing kept)")
+                   help="keep Redis' data (AOF) and the footfall history (PostgreSQL) here and reuse them at the next demo with "
+                        "the same directory (default: nothing kept)")
 
 
 def run(args: argparse.Namespace) -> int:
