@@ -120,7 +120,7 @@ def worker_environment(endpoints: Endpoints, settings_env: Mapping[str, str], ba
         CROWDPULSE_HTTP_PORT=str(http_port or free_port()),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), base.get("PYTHONPATH", "")) if p),
     )
-    if endpoints.history_db:
+    if endpoints.history_db and "CROWDPULSE_HISTORY_DB" not in settings_env:
         env["CROWDPULSE_HISTORY_DB"] = endpoints.history_db
     return env
 

@@ -157,3 +157,26 @@ async def test_a_rewritten_hour_replaces_its_row_but_never_with_less(endpoints) 
         assert [(d["hours"], d["visitors"]) for d in days] == [(24, 121)]
     finally:
         await store.close()
+
+
+def test_a_history_database_away_never_stops_the_worker(endpoints, tmp_path) -> None:
+    """PostgreSQL not answering: the estimates still go out, the failed writes are counted and
+    the history endpoint answers 503 in JSON (the next passes retry the writes)."""
+    from streams.runtime.processes import free_port
+
+    from ..crowd import CityFeed, load_test_city, small_stadium_city, stop
+
+    areas_path = small_stadium_city(tmp_path)
+    worker = start_worker(endpoints, tmp_path, "histaway", CROWDPULSE_AREAS=str(areas_path),
+                          CROWDPULSE_HISTORY_DB=f"postgresql://crowdpulse@127.0.0.1:{free_port()}/postgres")
+    feed = CityFeed(endpoints, worker, load_test_city(areas_path))
+    try:
+        for minute in range(5):
+            feed.minute(minute)
+        wait_until(lambda: (worker.metric("crowdpulse_history_errors_total") or 0) >= 1, 30, "a failed history write")
+        assert newest_published(worker) > 0 and worker.process.poll() is None
+        status, kind, body = get(f"{worker.base_url}/api/areas/stadium/history")
+        assert status == 503 and kind.startswith("application/json") and "unavailable" in json.loads(body)["error"]
+    finally:
+        feed.close()
+        stop(worker)
