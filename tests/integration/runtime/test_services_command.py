@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -26,17 +27,20 @@ def test_services_command_prints_env_lines_and_stops_cleanly() -> None:
     try:
         lines: dict[str, str] = {}
         deadline = time.monotonic() + 60
-        while len(lines) < 2 and time.monotonic() < deadline:
+        while len(lines) < 3 and time.monotonic() < deadline:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if line.startswith("export "):
                 name, _, value = line[len("export "):].strip().partition("=")
                 lines[name] = value.strip("'\"")
-        assert set(lines) == {"CROWDPULSE_KAFKA", "CROWDPULSE_REDIS"}
+        assert set(lines) == {"CROWDPULSE_KAFKA", "CROWDPULSE_REDIS", "CROWDPULSE_HISTORY_DB"}
         client = redis.Redis.from_url(lines["CROWDPULSE_REDIS"])
         assert client.ping() is True
         client.close()
+        with psycopg.connect(lines["CROWDPULSE_HISTORY_DB"]) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        # The broker, Redis and PostgreSQL's postmaster (its own workers are its children).
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 2
+        assert len(children) == 3
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
