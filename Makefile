@@ -34,7 +34,7 @@ demo: $(DEMO_STAMP)
 
 # The suite runs after the lint, so a lint or type error fails `make test` in seconds.
 test: lint system-packages
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: $(STAMP)
