@@ -109,6 +109,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         # A fresh consumer group per demo: the embedded broker can hold a dead member for a while.
         own = {} if "CROWDPULSE_APP_ID" in os.environ else {"CROWDPULSE_APP_ID": f"crowdpulse-demo-{secrets.token_hex(3)}"}
         print(f"crowdpulse demo: broker {endpoints.kafka}, redis {endpoints.redis_url}, logs in {log_dir}", flush=True)
+        if endpoints.history_db:
+            # For `crowdpulse report` and psql while the demo runs (docs/footfall.md).
+            print(f"footfall history: CROWDPULSE_HISTORY_DB={endpoints.history_db}", flush=True)
         # On the configured HTTP port: the address the demo prints and the docs give. Raises with
         # the tail of the worker's log if it dies or stays silent.
         worker = launch_worker(endpoints, log_dir / "worker.log", own, base_env=os.environ, wait=90, http_port=settings.http_port)

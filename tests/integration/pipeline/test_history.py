@@ -180,3 +180,19 @@ def test_a_history_database_away_never_stops_the_worker(endpoints, tmp_path) -> 
     finally:
         feed.close()
         stop(worker)
+
+
+async def test_retention_deletes_rows_older_than_the_cutoff_only(endpoints) -> None:
+    store = HistoryStore(endpoints.history_db, "retention-test")
+    days = [DayRow("arena", d, 24, 100, 99, 101, 43, 5.0, 9, 0, 60.0, None) for d in (20_000, 20_001, 20_002)]
+    hours = [HourRow("arena", 20_000 * 24 + h, 60, 5.0, 4.0, 6.0, 9, 8, 10, 2.0, None) for h in (4, 28, 52)]
+    try:
+        await store.write(hours, days, 14_400)
+        # Keep from the start of the middle visitor day (20,001 at 04:00) on.
+        await store.delete_before(20_001 * 86_400_000 + 14_400_000)
+        kept_days = await store.days("arena", dt.date(2024, 10, 1), dt.date(2024, 10, 31))
+        assert [d["day"] for d in kept_days] == ["2024-10-05", "2024-10-06"]
+        kept_hours = await store.hours(["arena"], 0, 30_000 * 86_400_000)
+        assert [h.hour for h in kept_hours] == [20_000 * 24 + 28, 20_000 * 24 + 52]
+    finally:
+        await store.close()
