@@ -661,6 +661,8 @@ function renderHistoryDays(rows) {
     : [d.day, n(d.visitors), `${n(d.visitors_low)} – ${n(d.visitors_high)}`, d.people_mean === null ? "partial day" : n(Math.round(d.people_mean)),
       d.people_peak === null ? "" : n(d.people_peak), d.dwell_min === null ? "" : `${Math.round(d.dwell_min)} min`]
   ).map((c) => el("td", { text: c }))));
+  // A day is stored a little over an hour after it ends (04:00 UTC): say so rather than show nothing.
+  if (!body.length) body.push(el("tr", {}, el("td", { colspan: "6", class: "empty", text: "No whole visitor day stored yet (a day runs 04:00 to 04:00 UTC and is stored about an hour after it ends)." })));
   $("history-days").replaceChildren(head, ...body);
 }
 
