@@ -741,6 +741,7 @@ async function start() {
     state.dirty.add(a.id);
   }));
   schedule();
+  tickAge();  // at once: the header must not say "no data yet" for a second after the tiles filled
   setInterval(tickAge, 1000);
   // The usual levels change with the hour: read them again every minute (the live stream
   // carries the estimates only).
