@@ -48,6 +48,11 @@ def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
     return EstimateRange(devices, max(0, math.floor(devices - spread)), math.ceil(devices + spread))
 
 
+def area_shares(areas: AreaMap, default_share: float) -> dict[str, float]:
+    """Each area's market share: its own from the areas file, else the deployment's."""
+    return {a.id: a.market_share or default_share for a in areas.areas}
+
+
 @dataclass(frozen=True)
 class PeopleModel:
     """Phones present from the visibility model, then people by market share and SIMs."""
@@ -62,7 +67,7 @@ class PeopleModel:
     @classmethod
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
                   scaling_se: float = 0.0) -> PeopleModel:
-        share = {a.id: a.market_share or default_share for a in areas.areas}
+        share = area_shares(areas, default_share)
         return cls(visibility, areas.reference, share, sims, scaling_se)
 
     def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:

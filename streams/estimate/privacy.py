@@ -27,6 +27,8 @@ import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from streams.core.settings import Settings
+
 K = TypeVar("K", bound=Hashable)
 
 Item = tuple[str, int]  # (area id, window seconds)
@@ -128,6 +130,13 @@ class DiscreteLaplace:
         # P(|Z| <= h) = 1 - 2 a^(h+1) / (1 + a)
         h = math.log((1 - level) * (1 + a) / 2) / math.log(a) - 1
         return max(0, math.ceil(h))
+
+
+def mechanism_for(settings: Settings) -> DiscreteLaplace | None:
+    """The configured differential-privacy mechanism (CROWDPULSE_DP_*), None when it is off."""
+    if settings.dp_epsilon is None or not settings.dp_secret:
+        return None
+    return DiscreteLaplace(settings.dp_epsilon, settings.dp_sensitivity, settings.dp_secret.encode())
 
 
 def noisy_release(estimate: Mapping[str, Any], mechanism: DiscreteLaplace) -> dict[str, Any]:

@@ -114,17 +114,18 @@ class UsualLevels:
     async def annotate(self, estimates: list[Estimate]) -> list[dict[str, Any]]:
         """The estimates, each of the history window with "usual": {people, low, high, weeks}
         or null (no history for that hour yet)."""
-        out: list[dict[str, Any]] = []
+        hours = {hour_of(e["as_of"]) for e in estimates if e["window_s"] == self.window_s}
         try:
-            await self.for_hour(hour_of(estimates[0]["as_of"])) if estimates else None
+            levels = {hour: await self.for_hour(hour) for hour in hours}
         except (psycopg.Error, OSError) as exc:
             # The live figures never wait on the history: without it they go out without "usual".
             log.warning("usual levels unavailable (%s: %s)", type(exc).__name__, exc)
             return [dict(e) for e in estimates]
+        out: list[dict[str, Any]] = []
         for e in estimates:
             item: dict[str, Any] = dict(e)
             if e["window_s"] == self.window_s:
-                usual = (await self.for_hour(hour_of(e["as_of"]))).get(e["area"])
+                usual = levels[hour_of(e["as_of"])].get(e["area"])
                 item["usual"] = asdict(usual) if usual is not None else None
             out.append(item)
         return out

@@ -25,7 +25,7 @@ from streams.estimate.estimator import (
     private_releases,
     sealed_through,
 )
-from streams.estimate.privacy import DiscreteLaplace
+from streams.estimate.privacy import mechanism_for
 from streams.estimate.visibility import VisibilityModel
 from streams.pipeline.estimate_store import EstimateStore
 from streams.pipeline.history_writer import HistoryWriter
@@ -81,11 +81,7 @@ class EstimatorPass:
         keep = settings.grace_s // settings.bucket_s + 3
         self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, model, settings.segments)
         self.sealed = SealedCounts(settings.bucket_s)
-        self.noise = (
-            DiscreteLaplace(settings.dp_epsilon, settings.dp_sensitivity, settings.dp_secret.encode())
-            if settings.dp_epsilon is not None and settings.dp_secret
-            else None
-        )
+        self.noise = mechanism_for(settings)
         self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
         #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
@@ -152,19 +148,20 @@ class EstimatorPass:
     async def _after_publishing(self, watermarks: dict[int, int | None]) -> None:
         """Old buckets out (merged into the history's visitor days first), sealed hours and days
         into the history: also on a pass with nothing new to publish (the stream stopped)."""
-        await self.drop_old_buckets(watermarks)
+        s = self.settings
+        through = sealed_through(watermarks, s.partitions, s.grace_s * 1000, s.bucket_ms)
+        await self.drop_old_buckets(through)
         if self.history is not None:
-            s = self.settings
-            await self.history.after_pass(sealed_through(watermarks, s.partitions, s.grace_s * 1000, s.bucket_ms))
+            await self.history.after_pass(through)
 
-    async def drop_old_buckets(self, watermarks: dict[int, int | None]) -> None:
+    async def drop_old_buckets(self, through: int | None) -> None:
         """Delete the keys of buckets no window can read any more: older than the longest window
         before the newest sealed bucket (every partition's watermark past it plus grace, so no
         event can reach them). Their expiry would remove them too, but it runs on the wall clock
         (windows.expire_at_ms): a stream replayed or simulated faster than real time would keep
-        up to an hour of wall time of buckets, sixty simulated hours at 60x."""
+        up to an hour of wall time of buckets, sixty simulated hours at 60x. `through`: the newest
+        sealed bucket (estimator.sealed_through), None while nothing is."""
         settings = self.settings
-        through = sealed_through(watermarks, settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
         if through is None:
             return
         horizon = through - max(settings.windows_s) // settings.bucket_s - 1

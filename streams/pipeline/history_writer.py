@@ -27,7 +27,7 @@ from streams.core.areas import AreaMap
 from streams.core.keys import KeyLayout
 from streams.core.metrics import Metrics
 from streams.core.settings import Settings
-from streams.estimate.estimator import Estimate
+from streams.estimate.estimator import Estimate, area_shares
 from streams.estimate.history import (
     DAY_S,
     HOUR_MS,
@@ -42,7 +42,7 @@ from streams.estimate.history import (
     summarise_hour,
     visitor_day_offset_s,
 )
-from streams.estimate.privacy import DiscreteLaplace
+from streams.estimate.privacy import mechanism_for
 from streams.pipeline.history_store import HistoryStore
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,10 @@ class HistoryWriter:
         self.store = store
         self.metrics = metrics
         self.day_offset_s = visitor_day_offset_s(settings.rotation_period_s, settings.rotation_offset_s)
-        self.per_phone = {a.id: 1.0 / ((a.market_share or settings.market_share) * settings.sims_per_person)
-                          for a in areas.areas}
+        self.per_phone = {a: 1.0 / (share * settings.sims_per_person)
+                          for a, share in area_shares(areas, settings.market_share).items()}
         #: Differential privacy on the daily visitors too, when the live releases have it.
-        self.noise = (DiscreteLaplace(settings.dp_epsilon, settings.dp_sensitivity, settings.dp_secret.encode())
-                      if settings.dp_epsilon is not None and settings.dp_secret else None)
+        self.noise = mechanism_for(settings)
 
     async def record(self, estimates: Sequence[Estimate]) -> None:
         """Keep each minute estimate of the history window for its hour."""
@@ -147,7 +146,8 @@ class HistoryWriter:
             # The first day all of whose buckets were merged (merge_days).
             first_day = max(first_day, day_of((state["merged_from"] - 1) * bucket_ms, self.day_offset_s) + 1)
             days = await self._days(range(first_day, last_day + 1), hours) if first_day <= last_day else []
-        await self.store.write(hours, days, self.day_offset_s or 0)
+        if hours or days:
+            await self.store.write(hours, days, self.day_offset_s or 0)
         progress: dict[str | bytes, int] = {}
         if last_hour >= first_hour:
             progress["hours_through"] = last_hour

@@ -67,6 +67,8 @@ def check_rows(area: str, rows: list[dict[str, Any]], period: tuple[dt.date, dt.
 
 
 def run(args: argparse.Namespace) -> int:
+    import psycopg
+
     from streams.core.areas import load_areas
     from streams.core.settings import Settings
     from streams.pipeline.history_store import read_days
@@ -88,10 +90,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = usable(read_days(url, settings.namespace, args.area, first, last))
         control_rows = usable(read_days(url, settings.namespace, args.control, first, last)) if args.control else None
-    except Exception as exc:  # psycopg's errors: the database is away or refuses
-        if type(exc).__module__.startswith("psycopg"):
-            raise ConfigError(f"the history database did not answer: {type(exc).__name__}: {str(exc).strip()[:200]}") from None
-        raise
+    except psycopg.Error as exc:  # the database is away or refuses
+        raise ConfigError(f"the history database did not answer: {type(exc).__name__}: {str(exc).strip()[:200]}") from None
     for area, area_rows in ((args.area, rows), (args.control, control_rows)):
         if area is not None and area_rows is not None:
             check_rows(area, area_rows, before, "before")

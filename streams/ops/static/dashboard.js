@@ -525,6 +525,16 @@ function checkText(c) {
     : `${rule} ${c.level}: ${v(c.trigger)} (clears below ${v(c.clear)})`;
 }
 
+// Horizontal grid lines from 0 to `top` every `step`, labelled on the left of x = `left`.
+function drawValueGrid(node, top, step, y, left, right) {
+  for (let v = 0; v <= top + step / 2; v += step) {
+    node.append(svg("line", { class: "grid", x1: left, x2: right, y1: y(v), y2: y(v) }));
+    const lab = svg("text", { class: "axis", x: left - 6, y: y(v) + 4, "text-anchor": "end" });
+    lab.textContent = n(Math.round(v));
+    node.append(lab);
+  }
+}
+
 function drawChart(node, spec, series, fitData) {
   node.replaceChildren();
   const W = 900, H = 320, L = 64, R = 120, T = 12, B = 28;
@@ -549,12 +559,7 @@ function drawChart(node, spec, series, fitData) {
   const t0 = series[0].as_of - bucket, t1 = series[series.length - 1].as_of;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => H - B - (v / top) * (H - T - B);
-  for (let v = 0; v <= top + step / 2; v += step) {
-    node.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-    const lab = svg("text", { class: "axis", x: L - 6, y: y(v) + 4, "text-anchor": "end" });
-    lab.textContent = n(Math.round(v));
-    node.append(lab);
-  }
+  drawValueGrid(node, top, step, y, L, W - R);
   const tstep = timeStep(t1 - t0);
   for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
     node.append(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: T, y2: H - B }));
@@ -625,12 +630,7 @@ function drawHistory(node, rows, t0, t1) {
   const top = Math.ceil((top0 * 1.1) / step) * step;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v) => H - B - (v / top) * (H - T - B);
-  for (let v = 0; v <= top + step / 2; v += step) {
-    node.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
-    const lab = svg("text", { class: "axis", x: L - 6, y: y(v) + 4, "text-anchor": "end" });
-    lab.textContent = n(Math.round(v));
-    node.append(lab);
-  }
+  drawValueGrid(node, top, step, y, L, W - R);
   const days = t1 - t0 > 2 * 24 * HOUR_MS;
   const tstep = days ? 24 * HOUR_MS : 3 * HOUR_MS;
   for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
