@@ -64,7 +64,7 @@ from streams.tools.bench.workers import naive_throughput, scaleout, worker_throu
 def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[[str], None] = print) -> dict:
     started = time.monotonic()
     figures: dict[str, Any] = {
-        "mode": "quick" if config.quick else "full",
+        "mode": config.name,
         "config": asdict(config),
         "cpu_count": os.cpu_count(),
         "loadavg_start": list(os.getloadavg()),

@@ -15,6 +15,8 @@ HELP = "side-by-side throughput/latency benchmark (docs/performance.md)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smaller data sets, one repeat: under two minutes")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny data sets: checks that every section runs (the suite uses it); figures not meaningful")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE as one JSON object")
     p.add_argument("--repeats", type=int, help="repeats of each throughput run (default: 1 with --quick, else 3)")
     p.add_argument("--soak", type=float, metavar="MINUTES",
@@ -27,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from streams.tools.bench.bench import run_bench
-    from streams.tools.bench.config import FULL, QUICK
+    from streams.tools.bench.config import FULL, QUICK, SMOKE
 
     if args.report:
         from streams.tools.bench.report_bench import report_bench
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             args.json.write_text(json.dumps(summary))
         return 0
-    config = QUICK if args.quick else FULL
+    config = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.repeats is not None:
         if args.repeats <= 0:
             raise ConfigError("--repeats must be positive")

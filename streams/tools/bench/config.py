@@ -1,5 +1,7 @@
 """What one bench run measures and how much: the sizes, durations and repeats of every section
-(`BenchConfig`), and the two presets `QUICK` (`crowdpulse bench --quick`) and `FULL`."""
+(`BenchConfig`), and the presets `QUICK` (`crowdpulse bench --quick`), `FULL` and `SMOKE`
+(`--smoke`: every section on tiny data sets, to check that the bench runs; its figures mean
+nothing)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BenchConfig:
-    quick: bool
+    quick: bool  # a reduced run (quick or smoke): no ingest-only run, no scale-out
     frames_events: int  # events in the frames data set (and in the scale-out data set)
     json_events: int
     naive_messages: int  # single-event messages (the raw limit reads all of them)
@@ -20,7 +22,9 @@ class BenchConfig:
     scaleout_events: int  # 0: skipped
     simulator_devices: int
     simulator_seconds: float  # how long each simulator run is timed
+    name: str = "full"  # what the report calls the run: full, quick or smoke
 
 
-QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000, 3.0)
+QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000, 3.0, "quick")
 FULL = BenchConfig(False, 10_000_000, 2_000_000, 2_000_000, 20.0, 3, 100_000, 60.0, (1_000, 10_000), 12_000_000, 1_000_000, 10.0)
+SMOKE = BenchConfig(True, 1_000_000, 100_000, 100_000, 2.0, 1, 20_000, 4.0, (1_000,), 0, 20_000, 1.0, "smoke")
