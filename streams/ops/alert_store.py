@@ -38,7 +38,7 @@ def _dumps(obj: object) -> str:
 
 
 class AlertStore:
-    def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
+    def __init__(self, client: aioredis.Redis | aioredis.RedisCluster, keys: KeyLayout) -> None:
         self.redis = client
         self.keys = keys
 

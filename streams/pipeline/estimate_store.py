@@ -9,15 +9,13 @@ import json
 from collections.abc import Iterable
 from typing import cast
 
-import redis.asyncio as aioredis
-
 from streams.core.keys import KeyLayout
 from streams.estimate.estimator import Estimate
-from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE
+from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, Client
 
 
 class EstimateStore:
-    def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
+    def __init__(self, client: Client, keys: KeyLayout) -> None:
         self.redis = client
         self.keys = keys
 

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from streams.core.keys import KeyLayout
 from streams.core.windows import Span
 from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
-from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, pack_command, send_packed, text
+from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, Client, pack_command, send_packed, send_routed, text
 
 STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
 
@@ -140,7 +140,7 @@ def stream_time(watermarks: dict[int, int | None]) -> int | None:
 
 
 class HllStore:
-    def __init__(self, client: aioredis.Redis, keys: KeyLayout) -> None:
+    def __init__(self, client: Client, keys: KeyLayout) -> None:
         self.redis = client
         self.keys = keys
         #: Epochs the feed declared (refresh_declared); none until it says so: whole windows.
@@ -168,13 +168,22 @@ class HllStore:
         await self.write_books(plan)
 
     async def write_adds(self, plan: BatchPlan) -> None:
-        """A batch's HyperLogLog adds and the (area, bucket) pairs they made dirty."""
-        if len(plan.adds):
-            chunks = pack_hll_adds(plan.adds)
-            if plan.dirty_buckets:
-                dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
-                chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets, *dirty)), 1))
-            await send_packed(self.redis, chunks)
+        """A batch's HyperLogLog adds and the (area, bucket) pairs they made dirty. One Redis:
+        all in one pipelined send. A cluster: each node's keys to that node (concurrently),
+        then the dirty pairs (their own slot)."""
+        if not len(plan.adds):
+            return
+        dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
+        if isinstance(self.redis, aioredis.RedisCluster):
+            adds = plan.adds
+            await send_routed(self.redis, adds.keys, lambda indices: pack_hll_adds(adds.take(indices)))
+            if dirty:
+                await self.redis.sadd(self.keys.dirty_buckets, *dirty)
+            return
+        chunks = pack_hll_adds(plan.adds)
+        if dirty:
+            chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets, *dirty)), 1))
+        await send_packed(self.redis, chunks)
 
     async def write_books(self, plan: BatchPlan) -> None:
         """A batch's bookkeeping in one transaction: partition states, books, sequences."""
@@ -251,8 +260,10 @@ class HllStore:
     async def pop_dirty(self) -> set[tuple[str, int]]:
         """The (area, bucket) pairs that received events since the last call."""
         tx = self.redis.pipeline(transaction=True)
-        tx.smembers(self.keys.dirty_buckets)
-        tx.delete(self.keys.dirty_buckets)
+        # As raw commands: redis-py 8.1's cluster transactions call a reply's callback with the
+        # command's keyword arguments, which SMEMBERS' callback does not take.
+        tx.execute_command("SMEMBERS", self.keys.dirty_buckets)
+        tx.execute_command("DEL", self.keys.dirty_buckets)
         members, _ = await tx.execute()
         pairs = (text(m).rpartition("|") for m in members)
         return {(area, int(bucket)) for area, _, bucket in pairs}
@@ -307,11 +318,20 @@ class HllStore:
     ) -> dict[tuple[str, int, Span], int]:
         """PFCOUNT of each request's point over each of its own spans (span_counts, with a
         list of spans per point)."""
-        triples = [(area, bucket, span) for (area, bucket), spans in requests for span in spans]
-        if not triples:
+        requests = [request for request in requests if request[1]]
+        if not requests:
             return {}
-        replies = await send_packed(self.redis, pack_span_requests(self.keys, requests, declared=self.declared), replies=True)
-        return {triple: int(count) for triple, count in zip(triples, replies)}
+        # Any key of an area names its slot: all of them share the area's hash tag.
+        slots = [self.keys.area_bucket(area, bucket) for (area, bucket), _ in requests]
+        groups = await send_routed(
+            self.redis, slots,
+            lambda indices: pack_span_requests(self.keys, [requests[i] for i in indices], declared=self.declared),
+            replies=True)
+        counts: dict[tuple[str, int, Span], int] = {}
+        for indices, replies in groups:
+            triples = [(area, bucket, span) for (area, bucket), spans in (requests[i] for i in indices) for span in spans]
+            counts.update(zip(triples, map(int, replies)))
+        return counts
 
 def _parse_partition(raw: bytes | str | None) -> PartitionState:
     if not raw:

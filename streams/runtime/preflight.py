@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from streams.core.errors import ServiceUnavailable
+from streams.pipeline.redis_io import connect_sync
 
 TIMEOUT_S = 5.0
 
@@ -35,15 +36,20 @@ def check_kafka(bootstrap: str, timeout: float = TIMEOUT_S) -> None:
 def redacted(url: str) -> str:
     """A Redis URL without its password, for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
+    auth, at, hosts = parts.netloc.rpartition("@")  # a cluster URL names several hosts
+    user, colon, _password = auth.partition(":")
+    if not colon:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{user}:***{at}{hosts}"))
 
 
 def check_redis(url: str, timeout: float = TIMEOUT_S) -> None:
     """Redis answers PING (with the URL's credentials and TLS)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client = connect_sync(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except (redis.RedisError, redis.exceptions.RedisClusterException, ValueError) as exc:
+        raise ServiceUnavailable(f"cannot use Redis at {redacted(url)}: {exc}; check CROWDPULSE_REDIS, "
+                                 "or unset it to run the embedded Redis") from None
     try:
         client.ping()
     except redis.RedisError as exc:

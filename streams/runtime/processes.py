@@ -31,6 +31,22 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port(attempts: int = 100) -> int:
+    """A loopback port for a Redis Cluster node: free, and with its cluster bus port (port +
+    10000, which must exist) free too, a moment ago."""
+    for _ in range(attempts):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def _die_with_parent_preexec() -> Callable[[], None] | None:
     """Build the preexec_fn that ties a child's life to ours (Linux only)."""
     if _LIBC is None:

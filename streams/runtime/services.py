@@ -40,7 +40,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from streams.core.errors import ConfigError, ServiceUnavailable
 from streams.core.settings import Settings
 from streams.core.topics import TopicNames
-from streams.runtime.processes import ManagedProcess, free_port
+from streams.pipeline.redis_io import connect_sync
+from streams.runtime.processes import ManagedProcess, free_cluster_port, free_port
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def start_broker(port: int | None = None, log_dir: Path | None = None) -> tuple[
 
 
 def start_redis(
-    port: int | None = None, log_dir: Path | None = None, extra_args: Sequence[str] = ()
+    port: int | None = None, log_dir: Path | None = None, extra_args: Sequence[str] = (), name: str = "redis-server",
 ) -> tuple[ManagedProcess, str]:
     """Launch a non-persistent redis-server on loopback; returns it and its URL.
 
@@ -224,8 +225,56 @@ def start_redis(
         *extra_args,
     ]
     process = ManagedProcess()
-    process.start(argv, "redis-server", _log_path(log_dir, "redis-server"))
+    process.start(argv, name, _log_path(log_dir, name))
     return process, f"redis://127.0.0.1:{port}/0"
+
+
+#: Redis Cluster's hash slots.
+CLUSTER_SLOTS = 16384
+
+
+def cluster_node_args(folder: Path, port: int, node_timeout_ms: int = 2000) -> tuple[str, ...]:
+    """redis-server arguments of one cluster node keeping its cluster state (nodes.conf) and any
+    data in `folder`/<port>: a node restarted with them rejoins with its slots."""
+    node_dir = folder / str(port)
+    node_dir.mkdir(parents=True, exist_ok=True)
+    return ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
+            str(node_timeout_ms), "--dir", str(node_dir))
+
+
+def cluster_url(ports: Sequence[int]) -> str:
+    """The cluster URL crowdpulse reads (streams/pipeline/redis_io.py): every node a seed."""
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
+
+def form_cluster(ports: Sequence[int], timeout: float = 30.0) -> None:
+    """Make masters of the redis-servers on `ports` (cluster mode on, answering PING) one
+    cluster: the slots split into equal ranges, one per node, every node met. A cluster already
+    formed (its nodes restarted with their nodes.conf) is left as it is. Waits until every node
+    reports the cluster ok and knows every other; RuntimeError at the deadline."""
+    clients = [redis.Redis(host="127.0.0.1", port=port, socket_timeout=_PROBE_TIMEOUT) for port in ports]
+    try:
+        info = clients[0].cluster("INFO")
+        if int(info.get("cluster_slots_assigned", 0)) == 0:
+            bounds = [round(i * CLUSTER_SLOTS / len(ports)) for i in range(len(ports) + 1)]
+            for client, low, high in zip(clients, bounds, bounds[1:]):
+                client.execute_command("CLUSTER ADDSLOTS", *range(low, high))
+            for client in clients[1:]:
+                client.execute_command("CLUSTER MEET", "127.0.0.1", ports[0])
+
+        def formed(_timeout: float) -> None:
+            for client in clients:
+                state = client.cluster("INFO")
+                if state.get("cluster_state") != "ok" or int(state.get("cluster_known_nodes", 0)) != len(ports):
+                    raise RuntimeError(f"cluster not formed yet: {state.get('cluster_state')}, "
+                                       f"{state.get('cluster_known_nodes')} nodes known")
+                if int(state.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS:
+                    raise RuntimeError("not every slot served yet")
+
+        _wait_until(f"Redis Cluster on ports {list(ports)}", formed, timeout)
+    finally:
+        for client in clients:
+            client.close()
 
 
 class _ExitedEarly(RuntimeError):
@@ -284,7 +333,7 @@ def _probe_kafka(bootstrap: str, timeout: float) -> None:
 
 
 def _probe_redis(url: str, timeout: float) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = connect_sync(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         client.ping()
     finally:
@@ -387,7 +436,7 @@ class EmbeddedServices:
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None, log_dir: Path | None = None,
-                 data_dir: Path | None = None, history: bool = False) -> None:
+                 data_dir: Path | None = None, history: bool = False, redis_cluster: int = 0) -> None:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._log_dir = log_dir
         #: With a data directory Redis keeps its data there (AOF, fsync every second) and
@@ -396,6 +445,8 @@ class EmbeddedServices:
         self._data_dir = data_dir
         #: Start PostgreSQL for the footfall history too (unless CROWDPULSE_HISTORY_DB is set).
         self._history = history
+        #: Instead of one Redis, a Redis Cluster of this many masters (0: one Redis).
+        self._redis_cluster = redis_cluster
         self._scratch: list[Path] = []  # temporary folders to remove at stop
         self._processes: list[ManagedProcess] = []
         self._supervised: list[_Supervised] = []
@@ -427,8 +478,10 @@ class EmbeddedServices:
         try:
             kafka = self._environ.get(KAFKA_ENV) or self._start_until_ready(_Supervised(
                 "Kafka", lambda port: start_broker(port, log_dir=self._log_dir), _probe_kafka, 30.0))
-            redis_url = self._environ.get(REDIS_ENV) or self._start_until_ready(_Supervised(
-                "Redis", lambda port: start_redis(port, log_dir=self._log_dir, extra_args=self._redis_args()), _probe_redis, 15.0))
+            redis_url = self._environ.get(REDIS_ENV) or (
+                self._start_cluster() if self._redis_cluster else self._start_until_ready(_Supervised(
+                    "Redis", lambda port: start_redis(port, log_dir=self._log_dir, extra_args=self._redis_args()),
+                    _probe_redis, 15.0)))
             history_db = self._environ.get(HISTORY_DB_ENV) or (self._start_postgres() if self._history else None)
         except BaseException:
             # Includes KeyboardInterrupt: never leave half of the services running.
@@ -436,6 +489,25 @@ class EmbeddedServices:
             raise
         self._endpoints = Endpoints(kafka=kafka, redis_url=redis_url, history_db=history_db)
         return self._endpoints
+
+    def _start_cluster(self) -> str:
+        """Masters on free ports, each a supervised service (restarted on its port with its
+        nodes.conf, it rejoins with its slots), formed into one cluster."""
+        if self._data_dir is not None:
+            folder = self._data_dir / "redis-cluster"
+            persistence: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "everysec")
+        else:
+            folder, persistence = Path(tempfile.mkdtemp(prefix="crowdpulse-redis-cluster-")), ()
+            self._scratch.append(folder)
+        ports = []
+        for i in range(self._redis_cluster):
+            def launch(port: int | None, i: int = i) -> tuple[ManagedProcess, str]:
+                port = free_cluster_port() if port is None else port
+                return start_redis(port, log_dir=self._log_dir, name=f"redis-cluster-{i}",
+                                   extra_args=(*persistence, *cluster_node_args(folder, port)))
+            ports.append(_port_of(self._start_until_ready(_Supervised(f"Redis Cluster node {i}", launch, _probe_redis, 15.0))))
+        form_cluster(ports)
+        return cluster_url(ports)
 
     def _start_postgres(self) -> str:
         if self._data_dir is not None:

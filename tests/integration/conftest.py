@@ -18,6 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streams.core.keys import KeyLayout
 from streams.core.topics import TopicNames
+from streams.pipeline.redis_io import connect_sync
 from streams.runtime.services import EmbeddedServices, Endpoints
 from streams.tools import harness
 from streams.tools.harness import WorkerProcess
@@ -32,6 +33,26 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
         yield services.start()
     finally:
         services.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_endpoints(endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
+    """The session's broker and PostgreSQL with a Redis Cluster of three masters (redis-servers
+    in cluster mode, the slots split evenly by the fixture: streams/runtime/services.py,
+    form_cluster)."""
+    shared = {"CROWDPULSE_KAFKA": endpoints.kafka, "CROWDPULSE_HISTORY_DB": endpoints.history_db or ""}
+    services = EmbeddedServices(shared, log_dir=tmp_path_factory.mktemp("cluster"), history=True, redis_cluster=3)
+    try:
+        yield services.start()
+    finally:
+        services.stop()
+
+
+@pytest.fixture(params=["one-redis", "redis-cluster"])
+def any_redis(request: pytest.FixtureRequest) -> Endpoints:
+    """The session's endpoints with one Redis, then with the Redis Cluster: a test taking it
+    runs on both."""
+    return request.getfixturevalue("endpoints" if request.param == "one-redis" else "cluster_endpoints")
 
 
 @dataclass
@@ -70,7 +91,7 @@ def launch_worker(endpoints: Endpoints, log_dir: Path, settings_env: dict[str, s
     name = settings_env.get("CROWDPULSE_APP_ID", "worker")
     started = harness.launch_worker(endpoints, log_dir / f"worker-{name}-{secrets.token_hex(2)}.log", settings_env)
     return RunningWorker(started.settings, started.base_url, started.process, started.log_path,
-                         redis.Redis.from_url(endpoints.redis_url))
+                         connect_sync(endpoints.redis_url))  # type: ignore[arg-type]
 
 
 @pytest.fixture

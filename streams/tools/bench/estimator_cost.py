@@ -37,11 +37,12 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
     Also Redis memory per bucket key and per area (60 minutes) for small and large areas."""
     from streams.pipeline.hll_store import HllStore, pack_hll_adds
     from streams.pipeline.ingest import HllAdds
-    from streams.pipeline.redis_io import connect, send_packed
+    from streams.pipeline.redis_io import connect_one, send_packed
 
     namespace = f"best{secrets.token_hex(3)}"
     keys = KeyLayout(namespace, 60)
-    store = HllStore(connect(url), keys)
+    one = connect_one(url)
+    store = HllStore(one, keys)
     probe = redis.Redis.from_url(url)
     rng = np.random.default_rng(n_areas)
     try:
@@ -53,7 +54,7 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
         members = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64, endpoint=True)
         starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         far = int(time.time() * 1000) + 3_600_000
-        await send_packed(store.redis, pack_hll_adds(HllAdds(names, [far] * len(names), starts, members)))
+        await send_packed(one, pack_hll_adds(HllAdds(names, [far] * len(names), starts, members)))
         area_ids = [f"a{i:05d}" for i in range(n_areas)]
         large = rng.random(n_areas) < LARGE_AREA_SHARE
         newest = int(time.time() // 60) - 1
@@ -64,7 +65,7 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
                 src = names[int(rng.choice(pool))].encode()
                 dst = keys.area_bucket(area, bucket).encode()
                 parts.append(b"*3\r\n$4\r\nCOPY\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(src), src, len(dst), dst))
-        await send_packed(store.redis, chunked(parts))
+        await send_packed(one, chunked(parts))
 
         points = [(area, newest) for area in area_ids]
 

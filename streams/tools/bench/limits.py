@@ -64,10 +64,11 @@ async def _redis_ceiling(url: str, settings: Settings, areas: AreaMap, frames: l
     PFADDs per CPU-second, the figure redis-benchmark gives."""
     from streams.pipeline.hll_store import HllStore
     from streams.pipeline.ingest import Ingestor, Message
-    from streams.pipeline.redis_io import connect, send_packed
+    from streams.pipeline.redis_io import connect_one, send_packed
 
     probe = redis.Redis.from_url(url)
-    store = HllStore(connect(url), KeyLayout(settings.namespace, settings.bucket_s))
+    one = connect_one(url)
+    store = HllStore(one, KeyLayout(settings.namespace, settings.bucket_s))
     try:
         ingestor = Ingestor(settings, areas)
         offsets: dict[int, int] = {}
@@ -94,7 +95,7 @@ async def _redis_ceiling(url: str, settings: Settings, areas: AreaMap, frames: l
         names = [f"{settings.namespace}:single:{i % 1000}".encode() for i in range(n)]
         commands = [b"*3\r\n$5\r\nPFADD\r\n$%d\r\n%s\r\n$8\r\n%s\r\n" % (len(k), k, m) for k, m in zip(names, members)]
         before = redis_cpu_s(probe)
-        await send_packed(store.redis, chunked(commands))
+        await send_packed(one, chunked(commands))
         single_cpu = redis_cpu_s(probe) - before
         return {
             "redis_ceiling_eps": events / cpu if cpu > 0 else float("nan"),

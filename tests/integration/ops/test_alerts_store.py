@@ -1,4 +1,4 @@
-"""Alert state in real Redis: a pass is stored once, a restarted service (or one whose engine
+"""Alert state in real Redis (one Redis and a Redis Cluster): a pass is stored once, a restarted service (or one whose engine
 state was lost and rebuilt from the series) never fires the same alert again, and the lifecycle
 firing -> acknowledged -> resolved holds, with one event per step in the outbox."""
 
@@ -8,7 +8,6 @@ import json
 import secrets
 
 import pytest
-import redis.asyncio as aioredis
 
 from streams.core.areas import load_areas
 from streams.core.keys import KeyLayout
@@ -19,6 +18,7 @@ from streams.ops.alert_service import AlertService
 from streams.ops.alert_store import AlertStore
 from streams.ops.alerts import AlertConflict
 from streams.pipeline.estimate_store import EstimateStore
+from streams.pipeline.redis_io import connect, connect_sync
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ class Worker:
         extra = {"webhook_url": "http://127.0.0.1:9/hook", "webhook_secret": "s"} if webhook else {}
         self.settings = Settings(redis_url=redis_url, namespace=namespace, **extra)
         self.keys = KeyLayout(namespace, 60)
-        self.client = aioredis.Redis.from_url(redis_url)
+        self.client = connect(redis_url)
         self.published = EstimateStore(self.client, self.keys)
         self.alerts = AlertService(self.settings, load_areas(self.settings.areas_path), self.keys, Metrics(), AlertStore(self.client, self.keys))
 
@@ -60,8 +60,8 @@ def namespace() -> str:
     return f"alerts{secrets.token_hex(4)}"
 
 
-async def test_restart_and_lost_state_never_fire_twice_and_the_lifecycle_holds(endpoints, namespace) -> None:
-    a = Worker(endpoints.redis_url, namespace, webhook=True)
+async def test_restart_and_lost_state_never_fire_twice_and_the_lifecycle_holds(any_redis, namespace) -> None:
+    a = Worker(any_redis.redis_url, namespace, webhook=True)
     fired: list[dict] = []
     for i in range(4):
         fired += await a.minute(T0 + i * MIN, 53_000)  # 53,000 people: 88% of capacity
@@ -71,12 +71,12 @@ async def test_restart_and_lost_state_never_fire_twice_and_the_lifecycle_holds(e
     await a.close()
 
     # A restarted worker continues the episode from the engine state in Redis.
-    b = Worker(endpoints.redis_url, namespace, webhook=True)
+    b = Worker(any_redis.redis_url, namespace, webhook=True)
     assert await b.minute(T0 + 4 * MIN, 53_500) == []
     # The engine state is lost (or a new deployment reads an old namespace): it is rebuilt from
     # the series, the episode keeps its start and so its id, and the store drops the repeat.
     await b.client.delete(b.keys.alert_engine)
-    c = Worker(endpoints.redis_url, namespace, webhook=True)
+    c = Worker(any_redis.redis_url, namespace, webhook=True)
     assert await c.minute(T0 + 5 * MIN, 53_500) == []
     listing = await c.alerts.listing()
     assert [r["id"] for r in listing["active"]] == [alert["id"]]
@@ -123,22 +123,20 @@ async def test_restart_and_lost_state_never_fire_twice_and_the_lifecycle_holds(e
     await c.close()
 
 
-async def test_an_ack_between_the_leaders_read_and_write_is_not_lost(endpoints, namespace, monkeypatch) -> None:
+async def test_an_ack_between_the_leaders_read_and_write_is_not_lost(any_redis, namespace, monkeypatch) -> None:
     """An operator acks on another worker while the leader is resolving the same alert: the
     leader's transaction is WATCHing the records, fails, re-reads and keeps the ack."""
-    import redis as sync_redis
-
     from streams.ops import alert_store
     from streams.ops.alerts import acknowledge
 
-    w = Worker(endpoints.redis_url, namespace)
+    w = Worker(any_redis.redis_url, namespace)
     for i in range(3):
         await w.minute(T0 + i * MIN, 53_000)
     alert_id = f"stadium.capacity.warn.{T0}"
     for i in range(3, 8):
         assert await w.minute(T0 + i * MIN, 20_000) == []  # below clear; minute 8 resolves it
 
-    other_worker = sync_redis.Redis.from_url(endpoints.redis_url)
+    other_worker = connect_sync(any_redis.redis_url)
     real_resolve = alert_store.resolve
     calls: list[str] = []
 

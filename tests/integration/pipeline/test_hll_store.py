@@ -1,5 +1,6 @@
 """The estimator's Redis reads and writes in slices: many points give every count and every
-series point (against a real redis-server)."""
+series point (against a real redis-server, and a Redis Cluster where the test takes any_redis:
+the counts are sent to each node for its own areas)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ async def many_points(url: str) -> tuple[dict, list, int]:
         await store.redis.aclose()
 
 
-def test_thousands_of_points_in_slices(endpoints) -> None:
-    counts, latest, series = asyncio.run(many_points(endpoints.redis_url))
+def test_thousands_of_points_in_slices(any_redis) -> None:
+    counts, latest, series = asyncio.run(many_points(any_redis.redis_url))
     assert len(counts) == 3 * COMMANDS_PER_PIPELINE
     assert counts[("a7", 100, 60)] == 2 and counts[("a8", 100, 900)] == 0
     assert len(latest) == COMMANDS_PER_PIPELINE and series == 1
@@ -77,7 +78,7 @@ async def data_since_cases(url: str) -> dict:
         await store.redis.aclose()
 
 
-def test_data_since_finds_the_oldest_bucket_with_data_in_each_span(endpoints) -> None:
-    since = asyncio.run(data_since_cases(endpoints.redis_url))
+def test_data_since_finds_the_oldest_bucket_with_data_in_each_span(any_redis) -> None:
+    since = asyncio.run(data_since_cases(any_redis.redis_url))
     # Ten-minute spans: the oldest minute with data of "city" in each, None for none.
     assert since == {99: None, 100: 100, 102: 100, 109: 100, 110: 101, 159: 150, 160: None}

@@ -1,4 +1,5 @@
 """End to end, on the real broker and Redis: simulator -> Kafka -> worker -> Redis -> estimates.
+The same test runs on one Redis and on a Redis Cluster of three masters.
 
 Each published distinct count must equal PFCOUNT of a reference HyperLogLog built in the same
 Redis from the exact device set of that area and window (same elements, same registers: equal,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,9 +22,10 @@ from streams.core.areas import load_areas
 from streams.core.clock import parse_time
 from streams.core.wire import EVENT_TYPES, HEADER, RECORD_DTYPE, frame_bytes
 from streams.estimate.privacy import containment_pairs, suppressed_items
+from streams.runtime.services import Endpoints
 from streams.tools.harness import metric_value
 
-from ..conftest import RunningWorker, consume_all, wait_until
+from ..conftest import RunningWorker, consume_all, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +56,20 @@ def exact_sets(events: np.ndarray, areas_doc: dict, bucket_ms: int) -> dict[tupl
     return sets
 
 
-def test_simulated_city_end_to_end(worker: RunningWorker, endpoints) -> None:
+@pytest.fixture(params=["one-redis", "redis-cluster"])
+def on(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[RunningWorker, Endpoints]]:
+    """A worker and its endpoints: one Redis, or a cluster of three masters."""
+    endpoints = request.getfixturevalue("endpoints" if request.param == "one-redis" else "cluster_endpoints")
+    running = start_worker(endpoints, tmp_path, "w")
+    try:
+        yield running, endpoints
+    finally:
+        running.process.stop(timeout=15)
+        running.redis.close()
+
+
+def test_simulated_city_end_to_end(on: tuple[RunningWorker, Endpoints]) -> None:
+    worker, endpoints = on
     settings = worker.settings
     # The one line a worker prints when it runs (whatever the log level), naming where it reads.
     ready = wait_until(lambda: [line for line in worker.log_tail(100_000).splitlines() if "crowdpulse worker ready" in line],
