@@ -138,7 +138,7 @@ async def send_routed(
         if isinstance(client, aioredis.RedisCluster) and all(isinstance(e, (*CLUSTER_CHANGE_ERRORS, redis.ConnectionError)) for e in errors):
             await client.nodes_manager.initialize()  # the slot map as the cluster now tells it
             if attempt < ROUTED_ATTEMPTS:
-                log.info("redis cluster changed under a pipelined send (%s); resending", errors[0])
+                log.info("redis cluster changed under a pipelined send (%s: %s); resending", type(errors[0]).__name__, errors[0])
                 await asyncio.sleep(0.05 * 2 ** attempt)
                 continue
         raise errors[0]
