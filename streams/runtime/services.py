@@ -492,19 +492,19 @@ class EmbeddedServices:
 
     def _start_cluster(self) -> str:
         """Masters on free ports, each a supervised service (restarted on its port with its
-        nodes.conf, it rejoins with its slots), formed into one cluster."""
+        nodes.conf, it rejoins with its slots, empty: the embedded cluster keeps no data),
+        formed into one cluster."""
         if self._data_dir is not None:
-            folder = self._data_dir / "redis-cluster"
-            persistence: tuple[str, ...] = ("--appendonly", "yes", "--appendfsync", "everysec")
-        else:
-            folder, persistence = Path(tempfile.mkdtemp(prefix="crowdpulse-redis-cluster-")), ()
-            self._scratch.append(folder)
+            # Its nodes would need the same ports at the next start to find their nodes.conf.
+            raise ConfigError("the embedded Redis Cluster keeps nothing: use --data-dir with one Redis")
+        folder = Path(tempfile.mkdtemp(prefix="crowdpulse-redis-cluster-"))
+        self._scratch.append(folder)
         ports = []
         for i in range(self._redis_cluster):
             def launch(port: int | None, i: int = i) -> tuple[ManagedProcess, str]:
                 port = free_cluster_port() if port is None else port
                 return start_redis(port, log_dir=self._log_dir, name=f"redis-cluster-{i}",
-                                   extra_args=(*persistence, *cluster_node_args(folder, port)))
+                                   extra_args=cluster_node_args(folder, port))
             ports.append(_port_of(self._start_until_ready(_Supervised(f"Redis Cluster node {i}", launch, _probe_redis, 15.0))))
         form_cluster(ports)
         return cluster_url(ports)
@@ -585,14 +585,15 @@ def _raise_stop_requested(signum: int, frame: FrameType | None) -> None:
     raise _StopRequested(signal.Signals(signum).name)
 
 
-def serve_forever(environ: Mapping[str, str] | None = None, data_dir: Path | None = None, watch_s: float = 1.0) -> int:
+def serve_forever(environ: Mapping[str, str] | None = None, data_dir: Path | None = None, watch_s: float = 1.0,
+                  redis_cluster: int = 0) -> int:
     """Run the services until SIGINT/SIGTERM, printing the shell lines that point the pipeline at
     them, and restart any that dies (on the same port, saying so).
 
     Must run in the main thread (signal handlers).
     """
     log_dir = Path(tempfile.mkdtemp(prefix="crowdpulse-services-"))
-    services = EmbeddedServices(environ, log_dir=log_dir, data_dir=data_dir, history=True)
+    services = EmbeddedServices(environ, log_dir=log_dir, data_dir=data_dir, history=True, redis_cluster=redis_cluster)
     # Raising from the handler also interrupts a start() still waiting for readiness.
     previous = {sig: signal.signal(sig, _raise_stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

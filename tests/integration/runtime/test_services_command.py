@@ -11,17 +11,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
+
+from streams.pipeline.redis_io import connect_sync
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_services_command_prints_env_lines_and_stops_cleanly() -> None:
+@pytest.mark.parametrize(("args", "redis_processes"), [((), 1), (("--redis-cluster", "3"), 3)], ids=["one-redis", "cluster"])
+def test_services_command_prints_env_lines_and_stops_cleanly(args: tuple[str, ...], redis_processes: int) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CROWDPULSE_KAFKA", "CROWDPULSE_REDIS")}
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "services"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "streams.cli", "services", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env=env, text=True,
     )
     try:
@@ -33,14 +35,17 @@ def test_services_command_prints_env_lines_and_stops_cleanly() -> None:
                 name, _, value = line[len("export "):].strip().partition("=")
                 lines[name] = value.strip("'\"")
         assert set(lines) == {"CROWDPULSE_KAFKA", "CROWDPULSE_REDIS", "CROWDPULSE_HISTORY_DB"}
-        client = redis.Redis.from_url(lines["CROWDPULSE_REDIS"])
+        assert lines["CROWDPULSE_REDIS"].startswith("redis+cluster://" if args else "redis://")
+        client = connect_sync(lines["CROWDPULSE_REDIS"])
         assert client.ping() is True
+        assert client.set("{t}:written", "1") and client.get("{t}:written") == b"1"  # a slot is served
         client.close()
         with psycopg.connect(lines["CROWDPULSE_HISTORY_DB"]) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
-        # The broker, Redis and PostgreSQL's postmaster (its own workers are its children).
+        # The broker, Redis (or each cluster master) and PostgreSQL's postmaster (its own workers
+        # are its children).
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 3
+        assert len(children) == 2 + redis_processes
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)

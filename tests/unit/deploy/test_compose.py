@@ -19,7 +19,15 @@ REPO = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 #: One-shot or demo-only services: no healthcheck expected.
-ONE_SHOT = {"simulator"}
+ONE_SHOT = {"simulator", "redis-cluster-init"}
+#: The cluster profile's masters and the URL its header gives for CROWDPULSE_REDIS.
+CLUSTER_NODES = ("redis-c1", "redis-c2", "redis-c3")
+CLUSTER_URL = "redis+cluster://redis-c1:6379,redis-c2:6379,redis-c3:6379"
+
+
+def with_defaults(value: str) -> str:
+    """A compose value with each ${NAME:-default} replaced by its default (what an unset NAME gives)."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
 
 
 def test_references_resolve() -> None:
@@ -60,7 +68,7 @@ def test_workers_use_only_settings_crowdpulse_reads() -> None:
     workers = {n: s for n, s in SERVICES.items() if "worker" in s.get("command", [])}
     assert len(workers) >= 2
     for name, service in workers.items():
-        env = {k: str(v) for k, v in service["environment"].items()}
+        env = {k: with_defaults(str(v)) for k, v in service["environment"].items()}
         unknown = {k for k in env if k.startswith("CROWDPULSE_")} - known
         assert not unknown, f"{name}: settings crowdpulse does not read: {unknown}"
         env["CROWDPULSE_API_TOKENS"] = "reader:" + "a" * 32  # compose requires it from the caller
@@ -104,3 +112,27 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard() -> None:
     dashboard = json.loads((dashboards / "crowdpulse-dashboard.json").read_text())
     # Provisioned (not imported), "${DS_PROMETHEUS}" resolves through a data-source variable.
     assert any(v["name"] == "DS_PROMETHEUS" and v["type"] == "datasource" for v in dashboard["templating"]["list"])
+
+
+def test_the_cluster_profile_is_three_persistent_masters_the_workers_can_name() -> None:
+    from streams.pipeline.redis_io import cluster_seeds
+
+    header = (REPO / "docker-compose.yml").read_text()
+    assert f"CROWDPULSE_REDIS={CLUSTER_URL}" in header
+    seeds = cluster_seeds(CLUSTER_URL)
+    assert seeds is not None and [host for host, _ in seeds[1]] == list(CLUSTER_NODES)
+    for name in CLUSTER_NODES:
+        node = SERVICES[name]
+        command = node["command"]
+        assert node["profiles"] == ["cluster"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--appendonly") + 1] == "yes"
+        assert command[command.index("--cluster-announce-hostname") + 1] == name  # clients reach it by name
+        assert any(m == f"{name}-data:/data" for m in node["volumes"])  # nodes.conf and AOF survive re-creation
+    init = SERVICES["redis-cluster-init"]
+    script = init["entrypoint"][-1]
+    assert all(f"getent hosts {name}" in script for name in CLUSTER_NODES) and "--cluster-replicas 0" in script
+    assert set(init["depends_on"]) == set(CLUSTER_NODES)
+    # The workers take the cluster URL from the caller, one Redis by default.
+    env = SERVICES["worker-1"]["environment"]["CROWDPULSE_REDIS"]
+    assert env.startswith("${CROWDPULSE_REDIS:-") and with_defaults(env) == "redis://redis:6379/0"
