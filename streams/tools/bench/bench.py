@@ -51,6 +51,7 @@ from streams.core.settings import Settings
 from streams.core.topics import TopicNames
 from streams.core.wire import HEADER_SIZE, RECORD_SIZE
 from streams.runtime.services import EmbeddedServices, ensure_topics
+from streams.tools.bench.cluster import cluster_throughput
 from streams.tools.bench.config import BenchConfig
 from streams.tools.bench.data import FRAME_RECORDS, frames_of, json_messages, produce, single_event_messages, synthetic_events
 from streams.tools.bench.estimator_cost import _estimator_cost
@@ -140,6 +141,11 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
                                        broker_pid, CROWDPULSE_PUBLISH_INTERVAL_S="3600")
             figures["frames_ingest_only_eps"] = ingest["eps"]
             figures["frames_ingest_only_cpu_us_per_event"] = ingest.get("cpu_us_per_event")
+
+        if config.cluster_masters:
+            step(f"worker on frames, Redis Cluster of {config.cluster_masters}")
+            figures.update(cluster_throughput(endpoints, log_dir, frames, config.frames_events, config.cluster_masters,
+                                              broker_pid, figures.get("frames_cpu_us_per_event")))
 
         step("worker on JSON")
         json_runs = [worker_throughput(endpoints, log_dir, prefixes["json"], json_total, "json", client, broker_pid)

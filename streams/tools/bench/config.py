@@ -23,6 +23,7 @@ class BenchConfig:
     simulator_devices: int
     simulator_seconds: float  # how long each simulator run is timed
     name: str = "full"  # what the report calls the run: full, quick or smoke
+    cluster_masters: int = 3  # the worker on frames again on a Redis Cluster of this many masters (0: skipped)
 
 
 QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000, 3.0, "quick")

@@ -75,6 +75,16 @@ def format_table(f: dict) -> str:
                 f"CPU per event, {label} (us): {parts}; total {total:.2f}, so {f['cpu_count'] or 1} cores "
                 f"bound it near {1e6 * (f['cpu_count'] or 1) / total:,.0f} events/s"
             )
+    if "cluster_eps" in f:
+        cpu = f["cluster_cpu_us_per_event"]
+        shards = ", ".join(f"{us:.2f}" for us in f["cluster_shard_cpu_us_per_event"])
+        lines.append(
+            f"Redis Cluster of {f['cluster_masters']} (same frames, same machine): {eps(f['cluster_eps']).strip()} events/s; "
+            f"CPU per event (us): worker {cpu.get('worker', float('nan')):.2f}, broker {cpu.get('broker', float('nan')):.2f}, "
+            f"Redis {cpu['redis']:.2f} in all, per shard {shards}"
+            + (f"; busiest shard {f['cluster_busiest_shard_vs_ideal']:.2f}x of one Redis / {f['cluster_masters']}, "
+               f"all shards {f['cluster_redis_total_vs_one']:.2f}x of one Redis" if "cluster_busiest_shard_vs_ideal" in f else "")
+        )
     if "latency_p50_s" in f:
         lines.append(
             f"latency event -> published estimate at {f['latency_offered_eps']:,} events/s offered: "

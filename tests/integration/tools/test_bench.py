@@ -65,6 +65,12 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     assert figures["frames_vs_naive"] == pytest.approx(figures["frames_eps"] / figures["naive_eps"])
     assert len(figures["frames_samples"]) == figures["repeats"]
     assert figures["frames_eps"] == sorted(figures["frames_samples"])[len(figures["frames_samples"]) // 2]
+    # The same frames on a Redis Cluster of three masters: CPU per event per shard.
+    assert figures["cluster_masters"] == 3 and positive(figures["cluster_eps"])
+    shards = figures["cluster_shard_cpu_us_per_event"]
+    assert len(shards) == 3 and all(positive(x) for x in shards)
+    assert figures["cluster_cpu_us_per_event"]["redis"] == pytest.approx(sum(shards))
+    assert positive(figures["cluster_busiest_shard_vs_ideal"]) and positive(figures["cluster_redis_total_vs_one"])
     estimator = figures["estimator"]["1000"]
     assert estimator["areas"] == 1000 and positive(estimator["refresh_wall_s"])
     assert estimator["refresh_redis_cpu_s"] >= 0
@@ -83,6 +89,6 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
 
     table = result.stdout
     for line in ("limit: raw aiokafka consumer", "naive Faust", "crowdpulse worker, binary frames",
-                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 1,000 areas",
+                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 1,000 areas", "Redis Cluster of 3 (same frames",
                  "simulator (20,000 devices, 60 s steps, 2 threads generating)"):
         assert line in table, line
