@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,13 @@ class AreaMap:
             return []
         c = int(index[0])
         return [self.area_ids[a] for a in self.area_idx[self.area_ptr[c] : self.area_ptr[c + 1]]]
+
+
+def area_shard(area_id: str, shards: int) -> int:
+    """The estimator shard of an area: which worker counts it is whichever owns the crowd.events
+    partition of this number (streams/pipeline/estimator_pass.py). Stable across processes and
+    runs (CRC-32 of the id, not Python's salted hash)."""
+    return zlib.crc32(area_id.encode()) % shards
 
 
 def parse_areas(doc: object, source: str = "<areas>") -> AreaMap:

@@ -108,10 +108,25 @@ class KeyLayout:
         """Set of crowd.events partitions whose windows are being rebuilt from Kafka (with a TTL)."""
         return f"{self.namespace}:{{ingest}}:rebuilding"
 
+    def dirty_buckets(self, shard: int) -> str:
+        """Set of "<area>|<bucket>" of one estimator shard's areas (areas.area_shard) that
+        received events since its counter last looked."""
+        return f"{self.namespace}:{{estimator:{shard}}}:dirty"
+
     @property
-    def dirty_buckets(self) -> str:
-        """Set of "<area>|<bucket>" that received events since the estimator last looked."""
-        return f"{self.namespace}:{{estimator}}:dirty"
+    def counted_through(self) -> str:
+        """Hash: estimator shard -> the newest bucket its counter wrote every area's record of."""
+        return f"{self.namespace}:{{estimator}}:counted"
+
+    def staged_points(self, bucket: int) -> str:
+        """Hash: area -> its point record at this window end (estimator.PointRecord), written
+        by the area's counter, read by the publisher."""
+        return f"{self.namespace}:{{stage:{bucket}}}:points"
+
+    @property
+    def staged_changed(self) -> str:
+        """Set of "<area>|<bucket>" whose record changed since the publisher last looked."""
+        return f"{self.namespace}:{{estimator}}:staged"
 
     @property
     def estimator_state(self) -> str:

@@ -51,6 +51,16 @@ class Metrics:
             "Window points not computed because stream time jumped further than the catch-up limit.",
             registry=r,
         )
+        self.points_counted = Counter(
+            "crowdpulse_estimator_points_counted_total",
+            "Window points this worker counted and handed to the publisher (its own shards' areas).",
+            registry=r,
+        )
+        self.estimator_shards = Gauge(
+            "crowdpulse_estimator_shards",
+            "Estimator shards (crowd.events partitions) whose areas this worker counts.",
+            registry=r,
+        )
         self.span_counts = Counter(
             "crowdpulse_estimator_span_counts_total",
             "Span counts an estimator pass used: merged in Redis (PFCOUNT), or kept from an earlier "

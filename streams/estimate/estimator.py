@@ -12,6 +12,7 @@ people = the window's devices and the range is HyperLogLog's alone.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -369,15 +370,165 @@ def segment_counts(totals: dict[int, int], stored: dict[tuple[int, str], int]) -
     return out
 
 
-class WindowBook:
-    """The raw counts and published estimates of recent window ends.
+@dataclass(frozen=True)
+class PointRecord:
+    """One area's counts at one window end as its counter hands them to the publisher: each
+    window's devices (and segments' devices), keyed as in the window book, and the people range
+    (None with the naive model, or before the reference's curve is known). The counter is
+    whichever worker owns the area (streams/pipeline/estimator_pass.py); the publisher applies
+    the privacy rule over every area's records of a window end at once."""
 
-    A pass recomputes only the points that changed, yet the privacy rule must see every area of
-    a window end at once (a neighbour's change can withhold or release an unchanged area), and
-    the people model compares every area with the reference area of the same window end. The
-    book keeps each recent window end's counts, applies the rule over all of them, and returns
+    counts: dict[BookKey, int]
+    people: EstimateRange | None
+
+    def encode(self) -> bytes:
+        body = {"c": [[key[1], key[2] if len(key) == 3 else "", n] for key, n in sorted(self.counts.items())],
+                "p": None if self.people is None else [self.people.people, self.people.low, self.people.high]}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, area: str, raw: bytes | str) -> PointRecord:
+        body = json.loads(raw)
+        counts: dict[BookKey, int] = {((area, int(w), seg) if seg else (area, int(w))): int(n) for w, seg, n in body["c"]}
+        p = body["p"]
+        return cls(counts, None if p is None else EstimateRange(int(p[0]), int(p[1]), int(p[2])))
+
+
+class PointBook:
+    """The counting side of the estimator: span counts of the points a worker owns, turned into
+    each point's window counts and people range (PointRecord).
+
+    An area's people estimate is a function of its own curve and the reference area's of the
+    same window end. So a point is re-estimated when its counts come in, and every area of a
+    window end when the reference's do (an area estimated against a reference still filling is
+    re-estimated once the reference is complete, whatever the order the partitions came in).
+    Each counter counts the reference itself (it need not own it): its curve is one area's.
+
+    The newest window end is still filling (stream time is inside its last minute): its curve
+    is short in the newest minute by however much of the minute has passed, a shape no
+    situation of the table has, and the estimate would swing with machine load. Until the
+    minute is over, its people are those of the previous window end, complete or nearly; once
+    the minute is over, its own curve decides (its counts come in again)."""
+
+    def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], keep_buckets: int,
+                 people: PeopleModel | None = None, segments: bool = False) -> None:
+        self.areas = areas
+        self.windows_s = windows_s
+        self.keep_buckets = keep_buckets
+        self.people = people
+        self.segments = segments
+        # Per window end: area -> its window (and segment) counts; area -> curve; area -> people.
+        self.counts: dict[int, dict[str, dict[BookKey, int]]] = {}
+        self.curves: dict[int, dict[str, np.ndarray]] = {}
+        self.people_of: dict[int, dict[str, EstimateRange]] = {}
+
+    @property
+    def spans(self) -> list[Span]:
+        """The spans (skip_s, length_s) to count per point: the published windows, and the
+        visibility model's curve."""
+        spans: list[Span] = [Span.window(w) for w in self.windows_s]
+        if self.people is not None:
+            spans += [span for span in CURVE_SPANS_S if span not in spans]
+        if self.segments:
+            spans += [Span.window(w, name) for w in self.windows_s for name in STORED]
+        return spans
+
+    def _is_window(self, span: Span) -> bool:
+        """A published window's total (skip 0, one of the windows, no segment)."""
+        return not span.segment and span.skip_s == 0 and span.length_s in self.windows_s
+
+    def needed(self, points: list[tuple[str, int]], owned: Iterable[str]) -> list[tuple[str, int]]:
+        """The points to count: the given ones, every owned area of their window ends that the
+        book has no counts of (a new window end, or areas just taken over), and the reference
+        where its curve is not known."""
+        owned = set(owned)
+        out: list[tuple[str, int]] = []
+        by_bucket: dict[int, set[str]] = {}
+        for area, bucket in points:
+            by_bucket.setdefault(bucket, set()).add(area)
+        for bucket in sorted(by_bucket):
+            areas = by_bucket[bucket] | (owned - self.counts.get(bucket, {}).keys())
+            if self.people is not None and self.people.reference not in self.curves.get(bucket, {}):
+                areas.add(self.people.reference)
+            out.extend((area, bucket) for area in sorted(areas))
+        return out
+
+    def forget_areas(self, keep: Iterable[str]) -> None:
+        """Drop what the book holds of areas not in `keep` (given away to another worker): if
+        they come back, they are counted afresh. The reference's curves stay."""
+        keep = set(keep)
+        if self.people is not None:
+            keep.add(self.people.reference)
+        for counts in self.counts.values():
+            for area in [a for a in counts if a not in keep]:
+                del counts[area]
+        for curves in self.curves.values():
+            for area in [a for a in curves if a not in keep]:
+                del curves[area]
+        for people in self.people_of.values():
+            for area in [a for a in people if a not in keep]:
+                del people[area]
+
+    def _people_at(self, bucket: int, newest: int, came_in: set[str]) -> tuple[dict[str, EstimateRange], set[str]]:
+        """The people estimates of one window end, re-estimating what its new counts change
+        (class notes); and the areas re-estimated."""
+        assert self.people is not None
+        people = self.people_of.setdefault(bucket, {})
+        curves = self.curves.get(bucket, {})
+        todo = set(curves) if self.people.reference in came_in else came_in & curves.keys()
+        redone = set(todo)
+        previous = self.people_of.get(bucket - 1, {})
+        if bucket == newest and previous:
+            people.update({a: previous[a] for a in todo if a in previous})
+            todo -= previous.keys()
+        people.update(self.people.estimate(curves, todo))
+        return people, redone
+
+    def update(self, counts: dict[tuple[str, int, Span], int], newest: int) -> dict[tuple[str, int], PointRecord]:
+        """Merge new span counts (area, bucket, span); return the record of every point whose
+        counts came in or whose people were re-estimated."""
+        fresh: dict[tuple[str, int], dict[Span, int]] = {}
+        for (area, bucket, span), devices in counts.items():
+            if self._is_window(span):
+                self.counts.setdefault(bucket, {}).setdefault(area, {})[(area, span.length_s)] = devices
+            fresh.setdefault((area, bucket), {})[span] = devices
+        if self.segments:
+            for (area, bucket), spans in fresh.items():
+                totals = {span.length_s: n for span, n in spans.items() if self._is_window(span)}
+                stored = {(span.length_s, span.segment): n for span, n in spans.items() if span.segment}
+                book = self.counts.setdefault(bucket, {}).setdefault(area, {})
+                for (window, name), n in segment_counts(totals, stored).items():
+                    book[(area, window, name)] = n
+        if self.people is not None:
+            for (area, bucket), spans in fresh.items():
+                if all(span in spans for span in CURVE_SPANS_S):
+                    self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
+        records: dict[tuple[str, int], PointRecord] = {}
+        for bucket in sorted({b for _, b in fresh}):
+            came_in = {a for a, b in fresh if b == bucket}
+            people: dict[str, EstimateRange] = {}
+            redone: set[str] = set()
+            if self.people is not None:
+                people, redone = self._people_at(bucket, newest, came_in)
+            by_area = self.counts.get(bucket, {})
+            for area in sorted((came_in | redone) & by_area.keys()):
+                records[(area, bucket)] = PointRecord(dict(by_area[area]), people.get(area))
+        for bucket in [b for b in self.counts if b <= newest - self.keep_buckets]:
+            del self.counts[bucket]
+            self.curves.pop(bucket, None)
+            self.people_of.pop(bucket, None)
+        return records
+
+
+class WindowBook:
+    """The publishing side of the estimator: the records of recent window ends (each area's
+    window counts and people, PointBook), the privacy rule over them, and the estimates.
+
+    A pass republishes only the points that changed, yet the privacy rule must see every area of
+    a window end at once (a neighbour's change can withhold or release an unchanged area). The
+    book keeps each recent window end's records, applies the rule over all of them, and returns
     only the estimates whose published form changed. It forgets window ends older than
-    `keep_buckets`; a point that comes back later makes it count every area of that end again.
+    `keep_buckets`.
 
     Warming up: a window is only as full as the stream behind it. After a cold start (or a
     silence longer than the span) the first hour's curves are truncated, which the visibility
@@ -385,6 +536,9 @@ class WindowBook:
     caller says, per window end, from which bucket the whole network has data (`data_from`,
     HllStore.data_since over `history_s`); an estimate with less behind it than it needs is
     marked `warming_up` (and the alert engine computes no trend from it).
+
+    `update` runs both sides in one process (a PointBook of every area): the estimator as one
+    piece, for tests and offline tools.
     """
 
     def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], min_count: int, bucket_ms: int, keep_buckets: int,
@@ -396,13 +550,13 @@ class WindowBook:
         self.keep_buckets = keep_buckets
         self.people = people
         self.segments = segments
+        self.points = PointBook(areas, windows_s, keep_buckets, people, segments)
         area_cells = {a.id: a.cells for a in areas.areas}
         self.pairs: list[tuple[BookKey, BookKey]] = list(containment_pairs(area_cells, windows_s))
         if segments:
             self.pairs += segment_pairs(area_cells, windows_s, PUBLISHED, nested=("residents", *BANDS.values()))
         # Per window end: (area, window) -> devices, and (area, window, segment) -> devices.
         self.counts: dict[int, dict[BookKey, int]] = {}
-        self.curves: dict[int, dict[str, np.ndarray]] = {}
         self.people_of: dict[int, dict[str, EstimateRange]] = {}
         self.published: dict[int, dict[Item, Estimate]] = {}
         self.data_from: dict[int, int | None] = {}
@@ -431,87 +585,43 @@ class WindowBook:
 
     @property
     def spans(self) -> list[Span]:
-        """The spans (skip_s, length_s) to count per point: the published windows, and the
-        visibility model's curve."""
-        spans: list[Span] = [Span.window(w) for w in self.windows_s]
-        if self.people is not None:
-            spans += [span for span in CURVE_SPANS_S if span not in spans]
-        if self.segments:
-            spans += [Span.window(w, name) for w in self.windows_s for name in STORED]
-        return spans
+        return self.points.spans
 
-    def _is_window(self, span: Span) -> bool:
-        """A published window's total (skip 0, one of the windows, no segment)."""
-        return not span.segment and span.skip_s == 0 and span.length_s in self.windows_s
+    @property
+    def curves(self) -> dict[int, dict[str, np.ndarray]]:
+        return self.points.curves
 
     def needed(self, points: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """The points to count: the given ones, plus every area of a window end not in the book."""
-        out: list[tuple[str, int]] = []
-        by_bucket: dict[int, list[str]] = {}
-        for area, bucket in points:
-            by_bucket.setdefault(bucket, []).append(area)
-        for bucket in sorted(by_bucket):
-            areas = self.areas.area_ids if bucket not in self.counts else by_bucket[bucket]
-            if self.people is not None and self.people.reference not in self.curves.get(bucket, {}):
-                areas = sorted({*areas, self.people.reference})
-            out.extend((area, bucket) for area in areas)
-        return out
-
-    def _people_at(self, bucket: int, newest: int, came_in: set[str]) -> dict[str, EstimateRange]:
-        """The people estimates of one window end, re-estimating what its new counts change.
-
-        An estimate is a function of the counts it reads: the area's curve and the reference
-        area's. So the areas whose counts came in are re-estimated, and all of them when the
-        reference's did (an area estimated against a reference still filling is re-estimated
-        once the reference is complete, whatever the order the partitions came in).
-
-        The newest window end is still filling (stream time is inside its last minute): its
-        curve is short in the newest minute by however much of the minute has passed, a shape
-        no situation of the table has, and the estimate would swing with machine load. Until
-        the minute is over, its people are those of the previous window end, complete or
-        nearly; once the minute is over, its own curve decides (its counts come in again)."""
-        assert self.people is not None
-        people = self.people_of.setdefault(bucket, {})
-        curves = self.curves.get(bucket, {})
-        todo = set(curves) if self.people.reference in came_in else came_in & curves.keys()
-        previous = self.people_of.get(bucket - 1, {})
-        if bucket == newest and previous:
-            people.update({a: previous[a] for a in todo if a in previous})
-            todo -= previous.keys()
-        people.update(self.people.estimate(curves, todo))
-        return people
+        """The points to count in one process: the given ones, plus every area of a window end
+        not in the book."""
+        return self.points.needed(points, self.areas.area_ids)
 
     def update(self, counts: dict[tuple[str, int, Span], int], newest: int,
                data_from: dict[int, int | None] | None = None) -> list[Estimate]:
-        """Merge new span counts (area, bucket, (skip_s, length_s)); return the estimates to
-        publish (new or changed), oldest first. `data_from`: per window end, the oldest bucket
-        of the last `history_s` with data of `history_area` (see the class notes)."""
+        """Both sides in one process: new span counts (area, bucket, span) to the estimates to
+        publish (new or changed), oldest first."""
+        return self.update_records(self.points.update(counts, newest), newest, data_from)
+
+    def update_records(self, records: dict[tuple[str, int], PointRecord], newest: int,
+                       data_from: dict[int, int | None] | None = None) -> list[Estimate]:
+        """Merge new point records; return the estimates to publish (new or changed), oldest
+        first. `data_from`: per window end, the oldest bucket of the last `history_s` with data
+        of `history_area` (see the class notes)."""
         self.data_from.update(data_from or {})
         touched: set[int] = set()
-        fresh: dict[tuple[str, int], dict[Span, int]] = {}
-        for (area, bucket, span), devices in counts.items():
-            if self._is_window(span):
-                self.counts.setdefault(bucket, {})[(area, span.length_s)] = devices
-            fresh.setdefault((area, bucket), {})[span] = devices
+        for (area, bucket), record in records.items():
+            self.counts.setdefault(bucket, {}).update(record.counts)
+            people = self.people_of.setdefault(bucket, {})
+            if record.people is None:
+                people.pop(area, None)
+            else:
+                people[area] = record.people
             touched.add(bucket)
-        if self.segments:
-            for (area, bucket), spans in fresh.items():
-                totals = {span.length_s: n for span, n in spans.items() if self._is_window(span)}
-                stored = {(span.length_s, span.segment): n for span, n in spans.items() if span.segment}
-                book = self.counts.setdefault(bucket, {})
-                for (window, name), n in segment_counts(totals, stored).items():
-                    book[(area, window, name)] = n
-        if self.people is not None:
-            for (area, bucket), spans in fresh.items():
-                if all(span in spans for span in CURVE_SPANS_S):
-                    self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
         changed: list[Estimate] = []
         for bucket in sorted(touched):
             book = self.counts[bucket]
             withheld = suppressed_items(book, self.pairs, self.min_count)
-            people: dict[str, EstimateRange] = {}
-            if self.people is not None:
-                people = self._people_at(bucket, newest, {a for a, b in fresh if b == bucket})
+            people = self.people_of.get(bucket, {}) if self.people is not None else {}
             before = self.published.setdefault(bucket, {})
             as_of = (bucket + 1) * self.bucket_ms
             for item, devices in sorted(book.items()):
@@ -533,7 +643,6 @@ class WindowBook:
                     changed.append(estimate)
         for bucket in [b for b in self.counts if b <= newest - self.keep_buckets]:
             del self.counts[bucket]
-            self.curves.pop(bucket, None)
             self.people_of.pop(bucket, None)
             self.published.pop(bucket, None)
         for bucket in [b for b in self.data_from if b <= newest - self.keep_buckets]:

@@ -1,15 +1,19 @@
-"""One estimator pass: which window points changed (the dirty buckets in Redis), their span
-counts (sealed ones kept from earlier passes, the rest merged in Redis), the people estimates
-and privacy rules (streams/estimate/), and what is published (the snapshot, series and
-progress in streams/pipeline/estimate_store.py). The leader runs a pass every publish interval
-(streams/runtime/app.py sends the returned estimates to Kafka and the alert pass)."""
+"""One estimator pass, in two sides. Counting (CountPass, every worker, for the areas of the
+crowd.events partitions it owns): which window points changed (its shards' dirty sets in
+Redis), their span counts (sealed ones kept from earlier passes, the rest merged in Redis) and
+people estimates, written as point records (streams/pipeline/stage_store.py). Publishing
+(PublishPass, the leader): the records that changed, the privacy rule over every area of a
+window end, and what is published (the snapshot, series and progress in
+streams/pipeline/estimate_store.py). Every publish interval each worker counts and the leader
+then publishes (streams/runtime/app.py sends the estimates to Kafka and the alert pass)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
-from streams.core.areas import AreaMap
+from streams.core.areas import AreaMap, area_shard
 from streams.core.metrics import Metrics
 from streams.core.segments import STORED
 from streams.core.settings import Settings
@@ -18,6 +22,7 @@ from streams.estimate.estimator import (
     DAY_MS,
     Estimate,
     PeopleModel,
+    PointBook,
     SealedCounts,
     WindowBook,
     ahead_share,
@@ -31,6 +36,7 @@ from streams.pipeline.estimate_store import EstimateStore
 from streams.pipeline.history_writer import HistoryWriter
 from streams.pipeline.hll_store import HllStore, stream_time
 from streams.pipeline.ingest_service import wall_now_ms
+from streams.pipeline.stage_store import StageStore
 
 #: Buckets whose keys one pass may drop at most (a first pass, or one after a jump in stream time).
 DROP_AT_MOST_BUCKETS = 120
@@ -65,69 +71,161 @@ def next_pass_at(deadline: float, now: float, interval: float, live: bool = True
     return max(deadline + interval, now)
 
 
-class EstimatorPass:
-    """The estimator's state between passes (the window book, sealed counts) and the pass."""
+class CountPass:
+    """The counting side, on every worker, for the areas of the shards it owns (the crowd.events
+    partitions the Kafka group gave it; areas.area_shard): which of its points changed (its
+    shards' dirty sets), their span counts (sealed ones kept from earlier passes, the rest
+    merged in Redis), their people estimates (PointBook), written as point records for the
+    publisher (StageStore)."""
 
-    def __init__(self, settings: Settings, areas: AreaMap, hll: HllStore, published: EstimateStore, metrics: Metrics,
-                 model: PeopleModel | None, history: HistoryWriter | None = None) -> None:
+    def __init__(self, settings: Settings, areas: AreaMap, hll: HllStore, stage: StageStore, metrics: Metrics,
+                 model: PeopleModel | None) -> None:
+        self.settings = settings
+        self.areas = areas
+        self.hll = hll
+        self.stage = stage
+        self.metrics = metrics
+        keep = settings.grace_s // settings.bucket_s + 3
+        self.book = PointBook(areas, settings.windows_s, keep, model, settings.segments)
+        self.sealed = SealedCounts(settings.bucket_s)
+        self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
+        #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
+        #: next pass takes them up, so a failed pass loses no area's re-estimation.
+        self._pending_dirty: set[tuple[str, int]] = set()
+        self.owned: frozenset[int] = frozenset()
+        #: Stream time within the grace period of the wall clock at the last pass: a live feed,
+        #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
+        self.live = True
+
+    def areas_of(self, shards: Iterable[int]) -> list[str]:
+        wanted = set(shards)
+        return [a for a in self.areas.area_ids if area_shard(a, self.hll.shards) in wanted]
+
+    async def run(self, shards: Iterable[int]) -> int:
+        """Count the changed points of the areas of `shards` and write their records; returns
+        how many points were counted."""
+        settings = self.settings
+        shards = frozenset(shards)
+        if shards != self.owned:
+            # Shards given away: their areas are forgotten (counted afresh if they come back).
+            self.book.forget_areas(self.areas_of(shards))
+            self._pending_dirty = {(a, b) for a, b in self._pending_dirty if area_shard(a, self.hll.shards) in shards}
+            self.owned = shards
+            self.metrics.estimator_shards.set(len(shards))
+        watermarks = await self.hll.watermarks()
+        # Windows read shadow keys across a rotation only if the feed declared it (docs/privacy.md).
+        await self.hll.refresh_declared()
+        stream_now = stream_time(watermarks)
+        if stream_now is None or not shards:
+            return 0
+        self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
+        newest = stream_now // settings.bucket_ms
+        self._pending_dirty |= await self.hll.pop_dirty(sorted(shards))
+        dirty = set(self._pending_dirty)
+        # Sealed buckets written again: the windows were rebuilt from Kafka (pipeline/rebuild.py).
+        if self.sealed.invalidate(dirty):
+            log.info("counts kept from before the rebuild were dropped; the points it touched are re-estimated")
+        counted = await self.stage.counted(self.hll.shards)
+        points: set[tuple[str, int]] = set()
+        for shard in sorted(shards):
+            own = self.areas_of([shard])
+            mine = {(a, b) for a, b in dirty if a in own or a in self.hll.broadcast}
+            found, skipped = points_to_refresh(own, mine, counted[shard], newest,
+                                               max(settings.windows_s) // settings.bucket_s, settings.max_catchup_buckets)
+            points.update(found)
+            self.metrics.skipped_points.inc(skipped)
+        owned_areas = self.areas_of(shards)
+        if points:
+            needed = self.book.needed(sorted(points, key=lambda p: (p[1], p[0])), owned_areas)
+            counts = await self.span_counts(needed, newest, stream_now, watermarks, owned_areas)
+            owned_set = set(owned_areas)
+            records = {point: r for point, r in self.book.update(counts, newest).items() if point[0] in owned_set}
+            await self.stage.write(records)
+            self.metrics.points_counted.inc(len(records))
+        await self.stage.set_counted(shards, max([newest, *(c for s, c in counted.items() if s in shards and c is not None)]))
+        self._pending_dirty.clear()
+        return len(points)
+
+    async def span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int,
+                          watermarks: dict[int, int | None], owned: Iterable[str] | None = None) -> SpanCounts:
+        """The needed points' span counts: sealed ones kept from earlier passes, the rest merged
+        in Redis. On a live feed a pass also counts a share of the next window end's sealed
+        spans of the `owned` areas (default: all) ahead of need (estimator.ahead_share: spread
+        over the passes left in the minute), so the pass that opens a new minute merges only
+        what can still change. Ahead counts are kept, not returned."""
+        settings = self.settings
+        through = sealed_through(watermarks, settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
+        spans = self.book.spans
+        known, todo = self.sealed.split(needed, spans)
+        ahead: list[tuple[tuple[str, int], list[Span]]] = []
+        if self.live and self._ahead_done != newest + 1:
+            areas = self.areas.area_ids if owned is None else list(owned)
+            ahead = self.sealed.missing([(a, newest + 1) for a in areas], spans, through)
+            if not ahead:
+                self._ahead_done = newest + 1
+            ahead = ahead[: ahead_share(len(ahead), stream_now, newest, settings.bucket_ms, settings.publish_interval_s)]
+        counted = await self.hll.count_spans(todo + ahead)
+        self.sealed.keep(counted, through)
+        self.sealed.forget(newest - self.book.keep_buckets + 1)
+        self.metrics.span_counts.labels("redis").inc(len(counted))
+        self.metrics.span_counts.labels("kept").inc(len(known))
+        if ahead:
+            counted = {k: n for k, n in counted.items() if k[1] <= newest}
+        return {**known, **counted}
+
+
+class PublishPass:
+    """The publishing side, on the leader: the point records that changed, once every shard has
+    counted their window end; the privacy rule over every area of a window end (WindowBook),
+    differential privacy, the snapshot, series and progress (EstimateStore), the footfall
+    history; then old buckets out. Privacy decisions that span areas counted by different
+    workers are taken here, over one read of every area's records of a window end."""
+
+    def __init__(self, settings: Settings, areas: AreaMap, hll: HllStore, stage: StageStore, published: EstimateStore,
+                 metrics: Metrics, model: PeopleModel | None, history: HistoryWriter | None = None) -> None:
         self.settings = settings
         #: Writes the footfall history (None: CROWDPULSE_HISTORY_DB unset).
         self.history = history
         self.areas = areas
         self.hll = hll
+        self.stage = stage
         self.published = published
         self.metrics = metrics
         # Window ends that can still change: grace, plus the current and one more bucket.
         keep = settings.grace_s // settings.bucket_s + 3
         self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, model, settings.segments)
-        self.sealed = SealedCounts(settings.bucket_s)
         self.noise = mechanism_for(settings)
-        self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
-        #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
-        #: next pass takes them up, so a failed pass loses no area's re-estimation.
-        self._pending_dirty: set[tuple[str, int]] = set()
+        #: Changed points read from Redis whose window end not every shard has counted yet.
+        self._waiting: set[tuple[str, int]] = set()
         self.last_publish_wall: float | None = None
         self._dropped_through: int | None = None  # the newest bucket whose keys were dropped
-        #: Stream time within the grace period of the wall clock at the last pass: a live feed,
-        #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
-        self.live = True
 
     async def run(self) -> list[Estimate]:
-        """Recompute the window points that changed (estimator.points_to_refresh), store what
-        is published and return it."""
+        """Publish the window points whose records changed (and whose window end every shard
+        has counted); store what is published and return it."""
         started = time.perf_counter()
         settings = self.settings
         watermarks = await self.hll.watermarks()
-        # Windows read shadow keys across a rotation only if the feed declared it (docs/privacy.md).
-        await self.hll.refresh_declared()
         stream_now = stream_time(watermarks)
         if stream_now is None:
             return []
-        self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
         newest = stream_now // settings.bucket_ms
-        self._pending_dirty |= await self.hll.pop_dirty()
-        dirty = set(self._pending_dirty)
-        # Sealed buckets written again: the windows were rebuilt from Kafka (pipeline/rebuild.py).
-        if self.sealed.invalidate(dirty):
-            log.info("counts kept from before the rebuild were dropped; the points it touched are re-estimated")
-        published_through = await self.published.published_through()
-        points, skipped = points_to_refresh(
-            self.areas.area_ids,
-            dirty,
-            published_through,
-            newest,
-            max(settings.windows_s) // settings.bucket_s,
-            settings.max_catchup_buckets,
-        )
-        self.metrics.skipped_points.inc(skipped)
-        if not points:
-            self._pending_dirty.clear()
+        counted = await self.stage.counted(self.hll.shards)
+        complete = None if any(c is None for c in counted.values()) else min(c for c in counted.values() if c is not None)
+        self._waiting |= await self.stage.pop_changed()
+        ready = {(a, b) for a, b in self._waiting if complete is not None and b <= complete}
+        if not ready:
             await self._after_publishing(watermarks)
             return []
-        needed = self.book.needed(points)
-        counts = await self.span_counts(needed, newest, stream_now, watermarks)
-        data_from = await self.hll.data_since(self.book.history_area, {b for _, b in needed}, self.book.history_s)
-        estimates = self.book.update(counts, newest, data_from)
+        wanted: dict[int, list[str] | None] = {}
+        for area, bucket in sorted(ready):
+            if bucket not in self.book.counts:
+                wanted[bucket] = None  # a window end new to the book: every area's record
+            elif wanted.get(bucket, []) is not None:
+                wanted.setdefault(bucket, []).append(area)  # type: ignore[union-attr]
+        records = await self.stage.read(wanted)
+        data_from = await self.hll.data_since(self.book.history_area, set(wanted), self.book.history_s)
+        estimates = self.book.update_records(records, newest, data_from)
         if self.noise is not None:
             # Budget check and charge happen before anything is published: a crash in between
             # can only overcharge, never release unpaid.
@@ -138,8 +236,10 @@ class EstimatorPass:
         await self.published.save_estimates(estimates, current_as_of, settings.series_points * settings.bucket_ms)
         if self.history is not None:
             await self.history.record(estimates)
-        await self.published.set_published_through(max(newest, published_through or newest), int(time.time() * 1000))
-        self._pending_dirty.clear()
+        published_through = await self.published.published_through()
+        assert complete is not None
+        await self.published.set_published_through(max(complete, published_through or complete), int(time.time() * 1000))
+        self._waiting -= ready
         self._observe(estimates, stream_now, current_as_of)
         await self._after_publishing(watermarks)
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
@@ -157,10 +257,11 @@ class EstimatorPass:
     async def drop_old_buckets(self, through: int | None) -> None:
         """Delete the keys of buckets no window can read any more: older than the longest window
         before the newest sealed bucket (every partition's watermark past it plus grace, so no
-        event can reach them). Their expiry would remove them too, but it runs on the wall clock
-        (windows.expire_at_ms): a stream replayed or simulated faster than real time would keep
-        up to an hour of wall time of buckets, sixty simulated hours at 60x. `through`: the newest
-        sealed bucket (estimator.sealed_through), None while nothing is."""
+        event can reach them), and their point records. Their expiry would remove them too, but
+        it runs on the wall clock (windows.expire_at_ms): a stream replayed or simulated faster
+        than real time would keep up to an hour of wall time of buckets, sixty simulated hours
+        at 60x. `through`: the newest sealed bucket (estimator.sealed_through), None while
+        nothing is."""
         settings = self.settings
         if through is None:
             return
@@ -176,41 +277,17 @@ class EstimatorPass:
         keys = [k for b in range(first, horizon + 1)
                 for k in self.hll.keys.bucket_keys(self.areas.area_ids, self.areas.cell_ids.tolist(), b, STORED)]
         dropped = await self.hll.drop(keys)
+        await self.hll.drop(self.stage.keys_of(range(first, horizon + 1)))
         self._dropped_through = horizon
         self.metrics.buckets_dropped.inc(dropped)
-
-    async def span_counts(self, needed: list[tuple[str, int]], newest: int, stream_now: int,
-                          watermarks: dict[int, int | None]) -> SpanCounts:
-        """The needed points' span counts: sealed ones kept from earlier passes, the rest merged
-        in Redis. On a live feed a pass also counts a share of the next window end's sealed
-        spans ahead of need (estimator.ahead_share: spread over the passes left in the minute),
-        so the pass that opens a new minute merges only what can still change. Ahead counts
-        are kept, not returned."""
-        settings = self.settings
-        through = sealed_through(watermarks, settings.partitions, settings.grace_s * 1000, settings.bucket_ms)
-        spans = self.book.spans
-        known, todo = self.sealed.split(needed, spans)
-        ahead: list[tuple[tuple[str, int], list[Span]]] = []
-        if self.live and self._ahead_done != newest + 1:
-            ahead = self.sealed.missing([(a, newest + 1) for a in self.areas.area_ids], spans, through)
-            if not ahead:
-                self._ahead_done = newest + 1
-            ahead = ahead[: ahead_share(len(ahead), stream_now, newest, settings.bucket_ms, settings.publish_interval_s)]
-        counted = await self.hll.count_spans(todo + ahead)
-        self.sealed.keep(counted, through)
-        self.sealed.forget(newest - self.book.keep_buckets + 1)
-        self.metrics.span_counts.labels("redis").inc(len(counted))
-        self.metrics.span_counts.labels("kept").inc(len(known))
-        if ahead:
-            counted = {k: n for k, n in counted.items() if k[1] <= newest}
-        return {**known, **counted}
 
     def _observe(self, estimates: list[Estimate], stream_now: int, current_as_of: int) -> None:
         m = self.metrics
         m.windows_published.inc(len(estimates))
         m.stream_time.set(stream_now / 1000)
         delay = time.time() - stream_now / 1000
-        if self.live and estimates and delay >= 0:
+        live = wall_now_ms() - stream_now <= self.settings.grace_s * 1000
+        if live and estimates and delay >= 0:
             # A replay (behind the wall clock by more than grace) or a stream ahead of it (a
             # simulation run flat out) says nothing about latency: only a live feed's is observed.
             m.estimate_delay.observe(delay)
@@ -231,3 +308,35 @@ class EstimatorPass:
             else:
                 m.people.labels(*labels).set(people)
                 m.capacity_ratio.labels(*labels).set(people / e["capacity"])
+
+
+class EstimatorPass:
+    """Both sides in one process: the counter of every shard, then the publisher. What the
+    in-process tools and tests run (and a worker's pass is: `counter.run(owned)`, then, on the
+    leader, `publisher.run()`)."""
+
+    def __init__(self, settings: Settings, areas: AreaMap, hll: HllStore, published: EstimateStore, metrics: Metrics,
+                 model: PeopleModel | None, history: HistoryWriter | None = None) -> None:
+        stage = StageStore(hll.redis, hll.keys)
+        self.counter = CountPass(settings, areas, hll, stage, metrics, model)
+        self.publisher = PublishPass(settings, areas, hll, stage, published, metrics, model, history)
+
+    @property
+    def book(self) -> PointBook:
+        return self.counter.book
+
+    @property
+    def sealed(self) -> SealedCounts:
+        return self.counter.sealed
+
+    @property
+    def live(self) -> bool:
+        return self.counter.live
+
+    @property
+    def last_publish_wall(self) -> float | None:
+        return self.publisher.last_publish_wall
+
+    async def run(self) -> list[Estimate]:
+        await self.counter.run(range(self.counter.hll.shards))
+        return await self.publisher.run()

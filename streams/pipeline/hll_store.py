@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import redis.asyncio as aioredis
 
+from streams.core.areas import area_shard
 from streams.core.keys import KeyLayout
 from streams.core.windows import Span
 from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
@@ -140,9 +141,14 @@ def stream_time(watermarks: dict[int, int | None]) -> int | None:
 
 
 class HllStore:
-    def __init__(self, client: Client, keys: KeyLayout) -> None:
+    def __init__(self, client: Client, keys: KeyLayout, shards: int = 1, broadcast: Iterable[str] = ()) -> None:
         self.redis = client
         self.keys = keys
+        #: Estimator shards (the crowd.events partitions): an area's changes go to the dirty set
+        #: of its shard (areas.area_shard), those of a `broadcast` area (the people model's
+        #: reference, which every counter reads) to every shard's.
+        self.shards = shards
+        self.broadcast = frozenset(broadcast)
         #: Epochs the feed declared (refresh_declared); none until it says so: whole windows.
         self.declared: frozenset[int] = frozenset()
 
@@ -173,17 +179,29 @@ class HllStore:
         then the dirty pairs (their own slot)."""
         if not len(plan.adds):
             return
-        dirty = sorted(f"{a}|{b}" for a, b in plan.dirty_buckets)
+        dirty = self.dirty_by_shard(plan.dirty_buckets)
         if isinstance(self.redis, aioredis.RedisCluster):
             adds = plan.adds
             await send_routed(self.redis, adds.keys, lambda indices: pack_hll_adds(adds.take(indices)))
             if dirty:
-                await self.redis.sadd(self.keys.dirty_buckets, *dirty)
+                pipe = self.redis.pipeline(transaction=False)
+                for shard, members in dirty.items():
+                    pipe.sadd(self.keys.dirty_buckets(shard), *members)
+                await pipe.execute()
             return
         chunks = pack_hll_adds(plan.adds)
-        if dirty:
-            chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets, *dirty)), 1))
+        for shard, members in dirty.items():
+            chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets(shard), *members)), 1))
         await send_packed(self.redis, chunks)
+
+    def dirty_by_shard(self, pairs: Iterable[tuple[str, int]]) -> dict[int, list[str]]:
+        """(area, bucket) pairs as dirty-set members per estimator shard."""
+        out: dict[int, list[str]] = {}
+        for area, bucket in sorted(pairs):
+            member = f"{area}|{bucket}"
+            for shard in range(self.shards) if area in self.broadcast else (area_shard(area, self.shards),):
+                out.setdefault(shard, []).append(member)
+        return out
 
     async def write_books(self, plan: BatchPlan) -> None:
         """A batch's bookkeeping in one transaction: partition states, books, sequences."""
@@ -257,16 +275,28 @@ class HllStore:
         self.declared = frozenset(int(text(e)) for e in raw)
         return self.declared
 
-    async def pop_dirty(self) -> set[tuple[str, int]]:
-        """The (area, bucket) pairs that received events since the last call."""
-        tx = self.redis.pipeline(transaction=True)
-        # As raw commands: redis-py 8.1's cluster transactions call a reply's callback with the
-        # command's keyword arguments, which SMEMBERS' callback does not take.
-        tx.execute_command("SMEMBERS", self.keys.dirty_buckets)
-        tx.execute_command("DEL", self.keys.dirty_buckets)
-        members, _ = await tx.execute()
-        pairs = (text(m).rpartition("|") for m in members)
-        return {(area, int(bucket)) for area, _, bucket in pairs}
+    async def pop_dirty(self, shards: Iterable[int]) -> set[tuple[str, int]]:
+        """The (area, bucket) pairs of these estimator shards that received events since the
+        last call."""
+        pairs: set[tuple[str, int]] = set()
+        for shard in shards:
+            key = self.keys.dirty_buckets(shard)
+            tx = self.redis.pipeline(transaction=True)
+            # As raw commands: redis-py 8.1's cluster transactions call a reply's callback with
+            # the command's keyword arguments, which SMEMBERS' callback does not take.
+            tx.execute_command("SMEMBERS", key)
+            tx.execute_command("DEL", key)
+            members, _ = await tx.execute()
+            for area, _, bucket in (text(m).rpartition("|") for m in members):
+                pairs.add((area, int(bucket)))
+        return pairs
+
+    async def any_dirty(self) -> bool:
+        """Is any shard's dirty set non-empty (a counter has work)?"""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.exists(self.keys.dirty_buckets(shard))
+        return any(await pipe.execute())
 
     async def watermarks(self) -> dict[int, int | None]:
         """Every partition's watermark as last applied: stream time (stream_time) and the

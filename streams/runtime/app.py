@@ -81,7 +81,9 @@ class WorkerParts:
         # One client for every store: its connections are made on first use, inside the
         # worker's event loop.
         client = connect(settings.redis_url)
-        hll = HllStore(client, keys)
+        # Changes of the people model's reference go to every estimator shard: every counter
+        # reads its curve.
+        hll = HllStore(client, keys, shards=settings.partitions, broadcast={areas.reference})
         published = EstimateStore(client, keys)
         history_store = HistoryStore(settings.history_db, settings.namespace) if settings.history_db else None
         history = HistoryWriter(settings, areas, client, keys, history_store, metrics) if history_store else None
@@ -231,8 +233,7 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             if app.should_stop:
                 break
             await recovery.check()  # every worker: each recovers its own partitions
-            if app.is_leader():
-                await guarded_pass()
+            await guarded_pass()
 
     async def guarded_pass() -> None:
         # A failed pass never ends the task (nor the worker): Redis away is the expected case
@@ -248,11 +249,24 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             parts.metrics.estimator_errors.labels("other").inc()
             log.exception("estimator pass failed; next pass in %.0fs", settings.publish_interval_s)
 
+    def owned_shards() -> set[int]:
+        """The estimator shards this worker counts: the crowd.events partitions the group gave
+        it (a rebalance moves them, and their areas, with the partitions)."""
+        try:
+            return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}
+        except Exception:  # no consumer yet, or being rebalanced: nothing owned this pass
+            return set()
+
     async def publish_estimates() -> None:
         if await parts.hll.rebuilding():
             log.info("windows being rebuilt from Kafka; estimates wait")
             return
-        estimates = await parts.estimator.run()
+        # Every worker counts the areas of its partitions; the leader then publishes every
+        # area's records (docs/architecture.md, "Scale-out").
+        await parts.estimator.counter.run(owned_shards())
+        if not app.is_leader():
+            return
+        estimates = await parts.estimator.publisher.run()
         for estimate in estimates:
             await occupancy_topic.send(
                 key=estimate["area"].encode(), value=json.dumps(estimate, separators=(",", ":")).encode()

@@ -16,9 +16,11 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.core.keys import KeyLayout
 from streams.core.settings import Settings
 from streams.runtime.processes import ManagedProcess, free_port
 from streams.runtime.services import Endpoints, ensure_topics, topic_partitions
@@ -42,6 +44,12 @@ def metric_value(exposition: str, name: str, labels: Mapping[str, str] | None = 
             if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted.items()):
                 return float(sample.value)
     return None
+
+
+def estimator_busy(client: Any, keys: KeyLayout, shards: int) -> bool:
+    """Has the estimator work left in Redis: a shard's changed points not counted yet, or
+    point records not published yet? (A blocking client: redis.Redis or RedisCluster.)"""
+    return any(client.exists(keys.dirty_buckets(s)) for s in range(shards)) or bool(client.exists(keys.staged_changed))
 
 
 @dataclass

@@ -93,13 +93,13 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             estimator = EstimatorPass(pass_settings, city, store, published, Metrics(), people_model(pass_settings, city))
             stream_now = newest * 60_000
             watermarks: dict[int, int | None] = {p: stream_now for p in range(pass_settings.partitions)}
-            await estimator.span_counts(points, newest, stream_now, watermarks)
-            counted_before = estimator.metrics.span_counts.labels("redis")._value.get()
+            await estimator.counter.span_counts(points, newest, stream_now, watermarks)
+            counted_before = estimator.counter.metrics.span_counts.labels("redis")._value.get()
             before = redis_cpu_s(probe)
             started = time.perf_counter()
-            await estimator.span_counts(points, newest, stream_now, watermarks)
+            await estimator.counter.span_counts(points, newest, stream_now, watermarks)
             wall, cpu = time.perf_counter() - started, redis_cpu_s(probe) - before
-            return wall, cpu, int(estimator.metrics.span_counts.labels("redis")._value.get() - counted_before)
+            return wall, cpu, int(estimator.counter.metrics.span_counts.labels("redis")._value.get() - counted_before)
 
         # The three windows alone (the naive model), then the pass the product runs with the
         # visibility model: the windows plus the curve's spans, and the neighbour search.

@@ -43,6 +43,7 @@ from streams.tools.evaluate.options import DP_RELEASES_PER_POINT, EvalOptions
 from streams.tools.evaluate.plots import plot_areas
 from streams.tools.evaluate.report import write_report
 from streams.tools.evaluate.score import dp_cost, evaluation_rotation, rotation_check, rotations_between, score
+from streams.tools.harness import estimator_busy
 
 if TYPE_CHECKING:
     from streams.tools.harness import WorkerProcess
@@ -152,7 +153,7 @@ def evaluate(
         deadline = time.monotonic() + 180
         while True:
             got = occupancy.poll()
-            done = not client.exists(layout.dirty_buckets) and final <= occupancy.points.keys()
+            done = not estimator_busy(client, layout, wsettings.partitions) and final <= occupancy.points.keys()
             quiet_since = (quiet_since or time.monotonic()) if done and not got else None
             if quiet_since is not None and time.monotonic() - quiet_since >= 2.5 * wsettings.publish_interval_s:
                 break

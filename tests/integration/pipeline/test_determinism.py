@@ -16,6 +16,7 @@ from producers.publisher import KafkaSink
 from producers.simulate import SimulationRun, frames_for
 from streams.core.areas import load_areas
 from streams.core.clock import parse_time
+from streams.tools.harness import estimator_busy
 
 from ..conftest import RunningWorker, consume_all, start_worker, wait_until
 
@@ -40,7 +41,7 @@ def replay(worker: RunningWorker, phases: list[list[tuple[int, bytes, bytes]]]) 
             return books["frames"] >= sent and books["events_in"] == books["counted"] + books["deadletter"] + books["late"]
 
         wait_until(read_all, timeout=120, what=f"{sent} frames read")
-        wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=60, what="estimator idle")
+        wait_until(lambda: not estimator_busy(worker.redis, worker.keys, worker.settings.partitions), timeout=60, what="estimator idle")
         time.sleep(2 * worker.settings.publish_interval_s + 0.5)  # a pass on these counts
     sink.close()
     books = worker.stats()

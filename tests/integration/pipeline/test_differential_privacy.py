@@ -16,6 +16,7 @@ from streams.core.areas import load_areas
 from streams.core.clock import parse_time
 from streams.core.wire import RECORD_DTYPE
 from streams.estimate.estimator import DAY_MS
+from streams.tools.harness import estimator_busy
 
 from ..conftest import consume_all, start_worker, wait_until
 
@@ -41,7 +42,7 @@ def test_noise_and_budget(endpoints, tmp_path: Path) -> None:
         sink.send(Framer(9, settings.partitions, areas.cell_ids).frames(events))
         sink.close()
         wait_until(lambda: worker.stats()["counted"] == len(events), timeout=60, what="events counted")
-        wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator idle")
+        wait_until(lambda: not estimator_busy(worker.redis, worker.keys, worker.settings.partitions), timeout=30, what="estimator idle")
         time.sleep(2.5)
 
         messages = [json.loads(m.value) for m in consume_all(endpoints.kafka, worker.topics.occupancy, settings.partitions)]

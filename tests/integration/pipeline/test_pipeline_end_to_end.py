@@ -23,7 +23,7 @@ from streams.core.clock import parse_time
 from streams.core.wire import EVENT_TYPES, HEADER, RECORD_DTYPE, frame_bytes
 from streams.estimate.privacy import containment_pairs, suppressed_items
 from streams.runtime.services import Endpoints
-from streams.tools.harness import metric_value
+from streams.tools.harness import estimator_busy, metric_value
 
 from ..conftest import RunningWorker, consume_all, start_worker, wait_until
 
@@ -139,7 +139,7 @@ def test_simulated_city_end_to_end(on: tuple[RunningWorker, Endpoints]) -> None:
     assert stats["sequence_gaps"] == 0
 
     # Quiescence: nothing left for the estimator, then one more pass.
-    wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator to catch up")
+    wait_until(lambda: not estimator_busy(worker.redis, worker.keys, worker.settings.partitions), timeout=30, what="estimator to catch up")
     time.sleep(2 * settings.publish_interval_s + 0.5)
 
     json_record = (bytes.fromhex(json_event["device"]), json_event["ts"], json_event["cell"], EVENT_TYPES["tau"], 0, 0)

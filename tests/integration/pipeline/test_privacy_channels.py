@@ -20,6 +20,7 @@ from streams.core.areas import load_areas
 from streams.core.clock import parse_time
 from streams.core.segments import encode as encode_segment
 from streams.core.wire import RECORD_DTYPE
+from streams.tools.harness import estimator_busy
 
 from ..conftest import RunningWorker, consume_all, wait_until
 
@@ -58,7 +59,7 @@ def test_no_channel_reveals_a_small_count(worker: RunningWorker, endpoints) -> N
     sink.close()
     wait_until(lambda: worker.stats()["counted"] == len(events), timeout=60, what="events counted")
     wait_until(lambda: len(worker.get("/api/areas")) == len(areas.area_ids) * 3, timeout=30, what="estimates")  # type: ignore[arg-type]
-    wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator idle")
+    wait_until(lambda: not estimator_busy(worker.redis, worker.keys, worker.settings.partitions), timeout=30, what="estimator idle")
     time.sleep(2.5)
 
     allowed = {("city", 3600): 50}

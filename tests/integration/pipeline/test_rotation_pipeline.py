@@ -16,6 +16,7 @@ from producers.publisher import Framer, KafkaSink
 from streams.core.areas import load_areas
 from streams.core.rotation import Rotation
 from streams.core.wire import RECORD_DTYPE
+from streams.tools.harness import estimator_busy
 
 from ..conftest import consume_all, start_worker, wait_until
 
@@ -64,7 +65,7 @@ def test_a_window_spanning_a_rotation_counts_each_phone_once(endpoints, tmp_path
         sink.close()
         expected = sum(len(events) for events, _ in batches)
         wait_until(lambda: worker.stats()["counted"] == expected, timeout=60, what="events counted")
-        wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator idle")
+        wait_until(lambda: not estimator_busy(worker.redis, worker.keys, worker.settings.partitions), timeout=30, what="estimator idle")
         time.sleep(2.5)
         messages = [json.loads(m.value) for m in consume_all(endpoints.kafka, worker.topics.occupancy, settings.partitions)]
         hourly = {m["as_of"]: m["devices"] for m in messages if m["area"] == "city" and m["window_s"] == 3600}
@@ -101,7 +102,7 @@ def test_a_feed_that_does_not_declare_a_rotation_keeps_whole_windows(endpoints, 
             sent += len(events)
         sink.close()
         wait_until(lambda: worker.stats()["counted"] == sent, timeout=60, what="events counted")
-        wait_until(lambda: not worker.redis.exists(worker.keys.dirty_buckets), timeout=30, what="estimator idle")
+        wait_until(lambda: not estimator_busy(worker.redis, worker.keys, worker.settings.partitions), timeout=30, what="estimator idle")
         time.sleep(2.5)
         messages = [json.loads(m.value) for m in consume_all(endpoints.kafka, worker.topics.occupancy, settings.partitions)]
         hourly = {m["as_of"]: m["devices"] for m in messages if m["area"] == "city" and m["window_s"] == 3600}

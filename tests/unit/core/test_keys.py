@@ -162,7 +162,11 @@ def test_every_key_starts_with_the_namespace() -> None:
         keys.ingest_state,
         keys.ingest_stats,
         keys.producer_sequences,
-        keys.dirty_buckets,
+        keys.dirty_buckets(0),
+        keys.dirty_buckets(3),
+        keys.counted_through,
+        keys.staged_points(10),
+        keys.staged_changed,
         keys.estimator_state,
         keys.latest_estimates,
     ]
