@@ -93,13 +93,14 @@ class CountPass:
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
         self._pending_dirty: set[tuple[str, int]] = set()
         self.owned: frozenset[int] = frozenset()
+        self.shard_of = {a: area_shard(a, hll.shards) for a in areas.area_ids}
         #: Stream time within the grace period of the wall clock at the last pass: a live feed,
         #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
         self.live = True
 
     def areas_of(self, shards: Iterable[int]) -> list[str]:
         wanted = set(shards)
-        return [a for a in self.areas.area_ids if area_shard(a, self.hll.shards) in wanted]
+        return [a for a in self.areas.area_ids if self.shard_of[a] in wanted]
 
     async def run(self, shards: Iterable[int]) -> int:
         """Count the changed points of the areas of `shards` and write their records; returns
@@ -109,7 +110,7 @@ class CountPass:
         if shards != self.owned:
             # Shards given away: their areas are forgotten (counted afresh if they come back).
             self.book.forget_areas(self.areas_of(shards))
-            self._pending_dirty = {(a, b) for a, b in self._pending_dirty if area_shard(a, self.hll.shards) in shards}
+            self._pending_dirty = {(a, b) for a, b in self._pending_dirty if self.shard_of.get(a) in shards}
             self.owned = shards
             self.metrics.estimator_shards.set(len(shards))
         watermarks = await self.hll.watermarks()
@@ -126,11 +127,16 @@ class CountPass:
         if self.sealed.invalidate(dirty):
             log.info("counts kept from before the rebuild were dropped; the points it touched are re-estimated")
         counted = await self.stage.counted(self.hll.shards)
+        dirty_of: dict[int, set[tuple[str, int]]] = {shard: set() for shard in shards}
+        for area, bucket in dirty:
+            if area in self.hll.broadcast:
+                for mine in dirty_of.values():
+                    mine.add((area, bucket))
+            elif self.shard_of.get(area) in dirty_of:
+                dirty_of[self.shard_of[area]].add((area, bucket))
         points: set[tuple[str, int]] = set()
         for shard in sorted(shards):
-            own = self.areas_of([shard])
-            mine = {(a, b) for a, b in dirty if a in own or a in self.hll.broadcast}
-            found, skipped = points_to_refresh(own, mine, counted[shard], newest,
+            found, skipped = points_to_refresh(self.areas_of([shard]), dirty_of[shard], counted[shard], newest,
                                                max(settings.windows_s) // settings.bucket_s, settings.max_catchup_buckets)
             points.update(found)
             self.metrics.skipped_points.inc(skipped)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -135,7 +135,7 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
         small_keys = [b for i in small_sample for b in key_bytes(i)]
         large_keys = [b for i in large_sample for b in key_bytes(i)]
         encodings = {probe.execute_command("PFDEBUG", "ENCODING", n).decode() for n in names[:64]}
-        result = {
+        result: dict[str, Any] = {
             "areas": n_areas,
             "windows": len(ESTIMATOR_WINDOWS_S),
             "refresh_wall_s": median(walls),
@@ -162,6 +162,9 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             "large_area_60min_bytes": float(np.mean(large_keys)) * WINDOW_60_MIN_BUCKETS if large_keys else None,
             "hll_sparse_max_bytes": int(cast(dict, probe.config_get("hll-sparse-max-bytes"))["hll-sparse-max-bytes"]),
         }
+        from streams.tools.bench.shared_estimator import shared_passes
+
+        result["shared"] = await shared_passes(store, pass_settings, city, newest, probe)
         return {"estimator": result, "memory": memory}
     finally:
         await store.redis.aclose()

@@ -365,3 +365,55 @@ def test_a_broker_that_comes_back_empty_is_read_from_its_start(endpoints: Endpoi
         broker.stop()
 
     assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 15), feed.sent)
+
+
+# --- the estimator shared by two workers ---------------------------------------------------------
+
+
+def test_two_workers_share_the_estimator_and_one_takes_over_the_others_areas(endpoints: Endpoints, tmp_path: Path) -> None:
+    """Each worker counts the areas of its partitions (both count, their shards add up to all),
+    the leader publishes every area; the non-leader killed -9, the leader takes its partitions
+    and areas over and publishes on. Figures and counts are a one-worker run's."""
+    areas = load_areas(DEFAULT_AREAS)
+    first = start_worker(endpoints, tmp_path, "share")
+    env = {"CROWDPULSE_APP_ID": first.settings.app_id, "CROWDPULSE_TOPIC_PREFIX": first.settings.topic_prefix,
+           "CROWDPULSE_NAMESPACE": first.settings.namespace}
+    second = launch_worker(endpoints, tmp_path, env)
+    workers = [first, second]
+    feed = Feed.to(endpoints.kafka, first, areas)
+
+    def shards(w: RunningWorker) -> int:
+        return int(w.metric("crowdpulse_estimator_shards") or 0)
+
+    def counted(w: RunningWorker) -> float:
+        return w.metric("crowdpulse_estimator_points_counted_total") or 0.0
+
+    try:
+        wait_until(lambda: shards(first) > 0 and shards(second) > 0 and shards(first) + shards(second) == first.settings.partitions,
+                   60, "both workers owning estimator shards")
+        feed.minutes(0, 14)
+        wait_for_books(first, feed.sent, 90)
+        wait_until(lambda: newest_as_of(first) >= minute_end(14), 60, "estimates of minute 14")
+        assert counted(first) > 0 and counted(second) > 0, "both workers count their areas"
+        leader = wait_until(lambda: next((w for w in workers if (w.metric("crowdpulse_estimates_published_total") or 0) > 0), None),
+                            30, "the leader publishing")
+        other = second if leader is first else first
+        assert (other.metric("crowdpulse_estimates_published_total") or 0) == 0, "only the leader publishes"
+
+        kill(other.process)
+        killed_at = time.monotonic()
+        feed.minutes(15, 19)
+        wait_for_books(leader, feed.sent, 120)
+        wait_until(lambda: newest_as_of(leader) >= minute_end(19), 120, f"minute 19 published:\n{leader.log_tail()}")
+        takeover_s = time.monotonic() - killed_at
+        print(f"\nshared estimator: the other worker killed -9, its areas counted and minute 19 published after {takeover_s:.1f} s")
+        assert takeover_s <= TAKEOVER_BOUND_S
+        assert shards(leader) == leader.settings.partitions
+        time.sleep(2 * leader.settings.publish_interval_s)
+        faulty = outcome(leader)
+    finally:
+        feed.close()
+        for w in workers:
+            w.stop()
+
+    assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 20), feed.sent)
