@@ -57,7 +57,7 @@ from streams.tools.bench.data import FRAME_RECORDS, frames_of, json_messages, pr
 from streams.tools.bench.estimator_cost import _estimator_cost
 from streams.tools.bench.latency import latency
 from streams.tools.bench.limits import _redis_ceiling, delete_namespace, raw_consume
-from streams.tools.bench.report import finite, format_table, median, median_dicts, stepper
+from streams.tools.bench.report import finite, format_table, median, median_dicts, sizing, stepper
 from streams.tools.bench.simulator import simulator_rates
 from streams.tools.bench.workers import naive_throughput, scaleout, worker_throughput
 
@@ -175,6 +175,7 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
             scale_frames = frames_of(scale_events, areas, settings.partitions, producer_id=2)
             figures.update(scaleout(endpoints, log_dir, scale_frames, config.scaleout_events, client, broker_pid))
 
+        figures["sizing"] = sizing(figures)
         figures["frames_vs_naive"] = figures["frames_eps"] / figures["naive_eps"]
         figures["json_vs_naive"] = figures["json_eps"] / figures["naive_eps"]
         figures["frames_vs_raw_limit"] = figures["frames_eps"] / figures["raw_limit_eps"]

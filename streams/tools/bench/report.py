@@ -101,6 +101,30 @@ def format_table(f: dict) -> str:
             f"{e.get('model_live_pass_spans', 0):,} spans from Redis) {e.get('model_live_pass_wall_s', float('nan')):.2f} s, Redis CPU "
             f"{e.get('model_live_pass_redis_cpu_s', float('nan')):.2f} s ({100 * e.get('model_live_redis_cpu_share_at_10s', float('nan')):.1f}%)"
         )
+    for n, e in (f.get("estimator") or {}).items():
+        shared = e.get("shared")
+        if not shared:
+            continue
+        per = [shared[k] for k in ("1", "2", "3") if k in shared]
+
+        def each(name: str, per: list = per) -> str:
+            return " / ".join(f"{x[name]:.2f}" for x in per)
+
+        publisher = per[0]["publisher"]
+        lines.append(
+            f"estimator shared, {int(n):,} areas over {shared['shards']} shards, per worker of 1/2/3 (CPU s, the busiest counter): "
+            f"new minute {each('per_worker_new_minute_cpu_s')}, live pass {each('per_worker_live_cpu_s')} "
+            f"(x{each('per_worker_live_cpu_vs_one')} of one); Redis CPU in all, live {each('redis_live_cpu_s')}; "
+            f"publisher (the leader) new minute {publisher['new_minute']['cpu_s']:.2f} s, live pass {publisher['live']['cpu_s']:.2f} s"
+        )
+    if f.get("sizing"):
+        z = f["sizing"]
+        lines.append(
+            "sizing from these figures (1 core per worker and per Redis shard, a pass every 10 s, areas of the estimator run): "
+            + "; ".join(f"{r['workers']} workers + {r['shards']} shards: {r['events_per_s']:,.0f} events/s with "
+                        f"{r['areas']:,} areas, or {r['max_areas']:,.0f} areas with no events" for r in z["rows"])
+            + f"; the publisher (one worker) alone bounds the areas at {z['publisher_max_areas']:,.0f}"
+        )
     m = f.get("memory")
     if m and m.get("small_area_key_bytes"):
         lines.append(
@@ -135,3 +159,41 @@ def format_table(f: dict) -> str:
             f"frames/raw limit {100 * f['frames_vs_raw_limit']:.0f}%, frames/Redis ceiling {100 * f['frames_vs_redis_ceiling']:.0f}%"
         )
     return "\n".join(lines)
+
+
+def sizing(f: dict, areas: int = 10_000, layouts: tuple[tuple[int, int], ...] = ((1, 1), (3, 3), (10, 10), (30, 30))) -> dict | None:
+    """What N workers and M Redis shards sustain, from this run's measured costs: per event the
+    worker's and Redis' CPU (the frames run; per shard the cluster run's busiest shard share),
+    per area and live pass the counter's and Redis' CPU and the publisher's (the largest
+    estimator run, one counter, a pass every 10 s with one new minute in six). Each worker and
+    each shard has one core; the publisher's cost lands on one worker on top. A model, not a
+    measurement of such a deployment (docs/performance.md says which parts were run)."""
+    cpu = f.get("frames_cpu_us_per_event") or {}
+    estimators = f.get("estimator") or {}
+    if not cpu.get("worker") or not cpu.get("redis") or not estimators:
+        return None
+    largest = max(estimators, key=int)
+    shared = (estimators[largest].get("shared") or {}).get("1")
+    if not shared:
+        return None
+    n = int(largest)
+    counter_s = shared["per_worker_live_cpu_s"] / n  # worker CPU per area and pass
+    redis_s = shared["redis_live_cpu_s"] / n  # Redis CPU per area and pass
+    pub = shared["publisher"]
+    publisher_s = (pub["new_minute"]["cpu_s"] + 5 * pub["live"]["cpu_s"]) / 6 / n
+    worker_us, redis_us = cpu["worker"], cpu["redis"]
+    busiest = f.get("cluster_busiest_shard_vs_ideal") or 1.0  # a shard's load against an even split
+    rows = []
+    for workers, shards in layouts:
+        estimator_worker = areas * (counter_s / workers + publisher_s / workers) / 10.0  # core-seconds per second
+        estimator_redis = areas * redis_s / 10.0 / shards * busiest
+        by_workers = max(0.0, workers - areas * (counter_s + publisher_s) / 10.0) * 1e6 / worker_us
+        by_redis = max(0.0, shards - areas * redis_s / 10.0 * busiest) * 1e6 / (redis_us * busiest)
+        max_areas = min(workers * 10.0 / (counter_s + publisher_s), shards * 10.0 / (redis_s * busiest),
+                        10.0 / publisher_s)
+        rows.append({"workers": workers, "shards": shards, "areas": areas, "events_per_s": min(by_workers, by_redis),
+                     "estimator_worker_cores": estimator_worker, "estimator_redis_cores": estimator_redis,
+                     "max_areas": max_areas})
+    return {"counter_cpu_s_per_area": counter_s, "redis_cpu_s_per_area": redis_s, "publisher_cpu_s_per_area": publisher_s,
+            "worker_us_per_event": worker_us, "redis_us_per_event": redis_us, "busiest_shard_factor": busiest,
+            "publisher_max_areas": 10.0 / publisher_s, "rows": rows}

@@ -71,12 +71,26 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     assert len(shards) == 3 and all(positive(x) for x in shards)
     assert figures["cluster_cpu_us_per_event"]["redis"] == pytest.approx(sum(shards))
     assert positive(figures["cluster_busiest_shard_vs_ideal"]) and positive(figures["cluster_redis_total_vs_one"])
-    estimator = figures["estimator"]["1000"]
-    assert estimator["areas"] == 1000 and positive(estimator["refresh_wall_s"])
+    estimator = figures["estimator"]["300"]  # --smoke's synthetic city
+    assert estimator["areas"] == 300 and positive(estimator["refresh_wall_s"])
     assert estimator["refresh_redis_cpu_s"] >= 0
     # The visibility model's pass counts more spans than the three windows alone.
     assert estimator["model_spans"] > estimator["windows"] and positive(estimator["model_knn_s"])
     assert positive(estimator["model_refresh_wall_s"]) and estimator["model_refresh_redis_cpu_s"] >= 0
+    # The estimator split over 1, 2 and 3 counters: every area counted once in each split, the
+    # publisher timed; the sizing model built from this run's figures.
+    shared = estimator["shared"]
+    for n in ("1", "2", "3"):
+        counters = shared[n]["counters"]
+        assert len(counters["new_minute"]) == int(n)
+        assert sum(c["items"] for c in counters["new_minute"]) >= 300  # every area (and the reference, once each)
+        assert all(positive(c["cpu_s"]) for c in counters["new_minute"] + counters["live"])
+        assert shared[n]["publisher"]["new_minute"]["items"] == 3 * 300  # 300 areas x 3 windows published
+    assert shared["1"]["per_worker_live_cpu_vs_one"] == 1.0
+    sizing = figures["sizing"]
+    assert positive(sizing["counter_cpu_s_per_area"]) and positive(sizing["publisher_max_areas"])
+    assert [(r["workers"], r["shards"]) for r in sizing["rows"]] == [(1, 1), (3, 3), (10, 10), (30, 30)]
+    assert all(r["max_areas"] > 0 for r in sizing["rows"])
     memory = figures["memory"]
     assert positive(memory["small_area_key_bytes"]) and positive(memory["large_area_key_bytes"])
     assert memory["small_area_key_bytes"] < memory["large_area_key_bytes"]
@@ -89,6 +103,7 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
 
     table = result.stdout
     for line in ("limit: raw aiokafka consumer", "naive Faust", "crowdpulse worker, binary frames",
-                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 1,000 areas", "Redis Cluster of 3 (same frames",
+                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 300 areas", "Redis Cluster of 3 (same frames",
+                 "estimator shared, 300 areas over 12 shards", "sizing from these figures",
                  "simulator (20,000 devices, 60 s steps, 2 threads generating)"):
         assert line in table, line
