@@ -251,11 +251,18 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
 
     def owned_shards() -> set[int]:
         """The estimator shards this worker counts: the crowd.events partitions the group gave
-        it (a rebalance moves them, and their areas, with the partitions)."""
+        it (a rebalance moves them, and their areas, with the partitions). If the topic has
+        fewer partitions than CROWDPULSE_PARTITIONS (it existed before, with fewer), no worker
+        can be given the shards beyond: the leader counts those."""
+        shards = settings.partitions
         try:
-            return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events}
+            owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events and tp.partition < shards}
+            actual = app.consumer.topic_partitions(topics.events)
         except Exception:  # no consumer yet, or being rebalanced: nothing owned this pass
             return set()
+        if actual is not None and actual < shards and app.is_leader():
+            owned |= set(range(actual, shards))
+        return owned
 
     async def publish_estimates() -> None:
         if await parts.hll.rebuilding():

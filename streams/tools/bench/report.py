@@ -185,15 +185,14 @@ def sizing(f: dict, areas: int = 10_000, layouts: tuple[tuple[int, int], ...] = 
     busiest = f.get("cluster_busiest_shard_vs_ideal") or 1.0  # a shard's load against an even split
     rows = []
     for workers, shards in layouts:
-        estimator_worker = areas * (counter_s / workers + publisher_s / workers) / 10.0  # core-seconds per second
-        estimator_redis = areas * redis_s / 10.0 / shards * busiest
-        by_workers = max(0.0, workers - areas * (counter_s + publisher_s) / 10.0) * 1e6 / worker_us
-        by_redis = max(0.0, shards - areas * redis_s / 10.0 * busiest) * 1e6 / (redis_us * busiest)
-        max_areas = min(workers * 10.0 / (counter_s + publisher_s), shards * 10.0 / (redis_s * busiest),
-                        10.0 / publisher_s)
+        # The leader counts its share of the areas and publishes all of them: the busiest worker.
+        leader_busy = areas * (counter_s / workers + publisher_s) / 10.0  # core-seconds per second
+        shard_busy = areas * redis_s * busiest / shards / 10.0
+        by_workers = max(0.0, 1.0 - leader_busy) * workers * 1e6 / worker_us
+        by_redis = max(0.0, 1.0 - shard_busy) * shards * 1e6 / (redis_us * busiest)
+        max_areas = min(10.0 / (counter_s / workers + publisher_s), shards * 10.0 / (redis_s * busiest))
         rows.append({"workers": workers, "shards": shards, "areas": areas, "events_per_s": min(by_workers, by_redis),
-                     "estimator_worker_cores": estimator_worker, "estimator_redis_cores": estimator_redis,
-                     "max_areas": max_areas})
+                     "leader_estimator_cores": leader_busy, "shard_estimator_cores": shard_busy, "max_areas": max_areas})
     return {"counter_cpu_s_per_area": counter_s, "redis_cpu_s_per_area": redis_s, "publisher_cpu_s_per_area": publisher_s,
             "worker_us_per_event": worker_us, "redis_us_per_event": redis_us, "busiest_shard_factor": busiest,
             "publisher_max_areas": 10.0 / publisher_s, "rows": rows}

@@ -17,7 +17,7 @@ from streams.core.wire import decode
 from streams.runtime.processes import free_port
 from streams.runtime.services import ensure_topics, start_broker, wait_for_kafka
 
-from ..conftest import consume_all
+from ..conftest import consume_all, wait_until
 from ..crowd import minute_events
 
 TOPIC = "outage.events"
@@ -58,7 +58,10 @@ def test_a_short_broker_outage_is_ridden_out_and_a_long_one_is_counted(tmp_path:
         ensure_topics(bootstrap, {TOPIC: PARTITIONS})
         sink.producer.flush(timeout=30)
         assert sink.undelivered_events == 0, sink.last_error
-        assert events_in_topic(bootstrap) == n_during  # the old topic's events died with the broker
+        # The old topic's events died with the broker. A consumer right after the restart can
+        # come back empty-handed within its 3 s (seen once in five runs): read until they show.
+        seen = wait_until(lambda: events_in_topic(bootstrap) or None, 30, "the frames sent during the outage")
+        assert seen == n_during
 
         # Long: killed and not back before the delivery timeout: every frame counted as lost.
         os.kill(broker.pid, signal.SIGKILL)

@@ -127,8 +127,20 @@ def assert_as_without_fault(faulty: Outcome, reference: Outcome, taken_in: int, 
         assert faulty.figures == reference.figures
 
 
+#: Reference runs by (broker, minutes): the same events give the same outcome (counts by key name
+#: without the namespace, figures), so the session's fault tests share one.
+_REFERENCES: dict[tuple[str, int], Outcome] = {}
+
+
 def reference_run(endpoints: Endpoints, tmp_path: Path, minutes: int) -> Outcome:
-    """The same minutes through a worker with no fault."""
+    """The same minutes through a worker with no fault (run once per session and broker)."""
+    key = (endpoints.kafka, minutes)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _reference_run(endpoints, tmp_path, minutes)
+    return _REFERENCES[key]
+
+
+def _reference_run(endpoints: Endpoints, tmp_path: Path, minutes: int) -> Outcome:
     worker = start_worker(endpoints, tmp_path / "reference", "ref")
     try:
         feed = Feed.to(endpoints.kafka, worker, load_areas(DEFAULT_AREAS))

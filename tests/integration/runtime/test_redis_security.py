@@ -21,10 +21,12 @@ from streams.core.areas import load_areas
 from streams.core.keys import KeyLayout
 from streams.core.settings import Settings
 from streams.core.wire import RECORD_DTYPE, frame_bytes
+from streams.estimate.estimator import PointRecord
 from streams.pipeline.estimate_store import EstimateStore
 from streams.pipeline.hll_store import HllStore
 from streams.pipeline.ingest import Ingestor, Message
 from streams.pipeline.redis_io import connect
+from streams.pipeline.stage_store import StageStore
 from streams.runtime.processes import ManagedProcess, free_port
 from streams.runtime.services import start_redis, wait_for_redis
 
@@ -50,8 +52,15 @@ async def writer_cycle(url: str, settings: Settings) -> dict:
     plan = some_plan(settings)
     await store.apply(plan)
     await store.load_partition(0)
-    dirty = await store.pop_dirty()
+    dirty = await store.pop_dirty([0])
     counts = await store.window_counts(sorted(dirty), settings.windows_s)
+    # The estimator's two sides: a counter's point records, the publisher's reads of them.
+    stage = StageStore(store.redis, store.keys)
+    await stage.write({("city", 1): PointRecord({("city", 300): counts.get(("city", 1, 300), 0)}, None)})
+    await stage.set_counted([0], 1)
+    assert await stage.counted(1) == {0: 1}
+    assert await stage.pop_changed() == {("city", 1)}
+    assert set(await stage.read({1: None})) == set(await stage.read({1: ["city"]})) == {("city", 1)}
     published = EstimateStore(store.redis, store.keys)
     await published.set_published_through(1, 1_000)
     await published.published_at_ms()
