@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from streams.core.areas import AreaMap, area_shard
 from streams.core.metrics import Metrics
@@ -205,6 +206,8 @@ class PublishPass:
         self._waiting: set[tuple[str, int]] = set()
         self.last_publish_wall: float | None = None
         self._dropped_through: int | None = None  # the newest bucket whose keys were dropped
+        #: (area, window) -> the people and capacity-ratio gauges' children it set.
+        self._gauges: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     async def run(self) -> list[Estimate]:
         """Publish the window points whose records changed (and whose window end every shard
@@ -306,14 +309,20 @@ class PublishPass:
             people = e["people"]
             if e["suppressed"] or people is None:
                 # A suppressed count must not linger on /metrics from an earlier, larger value.
-                for gauge in (m.people, m.capacity_ratio):
-                    try:
-                        gauge.remove(*labels)
-                    except KeyError:
-                        pass
+                if self._gauges.pop(labels, None) is not None:
+                    for gauge in (m.people, m.capacity_ratio):
+                        try:
+                            gauge.remove(*labels)
+                        except KeyError:
+                            pass
             else:
-                m.people.labels(*labels).set(people)
-                m.capacity_ratio.labels(*labels).set(people / e["capacity"])
+                # The labelled children are kept: prometheus_client's labels() validates and
+                # locks on every call (16 us; 300,000 calls a pass at 100,000 areas).
+                children = self._gauges.get(labels)
+                if children is None:
+                    children = self._gauges[labels] = (m.people.labels(*labels), m.capacity_ratio.labels(*labels))
+                children[0].set(people)
+                children[1].set(people / e["capacity"])
 
 
 class EstimatorPass:

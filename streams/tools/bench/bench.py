@@ -161,7 +161,8 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
         step("estimator and memory")
         figures["estimator"] = {}
         for n_areas in config.estimator_areas:
-            cost = asyncio.run(_estimator_cost(endpoints.redis_url, n_areas, max(3, config.repeats)))
+            repeats = 1 if config.name == "smoke" else max(3, config.repeats)  # smoke: the code runs, once
+            cost = asyncio.run(_estimator_cost(endpoints.redis_url, n_areas, repeats))
             figures["estimator"][str(n_areas)] = cost["estimator"]
             figures["memory"] = cost["memory"]
 

@@ -123,7 +123,10 @@ def format_table(f: dict) -> str:
             "sizing from these figures (1 core per worker and per Redis shard, a pass every 10 s, areas of the estimator run): "
             + "; ".join(f"{r['workers']} workers + {r['shards']} shards: {r['events_per_s']:,.0f} events/s with "
                         f"{r['areas']:,} areas, or {r['max_areas']:,.0f} areas with no events" for r in z["rows"])
-            + f"; the publisher (one worker) alone bounds the areas at {z['publisher_max_areas']:,.0f}"
+            + f"; the publisher (one worker) alone bounds the areas at {z['publisher_max_areas']:,.0f}; "
+            + (f"100,000 areas every 10 s (80% busy at most) need {z['needed_for_100k']['workers']} workers and "
+               f"{z['needed_for_100k']['shards']} shards" if z["needed_for_100k"]["workers"] else
+               "100,000 areas every 10 s: beyond the publisher on one worker")
         )
     m = f.get("memory")
     if m and m.get("small_area_key_bytes"):
@@ -193,6 +196,12 @@ def sizing(f: dict, areas: int = 10_000, layouts: tuple[tuple[int, int], ...] = 
         max_areas = min(10.0 / (counter_s / workers + publisher_s), shards * 10.0 / (redis_s * busiest))
         rows.append({"workers": workers, "shards": shards, "areas": areas, "events_per_s": min(by_workers, by_redis),
                      "leader_estimator_cores": leader_busy, "shard_estimator_cores": shard_busy, "max_areas": max_areas})
-    return {"counter_cpu_s_per_area": counter_s, "redis_cpu_s_per_area": redis_s, "publisher_cpu_s_per_area": publisher_s,
+    # A deployment refreshing 100,000 areas every 10 s with 20% headroom on the busiest worker
+    # (the leader) and the busiest shard, and no events: the fewest workers and shards.
+    target, budget = 100_000, 0.8 * 10.0
+    room = budget / target - publisher_s
+    needed = {"areas": target, "workers": math.ceil(counter_s / room) if room > 0 else None,
+              "shards": math.ceil(target * redis_s * busiest / budget)}
+    return {"needed_for_100k": needed, "counter_cpu_s_per_area": counter_s, "redis_cpu_s_per_area": redis_s, "publisher_cpu_s_per_area": publisher_s,
             "worker_us_per_event": worker_us, "redis_us_per_event": redis_us, "busiest_shard_factor": busiest,
             "publisher_max_areas": 10.0 / publisher_s, "rows": rows}
