@@ -407,6 +407,8 @@ def test_two_workers_share_the_estimator_and_one_takes_over_the_others_areas(end
         wait_for_books(first, feed.sent, 90)
         wait_until(lambda: newest_as_of(first) >= minute_end(14), 60, "estimates of minute 14")
         assert counted(first) > 0 and counted(second) > 0, "both workers count their areas"
+        time.sleep(2 * first.settings.publish_interval_s)
+        shared, sent_15 = outcome(first), feed.sent  # two workers counting: the figures of one
         leader = wait_until(lambda: next((w for w in workers if (w.metric("crowdpulse_estimates_published_total") or 0) > 0), None),
                             30, "the leader publishing")
         other = second if leader is first else first
@@ -428,4 +430,5 @@ def test_two_workers_share_the_estimator_and_one_takes_over_the_others_areas(end
         for w in workers:
             w.stop()
 
+    assert_as_without_fault(shared, reference_run(endpoints, tmp_path, 15), sent_15)
     assert_as_without_fault(faulty, reference_run(endpoints, tmp_path, 20), feed.sent)
