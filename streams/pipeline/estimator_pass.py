@@ -241,12 +241,15 @@ class PublishPass:
             spent = await self.published.dp_spent((e["area"], e["as_of"] // DAY_MS) for e in estimates)
             estimates, charges = private_releases(estimates, self.noise, spent, settings.dp_daily_budget)
             await self.published.dp_charge(charges)
-        current_as_of = as_of_ms(newest, settings.bucket_ms)
+        assert complete is not None
+        # The current window end is the newest every shard has counted: stream time may have
+        # moved on (ingest runs beside the pass) since the counters read it, and a snapshot
+        # keyed to a window end nothing was published for would stay empty.
+        current_as_of = as_of_ms(min(newest, complete), settings.bucket_ms)
         await self.published.save_estimates(estimates, current_as_of, settings.series_points * settings.bucket_ms)
         if self.history is not None:
             await self.history.record(estimates)
         published_through = await self.published.published_through()
-        assert complete is not None
         await self.published.set_published_through(max(complete, published_through or complete), int(time.time() * 1000))
         self._waiting -= ready
         self._observe(estimates, stream_now, current_as_of)
