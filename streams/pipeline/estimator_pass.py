@@ -58,6 +58,12 @@ def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
     return PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
 
 
+def keep_buckets(settings: Settings) -> int:
+    """Window ends that can still change, which both sides of the estimator keep: grace, plus
+    the current and one more bucket."""
+    return settings.grace_s // settings.bucket_s + 3
+
+
 def next_pass_at(deadline: float, now: float, interval: float, live: bool = True) -> float:
     """When the next estimator pass starts (`now`: the last pass just ended, which started at
     `deadline`).
@@ -86,8 +92,7 @@ class CountPass:
         self.hll = hll
         self.stage = stage
         self.metrics = metrics
-        keep = settings.grace_s // settings.bucket_s + 3
-        self.book = PointBook(areas, settings.windows_s, keep, model, settings.segments)
+        self.book = PointBook(areas, settings.windows_s, keep_buckets(settings), model, settings.segments)
         self.sealed = SealedCounts(settings.bucket_s)
         self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
         #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
@@ -198,9 +203,8 @@ class PublishPass:
         self.stage = stage
         self.published = published
         self.metrics = metrics
-        # Window ends that can still change: grace, plus the current and one more bucket.
-        keep = settings.grace_s // settings.bucket_s + 3
-        self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep, model, settings.segments)
+        self.book = WindowBook(areas, settings.windows_s, settings.min_count, settings.bucket_ms, keep_buckets(settings),
+                               model, settings.segments)
         self.noise = mechanism_for(settings)
         #: Changed points read from Redis whose window end not every shard has counted yet.
         self._waiting: set[tuple[str, int]] = set()
