@@ -157,6 +157,17 @@ def points_to_refresh(
     return sorted(points, key=lambda p: (p[1], p[0])), skipped
 
 
+def deferred_points(
+    dirty: set[tuple[str, int]], newest: int, counted_through: int, window_buckets: int
+) -> set[tuple[str, int]]:
+    """The window points past `newest` (a catching-up pass's limit, moving_through) that the
+    dirty buckets change but that were counted already (up to `counted_through`): they are not
+    new to the next pass (points_to_refresh starts after counted_through), so the next pass
+    must be told."""
+    return {(area, end) for area, bucket in dirty
+            for end in range(max(bucket, newest + 1), min(bucket + window_buckets - 1, counted_through) + 1)}
+
+
 def sealed_through(watermarks: dict[int, int | None], partitions: int, grace_ms: int, bucket_ms: int) -> int | None:
     """The newest bucket no event can enter any more, or None.
 
@@ -169,6 +180,37 @@ def sealed_through(watermarks: dict[int, int | None], partitions: int, grace_ms:
     if not marks or any(m is None for m in marks):
         return None
     return (min(marks) - grace_ms) // bucket_ms - 1  # type: ignore[type-var, operator]
+
+
+def moving_through(watermarks: dict[int, int | None], moving: Iterable[int], bucket_ms: int) -> int | None:
+    """Catching up (a replay or a backlog): the newest window end every moving partition's
+    watermark has left behind, or None when no partition moves.
+
+    Consumers read partitions unevenly (one of the example city's replays had a partition 41
+    minutes of event time behind the others): a window end ahead of the slowest partition
+    still fills, and counting it on every pass until that partition passes it counts the same
+    points again and again (most of a two-worker replay's Redis work). A partition that stopped
+    moving (caught up, or never written to) holds nothing back: its late events, if it ever
+    wakes, re-count what they change (the dirty sets), as any late event does."""
+    marks = [mark for p in moving if (mark := watermarks.get(p)) is not None]
+    if not marks:
+        return None
+    return min(marks) // bucket_ms - 1
+
+
+class PartitionMotion:
+    """Which partitions' watermarks moved lately (wall clock), for moving_through: a partition
+    that has not moved for `idle_s` is treated as caught up."""
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self._seen: dict[int, tuple[int, float]] = {}  # partition -> (watermark, when it last changed)
+
+    def moving(self, watermarks: dict[int, int | None], now_s: float) -> set[int]:
+        for partition, mark in watermarks.items():
+            if mark is not None and self._seen.get(partition, (None, 0.0))[0] != mark:
+                self._seen[partition] = (mark, now_s)
+        return {p for p, (_, changed) in self._seen.items() if now_s - changed <= self.idle_s}
 
 
 def ahead_share(remaining: int, stream_now_ms: int, newest: int, bucket_ms: int, interval_s: float) -> int:
@@ -469,7 +511,7 @@ class PointBook:
             for area in [a for a in people if a not in keep]:
                 del people[area]
 
-    def _people_at(self, bucket: int, newest: int, came_in: set[str]) -> tuple[dict[str, EstimateRange], set[str]]:
+    def _people_at(self, bucket: int, filling: int | None, came_in: set[str]) -> tuple[dict[str, EstimateRange], set[str]]:
         """The people estimates of one window end, re-estimating what its new counts change
         (class notes); and the areas re-estimated."""
         assert self.people is not None
@@ -478,15 +520,18 @@ class PointBook:
         todo = set(curves) if self.people.reference in came_in else came_in & curves.keys()
         redone = set(todo)
         previous = self.people_of.get(bucket - 1, {})
-        if bucket == newest and previous:
+        if bucket == filling and previous:
             people.update({a: previous[a] for a in todo if a in previous})
             todo -= previous.keys()
         people.update(self.people.estimate(curves, todo))
         return people, redone
 
-    def update(self, counts: dict[tuple[str, int, Span], int], newest: int) -> dict[tuple[str, int], PointRecord]:
+    def update(self, counts: dict[tuple[str, int, Span], int], newest: int,
+               filling: int | None) -> dict[tuple[str, int], PointRecord]:
         """Merge new span counts (area, bucket, span); return the record of every point whose
-        counts came in or whose people were re-estimated."""
+        counts came in or whose people were re-estimated. `newest`: the newest window end the
+        pass counts; `filling`: the one stream time is in (`newest` on a live feed, None when a
+        catching-up pass counts only window ends every partition left behind, moving_through)."""
         fresh: dict[tuple[str, int], dict[Span, int]] = {}
         for (area, bucket, span), devices in counts.items():
             if self._is_window(span):
@@ -509,7 +554,7 @@ class PointBook:
             people: dict[str, EstimateRange] = {}
             redone: set[str] = set()
             if self.people is not None:
-                people, redone = self._people_at(bucket, newest, came_in)
+                people, redone = self._people_at(bucket, filling, came_in)
             by_area = self.counts.get(bucket, {})
             for area in sorted((came_in | redone) & by_area.keys()):
                 records[(area, bucket)] = PointRecord(dict(by_area[area]), people.get(area))
@@ -600,7 +645,7 @@ class WindowBook:
                data_from: dict[int, int | None] | None = None) -> list[Estimate]:
         """Both sides in one process: new span counts (area, bucket, span) to the estimates to
         publish (new or changed), oldest first."""
-        return self.update_records(self.points.update(counts, newest), newest, data_from)
+        return self.update_records(self.points.update(counts, newest, newest), newest, data_from)
 
     def update_records(self, records: dict[tuple[str, int], PointRecord], newest: int,
                        data_from: dict[int, int | None] | None = None) -> list[Estimate]:

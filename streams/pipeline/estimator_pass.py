@@ -22,11 +22,14 @@ from streams.core.windows import Span, as_of_ms
 from streams.estimate.estimator import (
     DAY_MS,
     Estimate,
+    PartitionMotion,
     PeopleModel,
     PointBook,
     SealedCounts,
     WindowBook,
     ahead_share,
+    deferred_points,
+    moving_through,
     points_to_refresh,
     private_releases,
     sealed_through,
@@ -41,6 +44,10 @@ from streams.pipeline.stage_store import StageStore
 
 #: Buckets whose keys one pass may drop at most (a first pass, or one after a jump in stream time).
 DROP_AT_MOST_BUCKETS = 120
+#: A partition whose watermark has not moved for this many publish intervals (wall clock) no
+#: longer holds a catching-up pass back (estimator.moving_through): the newest minutes of a
+#: backlog are counted this long after it is consumed (2 s at the default interval).
+MOTION_IDLE_INTERVALS = 2
 SpanCounts = dict[tuple[str, int, Span], int]
 log = logging.getLogger(__name__)
 
@@ -98,8 +105,13 @@ class CountPass:
         #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
         self._pending_dirty: set[tuple[str, int]] = set()
+        #: Points a catching-up pass left for a later one (estimator.deferred_points).
+        self._deferred: set[tuple[str, int]] = set()
         self.owned: frozenset[int] = frozenset()
         self.shard_of = {a: area_shard(a, hll.shards) for a in areas.area_ids}
+        #: Partitions whose watermark moved lately: while catching up, a pass counts only the
+        #: window ends they have all left behind (estimator.moving_through).
+        self.motion = PartitionMotion(idle_s=MOTION_IDLE_INTERVALS * settings.publish_interval_s)
         #: Stream time within the grace period of the wall clock at the last pass: a live feed,
         #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
         self.live = True
@@ -117,6 +129,7 @@ class CountPass:
             # Shards given away: their areas are forgotten (counted afresh if they come back).
             self.book.forget_areas(self.areas_of(shards))
             self._pending_dirty = {(a, b) for a, b in self._pending_dirty if self.shard_of.get(a) in shards}
+            self._deferred = {(a, b) for a, b in self._deferred if a in self.hll.broadcast or self.shard_of.get(a) in shards}
             self.owned = shards
             self.metrics.estimator_shards.set(len(shards))
         watermarks = await self.hll.watermarks()
@@ -127,6 +140,13 @@ class CountPass:
             return 0
         self.live = wall_now_ms() - stream_now <= settings.grace_s * 1000
         newest = stream_now // settings.bucket_ms
+        filling: int | None = newest
+        moving = self.motion.moving(watermarks, time.monotonic())
+        if not self.live:
+            # Catching up: only window ends every moving partition has left behind (estimator.moving_through).
+            behind = moving_through(watermarks, moving, settings.bucket_ms)
+            if behind is not None and behind < newest:
+                newest, filling = behind, None
         self._pending_dirty |= await self.hll.pop_dirty(sorted(shards))
         dirty = set(self._pending_dirty)
         # Sealed buckets written again: the windows were rebuilt from Kafka (pipeline/rebuild.py).
@@ -140,7 +160,7 @@ class CountPass:
                     mine.add((area, bucket))
             elif self.shard_of.get(area) in dirty_of:
                 dirty_of[self.shard_of[area]].add((area, bucket))
-        points: set[tuple[str, int]] = set()
+        points = {(a, b) for a, b in self._deferred if b <= newest}
         for shard in sorted(shards):
             found, skipped = points_to_refresh(self.areas_of([shard]), dirty_of[shard], counted[shard], newest,
                                                max(settings.windows_s) // settings.bucket_s, settings.max_catchup_buckets)
@@ -151,10 +171,13 @@ class CountPass:
             needed = self.book.needed(sorted(points, key=lambda p: (p[1], p[0])), owned_areas)
             counts = await self.span_counts(needed, newest, stream_now, watermarks, owned_areas)
             owned_set = set(owned_areas)
-            records = {point: r for point, r in self.book.update(counts, newest).items() if point[0] in owned_set}
+            records = {point: r for point, r in self.book.update(counts, newest, filling).items() if point[0] in owned_set}
             await self.stage.write(records)
             self.metrics.points_counted.inc(len(records))
-        await self.stage.set_counted(shards, max([newest, *(c for s, c in counted.items() if s in shards and c is not None)]))
+        through = max([newest, *(c for s, c in counted.items() if s in shards and c is not None)])
+        await self.stage.set_counted(shards, through)
+        self._deferred = {(a, b) for a, b in self._deferred if b > newest} | deferred_points(
+            dirty, newest, through, max(settings.windows_s) // settings.bucket_s)
         self._pending_dirty.clear()
         return len(points)
 
@@ -228,7 +251,7 @@ class PublishPass:
         self._waiting |= await self.stage.pop_changed()
         ready = {(a, b) for a, b in self._waiting if complete is not None and b <= complete}
         if not ready:
-            await self._after_publishing(watermarks)
+            await self._after_publishing(watermarks, complete)
             return []
         wanted: dict[int, list[str] | None] = {}
         for area, bucket in sorted(ready):
@@ -257,15 +280,20 @@ class PublishPass:
         await self.published.set_published_through(max(complete, published_through or complete), int(time.time() * 1000))
         self._waiting -= ready
         self._observe(estimates, stream_now, current_as_of)
-        await self._after_publishing(watermarks)
+        await self._after_publishing(watermarks, complete)
         self.metrics.publish_seconds.observe(time.perf_counter() - started)
         return estimates
 
-    async def _after_publishing(self, watermarks: dict[int, int | None]) -> None:
+    async def _after_publishing(self, watermarks: dict[int, int | None], complete: int | None) -> None:
         """Old buckets out (merged into the history's visitor days first), sealed hours and days
-        into the history: also on a pass with nothing new to publish (the stream stopped)."""
+        into the history: also on a pass with nothing new to publish (the stream stopped).
+        Only what every shard has counted (`complete`, all published by now) is let go: a
+        counter behind the watermarks (catching up, estimator.moving_through, or slow) still
+        needs the buckets and records of the window ends it has not counted."""
         s = self.settings
         through = sealed_through(watermarks, s.partitions, s.grace_s * 1000, s.bucket_ms)
+        if through is not None:
+            through = None if complete is None else min(through, complete)
         await self.drop_old_buckets(through)
         if self.history is not None:
             await self.history.after_pass(through)

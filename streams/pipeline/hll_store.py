@@ -156,7 +156,7 @@ class HllStore:
     async def load_partition(self, partition: int) -> tuple[PartitionState, dict[str, int]]:
         """What a previous owner of this partition left: applied offset, watermark, sequences."""
         raw = await self.redis.hget(self.keys.ingest_state, str(partition))
-        state = _parse_partition(raw)
+        state = parse_partition(raw)
         sequences = {
             text(name): int(value)
             for name, value in (await self.redis.hgetall(self.keys.producer_sequences)).items()
@@ -302,12 +302,12 @@ class HllStore:
         """Every partition's watermark as last applied: stream time (stream_time) and the
         estimator's sealing (estimator.sealed_through) both come from them."""
         raw = await self.redis.hgetall(self.keys.ingest_state)
-        return {int(p): _parse_partition(v).watermark_ms for p, v in raw.items()}
+        return {int(p): parse_partition(v).watermark_ms for p, v in raw.items()}
 
     async def applied_offsets(self) -> dict[int, int]:
         """Every partition's newest applied offset (-1: none), whichever worker applied it."""
         raw = await self.redis.hgetall(self.keys.ingest_state)
-        return {int(p): _parse_partition(v).applied_offset for p, v in raw.items()}
+        return {int(p): parse_partition(v).applied_offset for p, v in raw.items()}
 
     async def data_since(self, area: str, buckets: Iterable[int], span_s: int) -> dict[int, int | None]:
         """For each window end (newest bucket), the oldest bucket of the `span_s` ending there
@@ -363,7 +363,8 @@ class HllStore:
             counts.update(zip(triples, map(int, replies)))
         return counts
 
-def _parse_partition(raw: bytes | str | None) -> PartitionState:
+def parse_partition(raw: bytes | str | None) -> PartitionState:
+    """A partition's entry of the ingest state hash ("<applied offset>:<watermark>")."""
     if not raw:
         return PartitionState()
     offset, _, watermark = text(raw).partition(":")

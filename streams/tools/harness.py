@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core.keys import KeyLayout
 from streams.core.settings import Settings
+from streams.pipeline.hll_store import parse_partition
 from streams.runtime.processes import ManagedProcess, free_port
 from streams.runtime.services import Endpoints, ensure_topics, topic_partitions
 
@@ -47,9 +48,18 @@ def metric_value(exposition: str, name: str, labels: Mapping[str, str] | None = 
 
 
 def estimator_busy(client: Any, keys: KeyLayout, shards: int) -> bool:
-    """Has the estimator work left in Redis: a shard's changed points not counted yet, or
+    """Has the estimator work left: a shard's changed points not counted yet, a shard not
+    counted up to stream time (a catching-up pass waits for partitions still moving), or
     point records not published yet? (A blocking client: redis.Redis or RedisCluster.)"""
-    return any(client.exists(keys.dirty_buckets(s)) for s in range(shards)) or bool(client.exists(keys.staged_changed))
+    if any(client.exists(keys.dirty_buckets(s)) for s in range(shards)) or client.exists(keys.staged_changed):
+        return True
+    marks = [parse_partition(raw).watermark_ms for raw in client.hvals(keys.ingest_state)]
+    known = [m for m in marks if m is not None]
+    if not known:
+        return False
+    newest = max(known) // (keys.bucket_s * 1000)
+    counted = client.hmget(keys.counted_through, [str(s) for s in range(shards)])
+    return any(c is None or int(c) < newest for c in counted)
 
 
 @dataclass

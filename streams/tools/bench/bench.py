@@ -174,7 +174,9 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
             step("scale-out")
             scale_events = synthetic_events(areas, config.scaleout_events, seed=2, start_ms=start_ms)
             scale_frames = frames_of(scale_events, areas, settings.partitions, producer_id=2)
-            figures.update(scaleout(endpoints, log_dir, scale_frames, config.scaleout_events, client, broker_pid))
+            last_bucket = int(scale_events["ts"].max()) // settings.bucket_ms
+            figures.update(scaleout(endpoints, log_dir, scale_frames, config.scaleout_events, last_bucket, client,
+                                    broker_pid))
 
         figures["sizing"] = sizing(figures)
         figures["frames_vs_naive"] = figures["frames_eps"] / figures["naive_eps"]

@@ -152,9 +152,14 @@ def format_table(f: dict) -> str:
     elif "simulator_error" in f:
         lines.append(f"simulator: not measured ({f['simulator_error']})")
     if "scaleout_ratio" in f:
+        def cpu(n: int) -> str:
+            parts = f.get(f"scaleout_{n}_complete_cpu_us_per_event") or {}
+            return " + ".join(f"{name} {us:.2f}" for name, us in sorted(parts.items())) or "n/a"
         lines.append(
-            f"scale-out: 1 worker {f['scaleout_1_eps']:,.0f}, 2 workers {f['scaleout_2_eps']:,.0f} events/s "
-            f"(x{f['scaleout_ratio']:.2f})"
+            f"scale-out: 1 worker {f['scaleout_1_eps']:,.0f}, 2 workers {f['scaleout_2_eps']:,.0f} events/s ingested "
+            f"(x{f['scaleout_ratio']:.2f}); to the last minute published {f['scaleout_1_complete_eps']:,.0f} and "
+            f"{f['scaleout_2_complete_eps']:,.0f} (x{f['scaleout_complete_ratio']:.2f}); CPU us/event to then: "
+            f"1 worker {cpu(1)}; 2 workers {cpu(2)}"
         )
     if "frames_vs_naive" in f:
         lines.append(

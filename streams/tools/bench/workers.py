@@ -59,11 +59,13 @@ def stats_key(settings: Settings) -> str:
 
 def time_to_total(
     runs: list[WorkerProcess], client: redis.Redis, key: str, field: str, total: int, stall_s: float = 90.0,
-    meters: dict[str, Callable[[], float]] | None = None,
+    meters: dict[str, Callable[[], float]] | None = None, published: tuple[str, int] | None = None,
 ) -> dict:
     """Poll a counter until it reaches `total`; events/s between the first sample above zero
     (the first written batch: start-up and group join are not timed) and the last event. With
-    `meters`, also the CPU each process spent per event over the same span."""
+    `meters`, also the CPU each process spent per event over the same span. With `published`
+    (the estimator state hash, the last event's bucket), then on until the estimator has
+    published that bucket: `complete_s`, and the CPU per event up to then."""
     samples: list[tuple[float, int]] = []
     last_change = time.monotonic()
     previous = -1
@@ -93,6 +95,18 @@ def time_to_total(
     result: dict[str, Any] = {"eps": events / seconds, "seconds": seconds, "events": events}
     if meters and cpu_start:
         result["cpu_us_per_event"] = {name: 1e6 * (read() - cpu_start[name]) / events for name, read in meters.items()}
+    if published is not None:
+        state, last_bucket = published
+        deadline = time.monotonic() + stall_s
+        while int(client.hget(state, "published_through") or -1) < last_bucket:
+            if time.monotonic() > deadline:
+                tails = "\n".join(run.log_tail() for run in runs)
+                raise RuntimeError(f"the estimator did not publish bucket {last_bucket} within {stall_s:.0f} s:\n{tails}")
+            time.sleep(0.05)
+        result["complete_s"] = time.perf_counter() - first[0]
+        if meters and cpu_start:
+            result["complete_cpu_us_per_event"] = {
+                name: 1e6 * (read() - cpu_start[name]) / events for name, read in meters.items()}
     return result
 
 
@@ -144,10 +158,13 @@ def naive_throughput(
 
 
 def scaleout(
-    endpoints: Endpoints, log_dir: Path, frames: list[tuple[int, bytes, bytes]], total: int, client: redis.Redis,
-    broker_pid: int | None = None,
+    endpoints: Endpoints, log_dir: Path, frames: list[tuple[int, bytes, bytes]], total: int, last_bucket: int,
+    client: redis.Redis, broker_pid: int | None = None,
 ) -> dict:
-    """One worker, then two in one group, on a backlog published after the group settled."""
+    """One worker, then two in one group, on a backlog published after the group settled:
+    events/s and CPU per event to the last event counted (ingest), and to the estimator's
+    publication of the last event's minute (complete: every window end counted and
+    published)."""
     result: dict[str, Any] = {}
     for workers in (1, 2):
         prefix = f"bench-scale{workers}-{secrets.token_hex(3)}."
@@ -163,15 +180,22 @@ def scaleout(
             time.sleep(runs[0].settings.group_timeout_s + 4)  # let the group settle on all members
             produce(endpoints.kafka, TopicNames(prefix).events, frames)
             meters = cpu_meters(runs, client, broker_pid)
-            timing = time_to_total(runs, client, stats_key(runs[0].settings), "events_in", total, meters=meters)
+            state = KeyLayout(namespace, runs[0].settings.bucket_s).estimator_state
+            timing = time_to_total(runs, client, stats_key(runs[0].settings), "events_in", total, meters=meters,
+                                   published=(state, last_bucket))
             shares = [run.metric("crowdpulse_events_total", {"outcome": "counted"}) for run in runs]
             result[f"scaleout_{workers}_eps"] = timing["eps"]
             result[f"scaleout_{workers}_cpu_us_per_event"] = timing.get("cpu_us_per_event")
+            result[f"scaleout_{workers}_complete_eps"] = timing["events"] / timing["complete_s"]
+            result[f"scaleout_{workers}_complete_cpu_us_per_event"] = timing.get("complete_cpu_us_per_event")
+            result[f"scaleout_{workers}_points_counted"] = [
+                run.metric("crowdpulse_estimator_points_counted_total") for run in runs]
             result[f"scaleout_{workers}_events_per_worker"] = shares
         finally:
             for run in runs:
                 run.stop()
             delete_namespace(client, namespace)
     result["scaleout_ratio"] = result["scaleout_2_eps"] / result["scaleout_1_eps"]
+    result["scaleout_complete_ratio"] = result["scaleout_2_complete_eps"] / result["scaleout_1_complete_eps"]
     return result
 

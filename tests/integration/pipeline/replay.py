@@ -24,15 +24,17 @@ class Replay:
     frames: list
 
 
-def stream_until_now(endpoints: Endpoints, label: str, minutes: int, devices: int, seed: int, producer_id: int) -> Replay:
-    """`minutes` of the example city ending now, framed, on a fresh Redis namespace."""
+def stream_until_now(endpoints: Endpoints, label: str, minutes: int, devices: int, seed: int, producer_id: int,
+                     ended_min_ago: int = 0) -> Replay:
+    """`minutes` of the example city ending now (or `ended_min_ago` minutes ago: a replay the
+    estimator catches up on to the end), framed, on a fresh Redis namespace."""
     areas = load_areas(DEFAULT_AREAS)
     settings = Settings.from_env({
         "CROWDPULSE_REDIS": endpoints.redis_url, "CROWDPULSE_NAMESPACE": f"{label}{secrets.token_hex(3)}",
     })
-    now = int(time.time() * 1000)
-    start = (now // 60_000 - minutes) * 60_000
-    run = SimulationRun(devices=devices, seed=seed, start_ms=start, duration_s=(now - start) / 1000, speedup=0.0,
+    end = int(time.time() * 1000) - ended_min_ago * 60_000
+    start = (end // 60_000 - minutes) * 60_000
+    run = SimulationRun(devices=devices, seed=seed, start_ms=start, duration_s=(end - start) / 1000, speedup=0.0,
                         partitions=settings.partitions, producer_id=producer_id, rotation=settings.rotation)
     frames = frames_for(run, areas)
     assert frames

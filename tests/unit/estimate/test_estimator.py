@@ -12,13 +12,16 @@ from streams.core.windows import Span
 from streams.estimate.estimator import (
     HLL_STANDARD_ERROR,
     EstimateRange,
+    PartitionMotion,
     SealedCounts,
     ahead_share,
     build_estimate,
+    deferred_points,
     hll_range,
     is_uncertain,
     level,
     level_reason,
+    moving_through,
     points_to_refresh,
     sealed_through,
 )
@@ -221,6 +224,39 @@ def test_points_to_refresh_republishes_every_window_a_late_event_changed() -> No
 
 
 # --- the estimator's cadence ---------------------------------------------------------------------
+
+
+def test_catching_up_counts_only_window_ends_every_moving_partition_left_behind() -> None:
+    minute = 60_000
+    marks = {0: 100 * minute + 5_000, 1: 141 * minute, 2: 139 * minute + 59_000, 3: None}
+    # Partition 0 is in bucket 100: bucket 99 is the newest every moving partition has left.
+    assert moving_through(marks, {0, 1, 2}, minute) == 99
+    # Partition 0 stopped (caught up, or idle): it holds nothing back; 3 has no watermark.
+    assert moving_through(marks, {1, 2, 3}, minute) == 138
+    assert moving_through(marks, set(), minute) is None
+    assert moving_through(marks, {3}, minute) is None
+
+
+def test_a_partition_whose_watermark_stops_moving_stops_counting_as_moving() -> None:
+    motion = PartitionMotion(idle_s=5.0)
+    assert motion.moving({0: 1_000, 1: 2_000, 2: None}, now_s=100.0) == {0, 1}
+    assert motion.moving({0: 1_000, 1: 3_000, 2: None}, now_s=104.0) == {0, 1}
+    assert motion.moving({0: 1_000, 1: 4_000, 2: None}, now_s=106.0) == {1}  # 0 still at 1,000 since 100 s
+    assert motion.moving({0: 1_500, 1: 4_000, 2: 7_000}, now_s=107.0) == {0, 1, 2}  # 0 moves again, 2 starts
+
+
+def test_deferred_points_are_the_counted_window_ends_past_the_limit_that_a_change_reaches() -> None:
+    # Counted up to 110 by an earlier pass; this one stops at 100. A change in bucket 95
+    # reaches window ends 95..154 (60-bucket windows): 101..110 were counted and must be again;
+    # 111 on are new to the next pass anyway, 95..100 counted by this one.
+    assert deferred_points({("a", 95)}, newest=100, counted_through=110, window_buckets=60) == {
+        ("a", b) for b in range(101, 111)}
+    # A change past the limit, inside what was counted: from its own bucket on.
+    assert deferred_points({("b", 105)}, newest=100, counted_through=110, window_buckets=60) == {
+        ("b", b) for b in range(105, 111)}
+    # Nothing counted past the limit, or a change too old to reach past it: nothing deferred.
+    assert deferred_points({("a", 95)}, newest=100, counted_through=100, window_buckets=60) == set()
+    assert deferred_points({("a", 30)}, newest=100, counted_through=110, window_buckets=60) == set()
 
 
 def test_live_passes_start_at_a_fixed_rate_and_catching_up_leaves_ingest_an_interval() -> None:
