@@ -200,17 +200,27 @@ def moving_through(watermarks: dict[int, int | None], moving: Iterable[int], buc
 
 class PartitionMotion:
     """Which partitions' watermarks moved lately (wall clock), for moving_through: a partition
-    that has not moved for `idle_s` is treated as caught up."""
+    that has not moved for `idle_s` is treated as caught up. A partition without a watermark
+    counts as moving for `idle_s` from when it was first found without one: a replay's first
+    passes come before the consumers have read from every partition, and whatever such a
+    partition brings could change every window end counted so far."""
 
-    def __init__(self, idle_s: float) -> None:
+    def __init__(self, idle_s: float, partitions: int) -> None:
         self.idle_s = idle_s
-        self._seen: dict[int, tuple[int, float]] = {}  # partition -> (watermark, when it last changed)
+        self.partitions = partitions
+        # partition -> (watermark or None, when it last changed or was first found without one)
+        self._seen: dict[int, tuple[int | None, float]] = {}
 
     def moving(self, watermarks: dict[int, int | None], now_s: float) -> set[int]:
-        for partition, mark in watermarks.items():
-            if mark is not None and self._seen.get(partition, (None, 0.0))[0] != mark:
+        for partition in range(self.partitions):
+            mark = watermarks.get(partition)
+            if partition not in self._seen or self._seen[partition][0] != mark:
                 self._seen[partition] = (mark, now_s)
         return {p for p, (_, changed) in self._seen.items() if now_s - changed <= self.idle_s}
+
+    def unread(self, watermarks: dict[int, int | None], moving: set[int]) -> set[int]:
+        """The moving partitions without a watermark: nothing is behind them yet."""
+        return {p for p in moving if watermarks.get(p) is None}
 
 
 def ahead_share(remaining: int, stream_now_ms: int, newest: int, bucket_ms: int, interval_s: float) -> int:

@@ -111,7 +111,7 @@ class CountPass:
         self.shard_of = {a: area_shard(a, hll.shards) for a in areas.area_ids}
         #: Partitions whose watermark moved lately: while catching up, a pass counts only the
         #: window ends they have all left behind (estimator.moving_through).
-        self.motion = PartitionMotion(idle_s=MOTION_IDLE_INTERVALS * settings.publish_interval_s)
+        self.motion = PartitionMotion(MOTION_IDLE_INTERVALS * settings.publish_interval_s, settings.partitions)
         #: Stream time within the grace period of the wall clock at the last pass: a live feed,
         #: not a replay or a backlog (the estimator's cadence depends on it, next_pass_at).
         self.live = True
@@ -144,6 +144,8 @@ class CountPass:
         moving = self.motion.moving(watermarks, time.monotonic())
         if not self.live:
             # Catching up: only window ends every moving partition has left behind (estimator.moving_through).
+            if self.motion.unread(watermarks, moving):
+                return 0  # a partition not read yet: its events could change any window end
             behind = moving_through(watermarks, moving, settings.bucket_ms)
             if behind is not None and behind < newest:
                 newest, filling = behind, None
@@ -162,7 +164,12 @@ class CountPass:
                 dirty_of[self.shard_of[area]].add((area, bucket))
         points = {(a, b) for a, b in self._deferred if b <= newest}
         for shard in sorted(shards):
-            found, skipped = points_to_refresh(self.areas_of([shard]), dirty_of[shard], counted[shard], newest,
+            since = counted[shard]
+            if since is None and filling is None:
+                # A shard's first pass, held back: the window ends it reaches are those its
+                # changes reach (the limit itself may be the minute before the stream began).
+                since = newest
+            found, skipped = points_to_refresh(self.areas_of([shard]), dirty_of[shard], since, newest,
                                                max(settings.windows_s) // settings.bucket_s, settings.max_catchup_buckets)
             points.update(found)
             self.metrics.skipped_points.inc(skipped)

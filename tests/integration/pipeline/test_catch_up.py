@@ -38,12 +38,15 @@ class Run:
 async def replay_run(replay: Replay, frames: list[tuple[int, bytes, bytes]],
                      shards_counted: Callable[[int], Iterable[int]]) -> Run:
     """Feed `frames` in STEPS batches; after each, the counter counts the shards
-    `shards_counted(step)` gives and the publisher publishes. Then the stream stops: once the
-    partitions are idle (a short idle time here, five seconds in a worker) two more passes
-    count what was left and publish it."""
+    `shards_counted(step)` gives and the publisher publishes. A partition moves here while its
+    watermark changed since the previous pass (in a worker: within two publish intervals), so
+    what holds counting back does not depend on this machine's speed. Then the stream stops:
+    the next pass finds every partition idle and counts what was left, and one more publishes
+    it."""
     settings = replace(replay.settings, namespace=f"{replay.settings.namespace}{secrets.token_hex(2)}")
     parts = WorkerParts.build(settings, replay.areas)
     counter, publisher = parts.estimator.counter, parts.estimator.publisher
+    counter.motion.idle_s = 0.0
     shards = parts.hll.shards
     offsets = {p: 0 for p in range(settings.partitions)}
     published: list[dict] = []
@@ -66,8 +69,6 @@ async def replay_run(replay: Replay, frames: list[tuple[int, bytes, bytes]],
             None if lagging is None else lagging // settings.bucket_ms,
             max(known) // settings.bucket_ms if known else None,
         ))
-    counter.motion.idle_s = 0.2
-    await asyncio.sleep(0.3)
     for _ in range(2):
         await counter.run(range(shards))
         published += await publisher.run()

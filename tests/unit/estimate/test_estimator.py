@@ -238,11 +238,13 @@ def test_catching_up_counts_only_window_ends_every_moving_partition_left_behind(
 
 
 def test_a_partition_whose_watermark_stops_moving_stops_counting_as_moving() -> None:
-    motion = PartitionMotion(idle_s=5.0)
-    assert motion.moving({0: 1_000, 1: 2_000, 2: None}, now_s=100.0) == {0, 1}
-    assert motion.moving({0: 1_000, 1: 3_000, 2: None}, now_s=104.0) == {0, 1}
-    assert motion.moving({0: 1_000, 1: 4_000, 2: None}, now_s=106.0) == {1}  # 0 still at 1,000 since 100 s
+    motion = PartitionMotion(idle_s=5.0, partitions=3)
+    assert motion.moving({0: 1_000, 1: 2_000}, now_s=100.0) == {0, 1, 2}  # 2 not read yet
+    assert motion.unread({0: 1_000, 1: 2_000}, {0, 1, 2}) == {2}
+    assert motion.moving({0: 1_000, 1: 3_000, 2: None}, now_s=104.0) == {0, 1, 2}
+    assert motion.moving({0: 1_000, 1: 4_000}, now_s=106.0) == {1}  # 0 still at 1,000 since 100 s; 2 never read
     assert motion.moving({0: 1_500, 1: 4_000, 2: 7_000}, now_s=107.0) == {0, 1, 2}  # 0 moves again, 2 starts
+    assert motion.unread({0: 1_500, 1: 4_000, 2: 7_000}, {0, 1, 2}) == set()
 
 
 def test_deferred_points_are_the_counted_window_ends_past_the_limit_that_a_change_reaches() -> None:
