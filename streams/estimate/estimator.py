@@ -157,17 +157,6 @@ def points_to_refresh(
     return sorted(points, key=lambda p: (p[1], p[0])), skipped
 
 
-def deferred_points(
-    dirty: set[tuple[str, int]], newest: int, counted_through: int, window_buckets: int
-) -> set[tuple[str, int]]:
-    """The window points past `newest` (a catching-up pass's limit, moving_through) that the
-    dirty buckets change but that were counted already (up to `counted_through`): they are not
-    new to the next pass (points_to_refresh starts after counted_through), so the next pass
-    must be told."""
-    return {(area, end) for area, bucket in dirty
-            for end in range(max(bucket, newest + 1), min(bucket + window_buckets - 1, counted_through) + 1)}
-
-
 def sealed_through(watermarks: dict[int, int | None], partitions: int, grace_ms: int, bucket_ms: int) -> int | None:
     """The newest bucket no event can enter any more, or None.
 

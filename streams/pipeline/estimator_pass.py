@@ -28,7 +28,6 @@ from streams.estimate.estimator import (
     SealedCounts,
     WindowBook,
     ahead_share,
-    deferred_points,
     moving_through,
     points_to_refresh,
     private_releases,
@@ -105,8 +104,6 @@ class CountPass:
         #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
         self._pending_dirty: set[tuple[str, int]] = set()
-        #: Points a catching-up pass left for a later one (estimator.deferred_points).
-        self._deferred: set[tuple[str, int]] = set()
         self.owned: frozenset[int] = frozenset()
         self.shard_of = {a: area_shard(a, hll.shards) for a in areas.area_ids}
         #: Partitions whose watermark moved lately: while catching up, a pass counts only the
@@ -129,7 +126,6 @@ class CountPass:
             # Shards given away: their areas are forgotten (counted afresh if they come back).
             self.book.forget_areas(self.areas_of(shards))
             self._pending_dirty = {(a, b) for a, b in self._pending_dirty if self.shard_of.get(a) in shards}
-            self._deferred = {(a, b) for a, b in self._deferred if a in self.hll.broadcast or self.shard_of.get(a) in shards}
             self.owned = shards
             self.metrics.estimator_shards.set(len(shards))
         watermarks = await self.hll.watermarks()
@@ -142,19 +138,24 @@ class CountPass:
         newest = stream_now // settings.bucket_ms
         filling: int | None = newest
         moving = self.motion.moving(watermarks, time.monotonic())
+        counted = await self.stage.counted(self.hll.shards)
         if not self.live:
-            # Catching up: only window ends every moving partition has left behind (estimator.moving_through).
+            # Catching up: only window ends every moving partition has left behind
+            # (estimator.moving_through), but never fewer than these shards counted already: a
+            # partition that wakes up behind (taken over from a worker gone, read late) changes
+            # window ends counted already, and this pass counts them again as far as they go.
             if self.motion.unread(watermarks, moving):
                 return 0  # a partition not read yet: its events could change any window end
             behind = moving_through(watermarks, moving, settings.bucket_ms)
-            if behind is not None and behind < newest:
-                newest, filling = behind, None
+            done = [c for s, c in counted.items() if s in shards and c is not None]
+            limit = None if behind is None else max([behind, *done])
+            if limit is not None and limit < newest:
+                newest, filling = limit, None
         self._pending_dirty |= await self.hll.pop_dirty(sorted(shards))
         dirty = set(self._pending_dirty)
         # Sealed buckets written again: the windows were rebuilt from Kafka (pipeline/rebuild.py).
         if self.sealed.invalidate(dirty):
             log.info("counts kept from before the rebuild were dropped; the points it touched are re-estimated")
-        counted = await self.stage.counted(self.hll.shards)
         dirty_of: dict[int, set[tuple[str, int]]] = {shard: set() for shard in shards}
         for area, bucket in dirty:
             if area in self.hll.broadcast:
@@ -162,7 +163,7 @@ class CountPass:
                     mine.add((area, bucket))
             elif self.shard_of.get(area) in dirty_of:
                 dirty_of[self.shard_of[area]].add((area, bucket))
-        points = {(a, b) for a, b in self._deferred if b <= newest}
+        points: set[tuple[str, int]] = set()
         for shard in sorted(shards):
             since = counted[shard]
             if since is None and filling is None:
@@ -181,10 +182,7 @@ class CountPass:
             records = {point: r for point, r in self.book.update(counts, newest, filling).items() if point[0] in owned_set}
             await self.stage.write(records)
             self.metrics.points_counted.inc(len(records))
-        through = max([newest, *(c for s, c in counted.items() if s in shards and c is not None)])
-        await self.stage.set_counted(shards, through)
-        self._deferred = {(a, b) for a, b in self._deferred if b > newest} | deferred_points(
-            dirty, newest, through, max(settings.windows_s) // settings.bucket_s)
+        await self.stage.set_counted(shards, max([newest, *(c for s, c in counted.items() if s in shards and c is not None)]))
         self._pending_dirty.clear()
         return len(points)
 

@@ -127,8 +127,8 @@ def test_a_partition_far_behind_holds_counting_back_and_changes_no_figure(replay
 def test_a_partition_read_late_and_behind_changes_no_figure(replay: Replay, reference: Run) -> None:
     # The lagging partition's first frames come a quarter of the stream (about 37 minutes)
     # late: until then it has no watermark, holds nothing back, and the others' window ends are
-    # counted; its events then change window ends counted already, past the ones it has left
-    # behind (estimator.deferred_points).
+    # counted; its events then change window ends counted already, which are counted again as
+    # far as they had been (past the ones it has left behind).
     lag = len(replay.frames) // 4
     order = sorted(range(len(replay.frames)),
                    key=lambda i: i + (lag if replay.frames[i][0] == LAGGING_PARTITION else 0))

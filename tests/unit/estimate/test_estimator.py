@@ -16,7 +16,6 @@ from streams.estimate.estimator import (
     SealedCounts,
     ahead_share,
     build_estimate,
-    deferred_points,
     hll_range,
     is_uncertain,
     level,
@@ -245,20 +244,6 @@ def test_a_partition_whose_watermark_stops_moving_stops_counting_as_moving() -> 
     assert motion.moving({0: 1_000, 1: 4_000}, now_s=106.0) == {1}  # 0 still at 1,000 since 100 s; 2 never read
     assert motion.moving({0: 1_500, 1: 4_000, 2: 7_000}, now_s=107.0) == {0, 1, 2}  # 0 moves again, 2 starts
     assert motion.unread({0: 1_500, 1: 4_000, 2: 7_000}, {0, 1, 2}) == set()
-
-
-def test_deferred_points_are_the_counted_window_ends_past_the_limit_that_a_change_reaches() -> None:
-    # Counted up to 110 by an earlier pass; this one stops at 100. A change in bucket 95
-    # reaches window ends 95..154 (60-bucket windows): 101..110 were counted and must be again;
-    # 111 on are new to the next pass anyway, 95..100 counted by this one.
-    assert deferred_points({("a", 95)}, newest=100, counted_through=110, window_buckets=60) == {
-        ("a", b) for b in range(101, 111)}
-    # A change past the limit, inside what was counted: from its own bucket on.
-    assert deferred_points({("b", 105)}, newest=100, counted_through=110, window_buckets=60) == {
-        ("b", b) for b in range(105, 111)}
-    # Nothing counted past the limit, or a change too old to reach past it: nothing deferred.
-    assert deferred_points({("a", 95)}, newest=100, counted_through=100, window_buckets=60) == set()
-    assert deferred_points({("a", 30)}, newest=100, counted_through=110, window_buckets=60) == set()
 
 
 def test_live_passes_start_at_a_fixed_rate_and_catching_up_leaves_ingest_an_interval() -> None:
