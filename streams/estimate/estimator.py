@@ -179,8 +179,9 @@ def moving_through(watermarks: dict[int, int | None], moving: Iterable[int], buc
     minutes of event time behind the others): a window end ahead of the slowest partition
     still fills, and counting it on every pass until that partition passes it counts the same
     points again and again (most of a two-worker replay's Redis work). A partition that stopped
-    moving (caught up, or never written to) holds nothing back: its late events, if it ever
-    wakes, re-count what they change (the dirty sets), as any late event does."""
+    moving (caught up, or never written to) holds nothing back: if it wakes up behind, what
+    its events change is counted again as far as it had been counted (CountPass never counts
+    fewer window ends than it did), as any late event's."""
     marks = [mark for p in moving if (mark := watermarks.get(p)) is not None]
     if not marks:
         return None

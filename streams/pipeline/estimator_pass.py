@@ -139,6 +139,7 @@ class CountPass:
         filling: int | None = newest
         moving = self.motion.moving(watermarks, time.monotonic())
         counted = await self.stage.counted(self.hll.shards)
+        done = [c for s, c in counted.items() if s in shards and c is not None]  # these shards' progress
         if not self.live:
             # Catching up: only window ends every moving partition has left behind
             # (estimator.moving_through), but never fewer than these shards counted already: a
@@ -147,7 +148,6 @@ class CountPass:
             if self.motion.unread(watermarks, moving):
                 return 0  # a partition not read yet: its events could change any window end
             behind = moving_through(watermarks, moving, settings.bucket_ms)
-            done = [c for s, c in counted.items() if s in shards and c is not None]
             limit = None if behind is None else max([behind, *done])
             if limit is not None and limit < newest:
                 newest, filling = limit, None
@@ -182,7 +182,7 @@ class CountPass:
             records = {point: r for point, r in self.book.update(counts, newest, filling).items() if point[0] in owned_set}
             await self.stage.write(records)
             self.metrics.points_counted.inc(len(records))
-        await self.stage.set_counted(shards, max([newest, *(c for s, c in counted.items() if s in shards and c is not None)]))
+        await self.stage.set_counted(shards, max([newest, *done]))
         self._pending_dirty.clear()
         return len(points)
 

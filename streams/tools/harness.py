@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.core.keys import KeyLayout
 from streams.core.settings import Settings
-from streams.pipeline.hll_store import parse_partition
+from streams.pipeline.hll_store import parse_partition, stream_time
 from streams.runtime.processes import ManagedProcess, free_port
 from streams.runtime.services import Endpoints, ensure_topics, topic_partitions
 
@@ -53,11 +53,10 @@ def estimator_busy(client: Any, keys: KeyLayout, shards: int) -> bool:
     point records not published yet? (A blocking client: redis.Redis or RedisCluster.)"""
     if any(client.exists(keys.dirty_buckets(s)) for s in range(shards)) or client.exists(keys.staged_changed):
         return True
-    marks = [parse_partition(raw).watermark_ms for raw in client.hvals(keys.ingest_state)]
-    known = [m for m in marks if m is not None]
-    if not known:
+    stream_now = stream_time({p: parse_partition(raw).watermark_ms for p, raw in enumerate(client.hvals(keys.ingest_state))})
+    if stream_now is None:
         return False
-    newest = max(known) // (keys.bucket_s * 1000)
+    newest = stream_now // (keys.bucket_s * 1000)
     counted = client.hmget(keys.counted_through, [str(s) for s in range(shards)])
     return any(c is None or int(c) < newest for c in counted)
 
