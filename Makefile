@@ -32,9 +32,11 @@ install: $(STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/crowdpulse demo $(if $(DURATION),--duration $(DURATION),) $(if $(SCENARIO),--scenario $(SCENARIO),)
 
-# The suite runs after the lint, so a lint or type error fails `make test` in seconds.
+# The suite runs after the lint, so a lint or type error fails `make test` in seconds. Two
+# processes (pytest-xdist), each with its own broker and Redis; a file's tests stay in one process
+# (--dist loadfile), so a module's shared fault-free reference runs are made once.
 test: lint system-packages
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # ruff (lint and import order) and mypy (types), both configured in pyproject.toml.
 lint: $(STAMP)
