@@ -84,6 +84,12 @@ class KeyLayout:
         return f"{self.namespace}:{{ingest}}:partitions"
 
     @property
+    def ingest_highwaters(self) -> str:
+        """Hash: per crowd.events partition, "<log end offset>:<wall ms>" as its owner's consumer
+        last fetched it (estimator.backlogged)."""
+        return f"{self.namespace}:{{ingest}}:highwaters"
+
+    @property
     def declared_rotations(self) -> str:
         """Hash: pseudonym epochs whose start the feed declared (shadow events before it) -> 1."""
         return f"{self.namespace}:{{ingest}}:rotations"

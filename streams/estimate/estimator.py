@@ -188,6 +188,20 @@ def moving_through(watermarks: dict[int, int | None], moving: Iterable[int], buc
     return min(marks) // bucket_ms - 1
 
 
+def backlogged(highwaters: dict[int, tuple[int, int]], applied: dict[int, int], now_ms: int, fresh_ms: int) -> set[int]:
+    """The partitions with messages in their log not yet applied, by their owners' recorded log
+    ends (highwaters: partition -> (log end, recorded at wall ms); applied: partition -> newest
+    applied offset). Such a partition still moves while catching up, even when its watermark
+    has stood still for a while: its worker is busy elsewhere (a long counting pass on two
+    cores), not done, and counting past it would count the same window ends again when it
+    resumes (a 12,000,000-event two-worker replay counted 8,410 points where one worker counted
+    3,504). A record older than `fresh_ms` (its worker gone, say) says nothing."""
+    return {
+        p for p, (end, at) in highwaters.items()
+        if now_ms - at <= fresh_ms and end - applied.get(p, -1) - 1 > 0
+    }
+
+
 class PartitionMotion:
     """Which partitions' watermarks moved lately (wall clock), for moving_through: a partition
     that has not moved for `idle_s` is treated as caught up. A partition without a watermark

@@ -28,6 +28,7 @@ from streams.estimate.estimator import (
     SealedCounts,
     WindowBook,
     ahead_share,
+    backlogged,
     moving_through,
     points_to_refresh,
     private_releases,
@@ -47,6 +48,9 @@ DROP_AT_MOST_BUCKETS = 120
 #: longer holds a catching-up pass back (estimator.moving_through): the newest minutes of a
 #: backlog are counted this long after it is consumed (2 s at the default interval).
 MOTION_IDLE_INTERVALS = 2
+#: A partition's recorded log end (HllStore.record_highwaters) older than this many publish
+#: intervals is ignored (estimator.backlogged): its worker is gone or stalled for that long.
+HIGHWATER_FRESH_INTERVALS = 30
 SpanCounts = dict[tuple[str, int, Span], int]
 log = logging.getLogger(__name__)
 
@@ -117,11 +121,14 @@ class CountPass:
         wanted = set(shards)
         return [a for a in self.areas.area_ids if self.shard_of[a] in wanted]
 
-    async def run(self, shards: Iterable[int]) -> int:
+    async def run(self, shards: Iterable[int], highwaters: dict[int, int] | None = None) -> int:
         """Count the changed points of the areas of `shards` and write their records; returns
-        how many points were counted."""
+        how many points were counted. `highwaters`: the log end of each crowd.events partition
+        this worker owns, as its consumer last fetched it (recorded for every worker's passes)."""
         settings = self.settings
         shards = frozenset(shards)
+        if highwaters:
+            await self.hll.record_highwaters(highwaters, wall_now_ms())
         if shards != self.owned:
             # Shards given away: their areas are forgotten (counted afresh if they come back).
             self.book.forget_areas(self.areas_of(shards))
@@ -145,6 +152,9 @@ class CountPass:
             # (estimator.moving_through), but never fewer than these shards counted already: a
             # partition that wakes up behind (taken over from a worker gone, read late) changes
             # window ends counted already, and this pass counts them again as far as they go.
+            # A partition with a backlog moves, however long its watermark has stood still.
+            moving |= backlogged(await self.hll.highwaters(), await self.hll.applied_offsets(), wall_now_ms(),
+                                 int(HIGHWATER_FRESH_INTERVALS * settings.publish_interval_s * 1000))
             if self.motion.unread(watermarks, moving):
                 return 0  # a partition not read yet: its events could change any window end
             behind = moving_through(watermarks, moving, settings.bucket_ms)

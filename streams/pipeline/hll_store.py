@@ -304,6 +304,21 @@ class HllStore:
         raw = await self.redis.hgetall(self.keys.ingest_state)
         return {int(p): parse_partition(v).watermark_ms for p, v in raw.items()}
 
+    async def record_highwaters(self, highwaters: dict[int, int], now_ms: int) -> None:
+        """The log end of each partition this worker owns, as its consumer last fetched it, for
+        every worker's estimator to tell a partition with a backlog from one caught up."""
+        if highwaters:
+            await self.redis.hset(self.keys.ingest_highwaters, mapping={p: f"{h}:{now_ms}" for p, h in highwaters.items()})
+
+    async def highwaters(self) -> dict[int, tuple[int, int]]:
+        """Every partition's recorded log end and when (wall ms) it was recorded."""
+        raw = await self.redis.hgetall(self.keys.ingest_highwaters)
+        out = {}
+        for p, v in raw.items():
+            end, _, at = (v.decode() if isinstance(v, bytes) else v).partition(":")
+            out[int(p)] = (int(end), int(at))
+        return out
+
     async def applied_offsets(self) -> dict[int, int]:
         """Every partition's newest applied offset (-1: none), whichever worker applied it."""
         raw = await self.redis.hgetall(self.keys.ingest_state)

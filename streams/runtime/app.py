@@ -270,7 +270,9 @@ def create_app(settings: Settings, areas: AreaMap | None = None) -> faust.App:
             return
         # Every worker counts the areas of its partitions; the leader then publishes every
         # area's records (docs/architecture.md, "Scale-out").
-        await parts.estimator.counter.run(owned_shards())
+        shards = owned_shards()
+        highwaters = {p: h for p in shards if (h := events_highwater(p)) is not None}
+        await parts.estimator.counter.run(shards, highwaters)
         if not app.is_leader():
             return
         estimates = await parts.estimator.publisher.run()

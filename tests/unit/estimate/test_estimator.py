@@ -15,6 +15,7 @@ from streams.estimate.estimator import (
     PartitionMotion,
     SealedCounts,
     ahead_share,
+    backlogged,
     build_estimate,
     hll_range,
     is_uncertain,
@@ -244,6 +245,17 @@ def test_a_partition_whose_watermark_stops_moving_stops_counting_as_moving() -> 
     assert motion.moving({0: 1_000, 1: 4_000}, now_s=106.0) == {1}  # 0 still at 1,000 since 100 s; 2 never read
     assert motion.moving({0: 1_500, 1: 4_000, 2: 7_000}, now_s=107.0) == {0, 1, 2}  # 0 moves again, 2 starts
     assert motion.unread({0: 1_500, 1: 4_000, 2: 7_000}, {0, 1, 2}) == set()
+
+
+def test_a_partition_with_messages_left_to_apply_is_backlogged_while_its_record_is_fresh() -> None:
+    now = 1_000_000
+    highwaters = {0: (500, now - 1_000), 1: (800, now - 2_000), 2: (900, now - 60_000), 3: (10, now)}
+    applied = {0: 499, 1: 700, 2: 100}
+    # 0: log end 500, offset 499 applied: nothing left. 1: 99 messages left. 2: left, but its
+    # record is a minute old (worker gone). 3: log end 10, nothing applied yet (-1): 10 left.
+    assert backlogged(highwaters, applied, now, fresh_ms=30_000) == {1, 3}
+    assert backlogged(highwaters, applied, now, fresh_ms=120_000) == {1, 2, 3}
+    assert backlogged({}, applied, now, fresh_ms=30_000) == set()
 
 
 def test_live_passes_start_at_a_fixed_rate_and_catching_up_leaves_ingest_an_interval() -> None:
