@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from streams.core.areas import load_areas
-from streams.core.settings import DEFAULT_AREAS
+from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.windows import Span
 from streams.estimate import hll_model
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
@@ -118,6 +118,23 @@ def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
     np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=2e-3)
     assert again.meta == {"runs": ["x"]} and again.k == 5
     np.testing.assert_allclose(again.spread_90, model.spread_90)
+
+
+def test_the_neighbour_search_finds_the_exact_nearest_rows_near_and_far_from_the_table() -> None:
+    """The tree (its leaf size and split rule chosen for speed off the map) must find what a
+    brute-force search finds: the shipped table, probes on its rows and far from them."""
+    model = VisibilityModel.load(Settings.from_env({}).visibility_model_path)
+    table = model.table.astype(np.float64)
+    rng = np.random.default_rng(7)
+    rows = table[rng.integers(0, len(table), 60)]
+    squared = np.einsum("ij,ij->i", table, table)
+    for noise in (0.05, 1.5, 4.0):
+        probes = rows + rng.normal(0.0, noise, rows.shape)
+        found, _ = model._tree.query(probes, k=model.k)
+        # Distances, not row numbers: the table has rows at equal distances (ties).
+        brute = squared[None, :] - 2.0 * probes @ table.T + np.einsum("ij,ij->i", probes, probes)[:, None]
+        nearest = np.sqrt(np.maximum(np.sort(np.partition(brute, model.k - 1, axis=1)[:, : model.k], axis=1), 0.0))
+        np.testing.assert_allclose(found, nearest, rtol=1e-9, atol=1e-6, err_msg=f"noise {noise}")
 
 
 def test_a_table_written_in_float16_before_the_grid_still_loads(tmp_path: Path) -> None:
