@@ -142,8 +142,8 @@ def truth_rows(counts: list[Count], first: int, curves: np.ndarray, areas: AreaM
     return used, np.array(own, dtype=np.float64), np.array(reference, dtype=np.float64), np.array(z), np.array(share)
 
 
-def _features(own: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    return np.vstack([curve_features(own[i : i + 1], reference[i]) for i in range(len(own))])
+def _features(own: np.ndarray, reference: np.ndarray, network: np.ndarray) -> np.ndarray:
+    return np.vstack([curve_features(own[i : i + 1], reference[i], network[i]) for i in range(len(own))])
 
 
 def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[str, float]]:
@@ -175,7 +175,7 @@ def _people(model: VisibilityModel, own: np.ndarray, features: np.ndarray, share
 
 def with_rows(model: VisibilityModel, features: np.ndarray, z: np.ndarray, row_error: np.ndarray) -> VisibilityModel:
     """The table with these rows added (standardised like its own)."""
-    table = ((features - model.mean) / model.scale).astype(np.float32)
+    table = ((features[:, : model.table.shape[1]] - model.mean) / model.scale).astype(np.float32)
     errors = model.row_error if model.row_error is not None else np.zeros(len(model.z), dtype=np.float32)
     return replace(model, table=np.vstack([model.table, table]), z=np.concatenate([model.z, z]),
                    row_error=np.concatenate([errors, row_error.astype(np.float32)]))
@@ -188,16 +188,17 @@ def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: n
 
 
 def fit_and_check(model: VisibilityModel, counts: list[Count], own: np.ndarray, reference: np.ndarray, z: np.ndarray,
-                  share: np.ndarray, settings: Settings) -> tuple[VisibilityModel, dict]:
+                  share: np.ndarray, settings: Settings, network_area: str | None = None) -> tuple[VisibilityModel, dict]:
     """Check the model on the counts, before and after; the table with every count added.
 
     "After" is measured the way a deployment would use it: the table with the counts of the
     earlier half of the period (by time) added, checked on the later half, which it has not
     seen. Each added row's own error (what the ranges are made of) is measured with its area
-    left out, as calibrate does for its own rows."""
-    features = _features(own, reference)
-    truth = np.array([c.people for c in counts], dtype=np.float64)
+    left out, as calibrate does for its own rows. `network_area`: the reference when it covers
+    every cell (its counts are the network's own curve: curve_features)."""
     area = np.array([c.area for c in counts])
+    features = _features(own, reference, area == network_area)
+    truth = np.array([c.people for c in counts], dtype=np.float64)
     at = np.array([c.at_ms for c in counts])
     before = _people(model, own, features, share, settings)
     row_error = np.zeros(len(counts))
@@ -247,7 +248,8 @@ def run_truth(counts_path: Path, frames_path: Path, out: Path | None, as_json: b
         raise ConfigError(f"{counts_path}: no count falls at least an hour into the recording {frames_path} "
                           f"(it covers {len(curves)} minutes from {first * BUCKET_MS} ms)")
     model = VisibilityModel.load(settings.visibility_model_path)
-    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings)
+    network_area = areas.reference if areas.reference_covers_network else None
+    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings, network_area)
     summary["counts_skipped"] = len(counts) - len(used)
     if out is not None:
         fitted.save(out)

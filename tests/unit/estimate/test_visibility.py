@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.core.areas import load_areas
+from streams.core.areas import AreaMap, load_areas
 from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.windows import Span
 from streams.estimate import hll_model
@@ -25,6 +25,7 @@ from streams.estimate.visibility import (
     _to_planes,
     count_bounds,
     curve_features,
+    local_linear,
     log_half_width,
     people_from,
 )
@@ -52,6 +53,10 @@ def test_curve_features_by_hand() -> None:
     ref_again = np.array([400 + 1900 - 2000, 800 + 1600 - 2000, 1200 + 1200 - 2000]) / 2000
     np.testing.assert_allclose(f[11:14], np.array([0.1, 0.25, 0.25]) / ref_again)
     assert f[14] == pytest.approx(0.4)
+    assert f[15] == 0.0  # not the network's own curve
+    both = curve_features(np.vstack([curve, reference]), reference, np.array([False, True]))
+    assert both[:, 15].tolist() == [0.0, 1.0]
+    np.testing.assert_allclose(both[0], f)
 
 
 def test_curve_features_survive_empty_areas() -> None:
@@ -120,6 +125,41 @@ def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
     np.testing.assert_allclose(again.spread_90, model.spread_90)
 
 
+def test_the_local_fit_answers_for_the_query_where_the_neighbours_lie_to_one_side() -> None:
+    """z linear in the features; every neighbour lies on one side of the query (its edge of the
+    map): their mean answers for where they are, the local fit for where the query is."""
+    rng = np.random.default_rng(21)
+    table = rng.normal(0.0, 1.0, (400, 3))
+    z = 0.5 + 0.3 * table[:, 0] - 0.2 * table[:, 2]
+    query = np.array([[-2.5, 0.0, 0.0]])
+    nearest = np.argsort(np.linalg.norm(table - query, axis=1))[:40][None, :]
+    truth = 0.5 + 0.3 * -2.5
+    mean = z[nearest].mean()
+    fitted = local_linear(table, z, query, nearest, ridge=0.01)[0]
+    assert abs(mean - truth) > 0.2  # the plain mean is off by the neighbours' offset
+    assert fitted == pytest.approx(truth, abs=0.02)
+
+
+def test_the_local_fit_stays_within_its_neighbours_and_a_ridge_of_zero_is_their_mean(tmp_path: Path) -> None:
+    rng = np.random.default_rng(22)
+    features, z, n60 = _synthetic(rng, 3000)
+    far = rng.random((50, len(FEATURE_NAMES))) * 6.0 - 2.0  # off the map: a slope would extrapolate
+    plain = VisibilityModel.fit(features, z, k=20, meta={})
+    fitted = VisibilityModel.fit(features, z, k=20, meta={}, ridge=1.0)
+    x = (far - fitted.mean) / fitted.scale
+    _, nearest = fitted._tree.query(x, k=20)
+    z_hat, _ = fitted.predict(far, np.full(50, 5000))
+    assert (z_hat >= fitted.z[nearest].min(axis=1) - 1e-12).all() and (z_hat <= fitted.z[nearest].max(axis=1) + 1e-12).all()
+    np.testing.assert_allclose(plain.predict(far, np.full(50, 5000))[0], fitted.z[nearest].mean(axis=1))
+    # Near the table the fit is closer to the smooth truth than the mean (the synthetic z is linear).
+    test_f, _, test_n60 = _synthetic(rng, 2000)
+    smooth = 0.8 * test_f[:, 2] - 0.5 * test_f[:, 9]  # _synthetic's z without its noise
+    error = {m.ridge: np.mean(np.abs(m.predict(test_f, test_n60)[0] - smooth)) for m in (plain, fitted)}
+    assert error[1.0] < 0.8 * error[0.0], error
+    fitted.save(tmp_path / "m.npz")
+    assert VisibilityModel.load(tmp_path / "m.npz").ridge == 1.0
+
+
 def test_the_neighbour_search_finds_the_exact_nearest_rows_near_and_far_from_the_table() -> None:
     """The tree (its leaf size and split rule chosen for speed off the map) must find what a
     brute-force search finds: the shipped table, probes on its rows and far from them."""
@@ -185,6 +225,28 @@ def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> No
     assert out["east-district"].people == round(500 / (0.36 * 1.35))
     half = math.sqrt(0.05**2 + (Z_90 * HLL_STANDARD_ERROR) ** 2)
     assert out["stadium"].high == math.ceil(500 * math.exp(half) / (0.32 * 1.35))
+
+
+def test_only_a_reference_covering_every_cell_is_estimated_as_the_network() -> None:
+    """A table whose answer depends on the network flag alone: z 0 for the network's own curve,
+    log(0.5) for anything else. The city (covering every cell) is the network; the stadium as the
+    only area of a deployment (its own reference, no network around it) is not."""
+    rng = np.random.default_rng(6)
+    features = rng.random((60, len(FEATURE_NAMES))) * 0.01
+    features[:, -1] = np.repeat([0.0, 1.0], 30)
+    model = VisibilityModel(
+        table=features.astype(np.float32), z=np.where(features[:, -1] > 0, 0.0, math.log(0.5)),
+        mean=np.zeros(len(FEATURE_NAMES)), scale=np.ones(len(FEATURE_NAMES)), k=5,
+        spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.05, meta={"counts": "hll"},
+    )
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
+    city = PeopleModel.for_areas(model, AREAS, default_share=0.5, sims=1.0)
+    out = city.estimate({"city": curve, "stadium": curve})
+    assert (out["city"].people, out["stadium"].people) == (2000, 1000)
+    stadium = AREAS.area_by_id["stadium"]
+    alone = PeopleModel.for_areas(model, AreaMap(AREAS.name, list(AREAS.cells), [stadium]), default_share=0.5, sims=1.0)
+    assert alone.reference == "stadium" and not alone.reference_is_network
+    assert alone.estimate({"stadium": curve})["stadium"].people == 1000
 
 
 def test_window_book_publishes_the_models_people_on_every_window_and_withholds_with_the_count() -> None:
@@ -362,13 +424,26 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     from streams.core.settings import Settings
     from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
 
-    model, summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1)
+    model, summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves")
     model.save(tmp_path / "quick.npz")
     again = VisibilityModel.load(tmp_path / "quick.npz")
     assert summary["rows"] == len(again.z) > 500 and again.row_error is not None
     assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
     assert again.meta["table_runs"] == [r.label() for r in QUICK_TABLE_RUNS]
     assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
+    # The shipped kind: the mean of 10, the 15 features without the network flag.
+    assert (again.k, again.ridge, again.table.shape[1]) == (10, 0.0, len(FEATURE_NAMES) - 1)
+    # --local-fit (the same runs' curves, from the cache): 40 rows, a penalty, the network flag.
+    local, local_summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves",
+                                     local_fit=True)
+    assert (local.k, local.ridge, local.table.shape[1]) == (40, 0.3, len(FEATURE_NAMES))
+    assert local_summary["rows"] == summary["rows"] and local.table[:, -1].std() > 0  # the city's rows are flagged
+    assert 0 < local_summary["held_out_mape"] < 1
+    # Either kind reads the worker's 16 features.
+    features = curve_features(np.array([[10, 40, 100, 160, 200, 180, 150, 90]]), np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200]))
+    for m in (again, local):
+        z, half = m.predict(features, np.array([200]))
+        assert np.isfinite(z).all() and (half > 0).all()
 
 
 # --- deterministic and complete: an estimate is a function of the counts it reads -----------
