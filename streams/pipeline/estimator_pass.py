@@ -135,7 +135,8 @@ class CountPass:
             self._pending_dirty = {(a, b) for a, b in self._pending_dirty if self.shard_of.get(a) in shards}
             self.owned = shards
             self.metrics.estimator_shards.set(len(shards))
-        watermarks = await self.hll.watermarks()
+        states = await self.hll.partition_states()
+        watermarks = {p: state.watermark_ms for p, state in states.items()}
         # Windows read shadow keys across a rotation only if the feed declared it (docs/privacy.md).
         await self.hll.refresh_declared()
         stream_now = stream_time(watermarks)
@@ -153,7 +154,8 @@ class CountPass:
             # partition that wakes up behind (taken over from a worker gone, read late) changes
             # window ends counted already, and this pass counts them again as far as they go.
             # A partition with a backlog moves, however long its watermark has stood still.
-            moving |= backlogged(await self.hll.highwaters(), await self.hll.applied_offsets(), wall_now_ms(),
+            applied = {p: state.applied_offset for p, state in states.items()}
+            moving |= backlogged(await self.hll.highwaters(), applied, wall_now_ms(),
                                  int(HIGHWATER_FRESH_INTERVALS * settings.publish_interval_s * 1000))
             if self.motion.unread(watermarks, moving):
                 return 0  # a partition not read yet: its events could change any window end

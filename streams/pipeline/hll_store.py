@@ -298,11 +298,16 @@ class HllStore:
             pipe.exists(self.keys.dirty_buckets(shard))
         return any(await pipe.execute())
 
+    async def partition_states(self) -> dict[int, PartitionState]:
+        """Every partition's applied offset and watermark, read at once (one HGETALL): a pass
+        that needs both sees them as of the same moment."""
+        raw = await self.redis.hgetall(self.keys.ingest_state)
+        return {int(p): parse_partition(v) for p, v in raw.items()}
+
     async def watermarks(self) -> dict[int, int | None]:
         """Every partition's watermark as last applied: stream time (stream_time) and the
         estimator's sealing (estimator.sealed_through) both come from them."""
-        raw = await self.redis.hgetall(self.keys.ingest_state)
-        return {int(p): parse_partition(v).watermark_ms for p, v in raw.items()}
+        return {p: state.watermark_ms for p, state in (await self.partition_states()).items()}
 
     async def record_highwaters(self, highwaters: dict[int, int], now_ms: int) -> None:
         """The log end of each partition this worker owns, as its consumer last fetched it, for
@@ -321,8 +326,7 @@ class HllStore:
 
     async def applied_offsets(self) -> dict[int, int]:
         """Every partition's newest applied offset (-1: none), whichever worker applied it."""
-        raw = await self.redis.hgetall(self.keys.ingest_state)
-        return {int(p): parse_partition(v).applied_offset for p, v in raw.items()}
+        return {p: state.applied_offset for p, state in (await self.partition_states()).items()}
 
     async def data_since(self, area: str, buckets: Iterable[int], span_s: int) -> dict[int, int | None]:
         """For each window end (newest bucket), the oldest bucket of the `span_s` ending there
