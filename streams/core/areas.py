@@ -76,6 +76,12 @@ class AreaMap:
         crowd's comings and goings from the network's habits: the worker warns."""
         return len(self.area_by_id[self.reference].cells) == len(self.cells)
 
+    @property
+    def network_area(self) -> str | None:
+        """The area whose curve is the whole network's own: the reference when it covers every
+        cell, else none (the people model's network flag, visibility.curve_features)."""
+        return self.reference if self.reference_covers_network else None
+
     def cell_index(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map cell ids to cell indexes; returns (index, known) where known marks real cells."""
         index = np.searchsorted(self.cell_ids, cells)

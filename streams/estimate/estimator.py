@@ -64,15 +64,15 @@ class PeopleModel:
     share: dict[str, float]
     sims_per_person: float
     scaling_se: float = 0.0
-    #: The reference covers every cell (AreaMap.reference_covers_network): its own curve is the
-    #: network's (curve_features' `network` flag). False for a venue as its own reference.
-    reference_is_network: bool = True
+    #: The area whose curve is the network's own (AreaMap.network_area: curve_features' `network`
+    #: flag); None for a venue as its own reference.
+    network_area: str | None = None
 
     @classmethod
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
                   scaling_se: float = 0.0) -> PeopleModel:
         share = area_shares(areas, default_share)
-        return cls(visibility, areas.reference, share, sims, scaling_se, areas.reference_covers_network)
+        return cls(visibility, areas.reference, share, sims, scaling_se, areas.network_area)
 
     def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
         """People and 90% range per area (of `only`, or all), from the curves of one window end
@@ -84,7 +84,7 @@ class PeopleModel:
         if not ids:
             return {}
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
-        network = np.array([a == self.reference and self.reference_is_network for a in ids])
+        network = np.array([a == self.network_area for a in ids])
         z, half = self.visibility.predict(curve_features(matrix, curves[self.reference], network), matrix[:, N60])
         # A deployment's own counts (`crowdpulse calibrate --truth`) correct each area they cover
         # by the model's bias there, and add that correction's own uncertainty to the range.

@@ -157,10 +157,14 @@ class VisibilityModel:
         (docs/performance.md)."""
         return cKDTree(self.table.astype(np.float64), leafsize=TREE_LEAF_ROWS, balanced_tree=False)
 
+    def standardised(self, features: np.ndarray) -> np.ndarray:
+        """Feature rows as the table holds them. A table without the network flag (the last
+        feature: the default table) reads the others."""
+        return (np.asarray(features, dtype=np.float64)[:, : self.table.shape[1]] - self.mean) / self.scale
+
     def predict(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
-        # A table without the network flag (the last feature: the default one) reads the others.
-        x = (np.asarray(features, dtype=np.float64)[:, : self.table.shape[1]] - self.mean) / self.scale
+        x = self.standardised(features)
         if not len(x):
             return np.zeros(0), np.zeros(0)
         # Identical curves (small areas with the same handful of devices, say) have identical

@@ -152,7 +152,7 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
     relative features are then 1 and only the area's own shape speaks)."""
     curves, people = data["curves"], data["people"]
     ref = list(data["area_ids"]).index(reference)
-    network_ref = areas.reference_covers_network and reference == areas.reference
+    network = ref if reference == areas.network_area else -1  # the row flagged as the network's own curve
     share = np.array([a.market_share or settings.market_share for a in areas.areas])
     feats, zs, n60s, area_index = [], [], [], []
     for t in range(WARMUP_MIN, len(curves)):
@@ -161,7 +161,7 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
         if not use.any():
             continue
         phones = people[t] * share * settings.sims_per_person
-        feats.append(curve_features(curves[t][use], curves[t, ref], network_ref & (np.flatnonzero(use) == ref)))
+        feats.append(curve_features(curves[t][use], curves[t, ref], np.flatnonzero(use) == network))
         zs.append(np.log(phones[use] / n60[use]))
         n60s.append(n60[use])
         area_index.append(np.flatnonzero(use))

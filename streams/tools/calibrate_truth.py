@@ -175,7 +175,7 @@ def _people(model: VisibilityModel, own: np.ndarray, features: np.ndarray, share
 
 def with_rows(model: VisibilityModel, features: np.ndarray, z: np.ndarray, row_error: np.ndarray) -> VisibilityModel:
     """The table with these rows added (standardised like its own)."""
-    table = ((features[:, : model.table.shape[1]] - model.mean) / model.scale).astype(np.float32)
+    table = model.standardised(features).astype(np.float32)
     errors = model.row_error if model.row_error is not None else np.zeros(len(model.z), dtype=np.float32)
     return replace(model, table=np.vstack([model.table, table]), z=np.concatenate([model.z, z]),
                    row_error=np.concatenate([errors, row_error.astype(np.float32)]))
@@ -248,8 +248,7 @@ def run_truth(counts_path: Path, frames_path: Path, out: Path | None, as_json: b
         raise ConfigError(f"{counts_path}: no count falls at least an hour into the recording {frames_path} "
                           f"(it covers {len(curves)} minutes from {first * BUCKET_MS} ms)")
     model = VisibilityModel.load(settings.visibility_model_path)
-    network_area = areas.reference if areas.reference_covers_network else None
-    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings, network_area)
+    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings, areas.network_area)
     summary["counts_skipped"] = len(counts) - len(used)
     if out is not None:
         fitted.save(out)

@@ -244,7 +244,7 @@ def test_load_areas_prefixes_validation_errors_with_the_path(tmp_path: Path) -> 
 
 
 def test_reference_defaults_to_the_area_that_covers_every_cell(city: AreaMap) -> None:
-    assert city.reference == "city" and city.reference_covers_network
+    assert city.reference == "city" and city.reference_covers_network and city.network_area == "city"
 
 
 def test_reference_can_be_named_in_the_file() -> None:
@@ -264,4 +264,4 @@ def test_a_reference_that_is_not_an_area_is_refused() -> None:
 def test_a_venue_alone_is_its_own_reference_and_says_it_cannot_carry_the_network(city: AreaMap) -> None:
     stadium = city.area_by_id["stadium"]
     alone = AreaMap("venue", list(city.cells), [stadium])
-    assert alone.reference == "stadium" and not alone.reference_covers_network
+    assert alone.reference == "stadium" and not alone.reference_covers_network and alone.network_area is None

@@ -245,7 +245,7 @@ def test_only_a_reference_covering_every_cell_is_estimated_as_the_network() -> N
     assert (out["city"].people, out["stadium"].people) == (2000, 1000)
     stadium = AREAS.area_by_id["stadium"]
     alone = PeopleModel.for_areas(model, AreaMap(AREAS.name, list(AREAS.cells), [stadium]), default_share=0.5, sims=1.0)
-    assert alone.reference == "stadium" and not alone.reference_is_network
+    assert alone.reference == "stadium" and alone.network_area is None
     assert alone.estimate({"stadium": curve})["stadium"].people == 1000
 
 
