@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from streams.core.blocks import BLOCK_BUCKETS, block_of
 from streams.core.rotation import NO_ROTATION, Rotation
 from streams.core.windows import window_buckets
 
@@ -26,15 +27,23 @@ class KeyLayout:
         `segment`: one of the area's segment HyperLogLogs (streams/core/segments.py), "" the total."""
         return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:{bucket}{':' + segment if segment else ''}{':next' if shadow else ''}"
 
+    def area_block(self, area: str, block: int, segment: str = "") -> str:
+        """The union of a sealed block's bucket keys (streams/core/blocks.py), total or segment;
+        never of shadow keys."""
+        return f"{self.namespace}:{{a:{area}}}:hll:{self.bucket_s}s:b{BLOCK_BUCKETS}:{block}{':' + segment if segment else ''}"
+
     def cell_bucket(self, cell: int, bucket: int, shadow: bool = False) -> str:
         return f"{self.namespace}:{{c:{cell}}}:hll:{self.bucket_s}s:{bucket}{':next' if shadow else ''}"
 
     def bucket_keys(self, areas: Iterable[str], cells: Iterable[int], bucket: int, segments: Iterable[str]) -> list[str]:
         """Every HyperLogLog key one bucket can have: each area's total and segments and each
-        cell's, with their rotation shadows."""
+        cell's, with their rotation shadows; at a block's last bucket, the block's keys too."""
         segments = ("", *segments)
+        areas = list(areas)
         out = [self.area_bucket(a, bucket, shadow, seg) for a in areas for seg in segments for shadow in (False, True)]
         out += [self.cell_bucket(c, bucket, shadow) for c in cells for shadow in (False, True)]
+        if (bucket + 1) % BLOCK_BUCKETS == 0:
+            out += [self.area_block(a, block_of(bucket), seg) for a in areas for seg in segments]
         return out
 
     def area_window(self, area: str, newest_bucket: int, window_s: int) -> list[str]:
@@ -50,13 +59,17 @@ class KeyLayout:
         before it, docs/privacy.md). A window reads the shadow keys before an epoch's start only
         for those: a feed whose pseudonyms do not rotate on the schedule keeps whole windows.
         None: every epoch of the schedule is taken as declared."""
+        return [self.area_bucket(area, b, shadow, segment)
+                for b, shadow in self.span_buckets(newest_bucket, skip_s, length_s, declared)]
+
+    def span_buckets(self, newest_bucket: int, skip_s: int, length_s: int,
+                     declared: frozenset[int] | None = None) -> list[tuple[int, bool]]:
+        """(bucket, read from its rotation shadow) of each bucket of a span (area_span), oldest first."""
         bucket_ms = self.bucket_s * 1000
         epoch = self.rotation.epoch(newest_bucket * bucket_ms)
         rotated = declared is None or epoch in declared
-        return [
-            self.area_bucket(area, b, shadow=rotated and bool(self.rotation.epoch(b * bucket_ms) < epoch), segment=segment)
-            for b in window_buckets(newest_bucket - skip_s // self.bucket_s, length_s, self.bucket_s)
-        ]
+        return [(b, rotated and bool(self.rotation.epoch(b * bucket_ms) < epoch))
+                for b in window_buckets(newest_bucket - skip_s // self.bucket_s, length_s, self.bucket_s)]
 
     def area_series(self, area: str, window_s: int) -> str:
         return f"{self.namespace}:{{a:{area}}}:series:{window_s}"

@@ -61,6 +61,11 @@ class Metrics:
             "Estimator shards (crowd.events partitions) whose areas this worker counts.",
             registry=r,
         )
+        self.blocks_merged = Counter(
+            "crowdpulse_estimator_blocks_merged_total",
+            "Sealed five-minute blocks of bucket keys merged in Redis (PFMERGE), read whole by later spans.",
+            registry=r,
+        )
         self.span_counts = Counter(
             "crowdpulse_estimator_span_counts_total",
             "Span counts an estimator pass used: merged in Redis (PFCOUNT), or kept from an earlier "

@@ -63,6 +63,10 @@ class Settings:
     scaling_se: float = 0.0
     #: Publish residents/visitors and age-band segments with every estimate (docs/estimation.md).
     segments: bool = True
+    #: Merge sealed five-minute blocks of large areas' buckets in Redis and read them whole
+    #: (streams/core/blocks.py): the same counts from fewer merges. Off: every span reads its
+    #: bucket keys (the bench's baseline).
+    span_blocks: bool = True
     #: Faust application id (also the consumer group).
     app_id: str = "crowdpulse"
     #: Prefix of every Redis key, so several deployments or tests can share one Redis.
@@ -235,11 +239,12 @@ class Settings:
         ):
             if env.get(name):
                 values[key] = _int(env, name)
-        if env.get("CROWDPULSE_SEGMENTS"):
-            flag = env["CROWDPULSE_SEGMENTS"].strip().lower()
-            if flag not in ("0", "1", "on", "off", "true", "false"):
-                raise ConfigError(f"CROWDPULSE_SEGMENTS={env['CROWDPULSE_SEGMENTS']!r} is not on/off")
-            values["segments"] = flag in ("1", "on", "true")
+        for name, key in (("CROWDPULSE_SEGMENTS", "segments"), ("CROWDPULSE_SPAN_BLOCKS", "span_blocks")):
+            if env.get(name):
+                flag = env[name].strip().lower()
+                if flag not in ("0", "1", "on", "off", "true", "false"):
+                    raise ConfigError(f"{name}={env[name]!r} is not on/off")
+                values[key] = flag in ("1", "on", "true")
         if env.get("CROWDPULSE_PEOPLE_MODEL"):
             values["people_model"] = env["CROWDPULSE_PEOPLE_MODEL"]
         if env.get("CROWDPULSE_VISIBILITY_MODEL"):

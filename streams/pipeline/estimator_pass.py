@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from streams.core.areas import AreaMap, area_shard
+from streams.core.blocks import BlockBook, block_of, block_range
 from streams.core.metrics import Metrics
 from streams.core.segments import STORED
 from streams.core.settings import Settings
-from streams.core.windows import Span, as_of_ms
+from streams.core.windows import Span, as_of_ms, expire_at_ms
 from streams.estimate.estimator import (
     DAY_MS,
     Estimate,
@@ -104,6 +105,8 @@ class CountPass:
         self.metrics = metrics
         self.book = PointBook(areas, settings.windows_s, keep_buckets(settings), model, settings.segments)
         self.sealed = SealedCounts(settings.bucket_s)
+        #: Sealed five-minute blocks merged in Redis, read whole by later spans (None: off).
+        self.blocks = BlockBook(max(s.skip_s + s.length_s for s in self.book.spans) // settings.bucket_s) if settings.span_blocks else None
         self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
         #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
@@ -132,6 +135,8 @@ class CountPass:
         if shards != self.owned:
             # Shards given away: their areas are forgotten (counted afresh if they come back).
             self.book.forget_areas(self.areas_of(shards))
+            if self.blocks is not None:
+                self.blocks.keep_areas(self.areas_of(shards))
             self._pending_dirty = {(a, b) for a, b in self._pending_dirty if self.shard_of.get(a) in shards}
             self.owned = shards
             self.metrics.estimator_shards.set(len(shards))
@@ -168,6 +173,8 @@ class CountPass:
         # Sealed buckets written again: the windows were rebuilt from Kafka (pipeline/rebuild.py).
         if self.sealed.invalidate(dirty):
             log.info("counts kept from before the rebuild were dropped; the points it touched are re-estimated")
+        if self.blocks is not None:
+            self.blocks.invalidate(dirty)
         dirty_of: dict[int, set[tuple[str, int]]] = {shard: set() for shard in shards}
         for area, bucket in dirty:
             if area in self.hll.broadcast:
@@ -216,7 +223,12 @@ class CountPass:
             if not ahead:
                 self._ahead_done = newest + 1
             ahead = ahead[: ahead_share(len(ahead), stream_now, newest, settings.bucket_ms, settings.publish_interval_s)]
-        counted = await self.hll.count_spans(todo + ahead)
+        blocks = None
+        if self.blocks is not None:
+            areas = self.areas.area_ids if owned is None else list(owned)
+            await self.merge_blocks([*areas, *sorted(self.hll.broadcast - set(areas))], through, newest, stream_now)
+            blocks = {area: self.blocks.usable(area) for area in {point[0] for point, _ in todo + ahead}}
+        counted = await self.hll.count_spans(todo + ahead, blocks)
         self.sealed.keep(counted, through)
         self.sealed.forget(newest - self.book.keep_buckets + 1)
         self.metrics.span_counts.labels("redis").inc(len(counted))
@@ -224,6 +236,31 @@ class CountPass:
         if ahead:
             counted = {k: n for k, n in counted.items() if k[1] <= newest}
         return {**known, **counted}
+
+
+    async def merge_blocks(self, areas: list[str], through: int | None, newest: int, stream_now: int) -> None:
+        """Merge the newly sealed blocks of these areas whose bucket keys are dense
+        (streams/core/blocks.py): first the totals, then, where a total's are, its segments'."""
+        blocks = self.blocks
+        assert blocks is not None
+        settings = self.settings
+        blocks.forget_before(block_of(newest - self.book.keep_buckets + 1 - blocks.lookback_buckets + 1))
+        candidates = blocks.to_look_at(areas, through, newest)
+        if not candidates:
+            return
+        dense = await self.hll.dense_blocks([(area, "", block) for area, block in candidates])
+        segments = [s for s in STORED if any(span.segment == s for span in self.book.spans)]
+        wanted = [(area, segment, block) for (area, block), ok in zip(candidates, dense) if ok for segment in segments]
+        dense_segments = dict(zip(wanted, await self.hll.dense_blocks(wanted)))
+        merged = {(area, "", block): ok for (area, block), ok in zip(candidates, dense)} | dense_segments
+        to_merge = [key for key, ok in merged.items() if ok]
+        wall = wall_now_ms()
+        expiry = {block: expire_at_ms(block_range(block)[-1], settings.bucket_ms, settings.longest_window_ms,
+                                      settings.grace_s * 1000, stream_now, wall) for _, _, block in to_merge}
+        await self.hll.merge_blocks(to_merge, expiry)
+        for area, block in candidates:
+            blocks.record(area, block, [segment for a, segment, b in to_merge if a == area and b == block])
+        self.metrics.blocks_merged.inc(len(to_merge))
 
 
 class PublishPass:

@@ -9,12 +9,13 @@ the estimator publishes lives in streams/pipeline/estimate_store.py.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 
 import numpy as np
 import redis.asyncio as aioredis
 
 from streams.core.areas import area_shard
+from streams.core.blocks import BLOCK_BUCKETS, block_range, span_pieces
 from streams.core.keys import KeyLayout
 from streams.core.windows import Span
 from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
@@ -43,6 +44,8 @@ DENSE_FROM_MEMBERS = 2_000
 # 8-byte cached cardinality marked invalid (top bit of its last byte), 16,384 6-bit registers.
 # Written with SET NX only where the key does not exist yet, so it never replaces counts.
 EMPTY_DENSE_HLL = b"HYLL" + bytes(4) + bytes(7) + b"\x80" + bytes(16_384 * 6 // 8)
+#: Every dense HyperLogLog is this long (STRLEN); a sparse one is shorter.
+DENSE_HLL_BYTES = len(EMPTY_DENSE_HLL)
 
 
 def pack_hll_adds(
@@ -95,16 +98,24 @@ def pack_hll_adds(
     return chunks
 
 
+def _token(name: str) -> bytes:
+    encoded = name.encode()
+    return b"$%d\r\n%s\r\n" % (len(encoded), encoded)
+
+
 def pack_span_requests(
     keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
-    declared: frozenset[int] | None = None,
+    declared: frozenset[int] | None = None, blocks: Mapping[str, Mapping[str, Set[int]]] | None = None,
 ) -> list[tuple[bytes, int]]:
     """The RESP bytes of one PFCOUNT per (point, span) of each request (a point and its spans),
     in order, as pieces of `chunk_commands` commands. A pass counts every changed area over
     ~20 spans of up to 60 bucket keys each (windows, the visibility curve, segments): redis-py
     would encode ~180,000 key names one by one (0.3 s for 300 areas here). Here each (point,
     segment) builds its bucket keys once, as RESP tokens in bucket order, and every span is a
-    slice of them."""
+    slice of them.
+
+    `blocks`: per area and segment, the blocks merged in Redis (streams/core/blocks.py): a span
+    reads each whole one as its block key instead of its buckets' keys (the same count)."""
     bucket_s = keys.bucket_s
     chunks: list[tuple[bytes, int]] = []
     parts: list[bytes] = []
@@ -114,14 +125,26 @@ def pack_span_requests(
             continue
         lookback_s = max(span.skip_s + span.length_s for span in spans)
         lookback = lookback_s // bucket_s
+        first = bucket - lookback + 1
+        merged = blocks.get(area, {}) if blocks else {}
         tokens: dict[str, list[bytes]] = {}
+        shadows: dict[str, list[bool]] = {}
         for span in spans:
             segment = span.segment
             if segment not in tokens:
-                names = keys.area_span(area, bucket, 0, lookback_s, segment, declared)  # oldest first
-                tokens[segment] = [b"$%d\r\n%s\r\n" % (len(n), n) for n in (name.encode() for name in names)]
+                layout = keys.span_buckets(bucket, 0, lookback_s, declared)  # oldest first
+                tokens[segment] = [_token(keys.area_bucket(area, b, shadow, segment)) for b, shadow in layout]
+                shadows[segment] = [shadow for _, shadow in layout]
             end = lookback - span.skip_s // bucket_s
-            selected = tokens[segment][end - span.length_s // bucket_s : end]
+            start = end - span.length_s // bucket_s
+            usable = merged.get(segment)
+            if usable:
+                selected = [
+                    _token(keys.area_block(area, index, segment)) if is_block else tokens[segment][index - first]
+                    for is_block, index in span_pieces(first + start, first + end - 1, shadows[segment][start:end], usable)
+                ]
+            else:
+                selected = tokens[segment][start:end]
             parts.append(b"*%d\r\n$7\r\nPFCOUNT\r\n" % (len(selected) + 1))
             parts.extend(selected)
             commands += 1
@@ -363,10 +386,12 @@ class HllStore:
         return await self.count_spans([(point, spans) for point in points])
 
     async def count_spans(
-        self, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]]
+        self, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]],
+        blocks: Mapping[str, Mapping[str, Set[int]]] | None = None,
     ) -> dict[tuple[str, int, Span], int]:
         """PFCOUNT of each request's point over each of its own spans (span_counts, with a
-        list of spans per point)."""
+        list of spans per point); `blocks`: the blocks merged per area and segment, read whole
+        (pack_span_requests)."""
         requests = [request for request in requests if request[1]]
         if not requests:
             return {}
@@ -374,13 +399,54 @@ class HllStore:
         slots = [self.keys.area_bucket(area, bucket) for (area, bucket), _ in requests]
         groups = await send_routed(
             self.redis, slots,
-            lambda indices: pack_span_requests(self.keys, [requests[i] for i in indices], declared=self.declared),
+            lambda indices: pack_span_requests(self.keys, [requests[i] for i in indices], declared=self.declared, blocks=blocks),
             replies=True)
         counts: dict[tuple[str, int, Span], int] = {}
         for indices, replies in groups:
             triples = [(area, bucket, span) for (area, bucket), spans in (requests[i] for i in indices) for span in spans]
             counts.update(zip(triples, map(int, replies)))
         return counts
+
+    # --- blocks (streams/core/blocks.py) ----------------------------------------------------
+    async def dense_blocks(self, candidates: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """For each (area, segment, block): are its bucket keys dense, at least two of them and
+        none sparse (STRLEN: a dense HyperLogLog is DENSE_HLL_BYTES long, a missing key 0)? A
+        merged block is dense; merging it pays off only where its buckets' keys are too."""
+        if not candidates:
+            return []
+        names = [[self.keys.area_bucket(area, b, segment=segment) for b in block_range(block)]
+                 for area, segment, block in candidates]
+        groups = await send_routed(
+            self.redis, [n[0] for n in names],
+            lambda indices: [(b"".join(part for i in indices for name in names[i] for part in pack_command("STRLEN", name)),
+                              len(indices) * BLOCK_BUCKETS)],
+            replies=True)
+        out = [False] * len(candidates)
+        for indices, replies in groups:
+            for j, i in enumerate(indices):
+                lengths = [int(n) for n in replies[j * BLOCK_BUCKETS : (j + 1) * BLOCK_BUCKETS]]
+                present = [n for n in lengths if n]
+                out[i] = len(present) >= 2 and all(n == DENSE_HLL_BYTES for n in present)
+        return out
+
+    async def merge_blocks(self, blocks: Sequence[tuple[str, str, int]], expire_at_ms: Mapping[int, int]) -> None:
+        """PFMERGE each (area, segment, block)'s bucket keys into its block key, which expires
+        with the block's last bucket (`expire_at_ms`: per block). Merging again is harmless: a
+        block key only ever gains the registers of its own buckets."""
+        if not blocks:
+            return
+
+        def pack(indices: list[int]) -> list[tuple[bytes, int]]:
+            parts: list[bytes] = []
+            for i in indices:
+                area, segment, block = blocks[i]
+                name = self.keys.area_block(area, block, segment)
+                parts += pack_command("PFMERGE", name, *(self.keys.area_bucket(area, b, segment=segment) for b in block_range(block)))
+                parts += pack_command("PEXPIREAT", name, str(expire_at_ms[block]))
+            return [(b"".join(parts), 2 * len(indices))]
+
+        await send_routed(self.redis, [self.keys.area_block(a, b, seg) for a, seg, b in blocks], pack)
+
 
 def parse_partition(raw: bytes | str | None) -> PartitionState:
     """A partition's entry of the ingest state hash ("<applied offset>:<watermark>")."""
