@@ -258,8 +258,11 @@ class CountPass:
         expiry = {block: expire_at_ms(block_range(block)[-1], settings.bucket_ms, settings.longest_window_ms,
                                       settings.grace_s * 1000, stream_now, wall) for _, _, block in to_merge}
         await self.hll.merge_blocks(to_merge, expiry)
+        segments_of: dict[tuple[str, int], list[str]] = {}
+        for area, segment, block in to_merge:
+            segments_of.setdefault((area, block), []).append(segment)
         for area, block in candidates:
-            blocks.record(area, block, [segment for a, segment, b in to_merge if a == area and b == block])
+            blocks.record(area, block, segments_of.get((area, block), []))
         self.metrics.blocks_merged.inc(len(to_merge))
 
 

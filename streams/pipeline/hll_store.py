@@ -418,8 +418,8 @@ class HllStore:
                  for area, segment, block in candidates]
         groups = await send_routed(
             self.redis, [n[0] for n in names],
-            lambda indices: [(b"".join(part for i in indices for name in names[i] for part in pack_command("STRLEN", name)),
-                              len(indices) * BLOCK_BUCKETS)],
+            lambda indices: _in_pieces([[part for name in names[i] for part in pack_command("STRLEN", name)] for i in indices],
+                                       BLOCK_BUCKETS),
             replies=True)
         out = [False] * len(candidates)
         for indices, replies in groups:
@@ -437,15 +437,23 @@ class HllStore:
             return
 
         def pack(indices: list[int]) -> list[tuple[bytes, int]]:
-            parts: list[bytes] = []
+            items = []
             for i in indices:
                 area, segment, block = blocks[i]
                 name = self.keys.area_block(area, block, segment)
-                parts += pack_command("PFMERGE", name, *(self.keys.area_bucket(area, b, segment=segment) for b in block_range(block)))
-                parts += pack_command("PEXPIREAT", name, str(expire_at_ms[block]))
-            return [(b"".join(parts), 2 * len(indices))]
+                items.append([*pack_command("PFMERGE", name, *(self.keys.area_bucket(area, b, segment=segment) for b in block_range(block))),
+                              *pack_command("PEXPIREAT", name, str(expire_at_ms[block]))])
+            return _in_pieces(items, 2)
 
         await send_routed(self.redis, [self.keys.area_block(a, b, seg) for a, seg, b in blocks], pack)
+
+
+def _in_pieces(items: list[list[bytes]], commands_each: int) -> list[tuple[bytes, int]]:
+    """Items of `commands_each` packed commands as pipeline pieces of about
+    COMMANDS_PER_PIPELINE commands."""
+    per_piece = max(1, COMMANDS_PER_PIPELINE // commands_each)
+    return [(b"".join(part for item in items[i : i + per_piece] for part in item), commands_each * len(items[i : i + per_piece]))
+            for i in range(0, len(items), per_piece)]
 
 
 def parse_partition(raw: bytes | str | None) -> PartitionState:

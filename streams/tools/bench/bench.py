@@ -141,6 +141,12 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
                                        broker_pid, CROWDPULSE_PUBLISH_INTERVAL_S="3600")
             figures["frames_ingest_only_eps"] = ingest["eps"]
             figures["frames_ingest_only_cpu_us_per_event"] = ingest.get("cpu_us_per_event")
+            # And with every span read bucket by bucket: the baseline of the five-minute blocks
+            # (streams/core/blocks.py), in the same run.
+            unblocked = worker_throughput(endpoints, log_dir, prefixes["frames"], config.frames_events, "no-blocks", client,
+                                          broker_pid, CROWDPULSE_SPAN_BLOCKS="off")
+            figures["frames_no_blocks_eps"] = unblocked["eps"]
+            figures["frames_no_blocks_cpu_us_per_event"] = unblocked.get("cpu_us_per_event")
 
         if config.cluster_masters:
             step(f"worker on frames, Redis Cluster of {config.cluster_masters}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -82,15 +83,18 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
         pass_settings = Settings.from_env({}, namespace=namespace, segments=False, publish_interval_s=10.0)
         published = EstimateStore(store.redis, keys)
 
-        async def live_pass() -> tuple[float, float, int]:
+        async def live_pass(blocks: bool = True) -> tuple[float, float, int]:
             """The span counts of a live pass once sealed spans are kept, by the estimator's own
             code (EstimatorPass.span_counts): every area's spans that can still change, plus the
             share of the next window end's sealed spans it counts ahead (estimator.ahead_share).
             A first call at the same window end counts and keeps the sealed spans, as the passes
             before it would have; the second is timed. Stream time is at the start of the newest
             bucket: the fewest buckets sealed. Returns wall and Redis CPU seconds and the spans
-            the pass counted in Redis."""
-            estimator = EstimatorPass(pass_settings, city, store, published, Metrics(), people_model(pass_settings, city))
+            the pass counted in Redis. `blocks` off: every span read bucket by bucket (the
+            baseline of the five-minute blocks, streams/core/blocks.py: with them on, the first
+            call merges the large areas' sealed blocks and the timed one reads them)."""
+            settings = replace(pass_settings, span_blocks=blocks)
+            estimator = EstimatorPass(settings, city, store, published, Metrics(), people_model(settings, city))
             stream_now = newest * 60_000
             watermarks: dict[int, int | None] = {p: stream_now for p in range(pass_settings.partitions)}
             await estimator.counter.span_counts(points, newest, stream_now, watermarks)
@@ -106,6 +110,7 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
         window_spans = [Span.window(w) for w in ESTIMATOR_WINDOWS_S]
         model_spans = window_spans + [span for span in CURVE_SPANS_S if span not in window_spans]
         walls, cpus, model_walls, model_cpus, knn, live_walls, live_cpus = [], [], [], [], [], [], []
+        bucket_walls, bucket_cpus = [], []
         model = VisibilityModel.load(Settings.from_env({}).visibility_model_path)
         for _ in range(repeats):
             wall, cpu, counts = await full_pass(window_spans)
@@ -117,6 +122,9 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             wall, cpu, live_spans = await live_pass()
             live_walls.append(wall)
             live_cpus.append(cpu)
+            wall, cpu, _ = await live_pass(blocks=False)
+            bucket_walls.append(wall)
+            bucket_cpus.append(cpu)
             curves = np.array([[curve_counts[(a, newest, span)] for span in CURVE_SPANS_S] for a in area_ids], dtype=np.float64)
             started = time.perf_counter()
             model.predict(curve_features(curves, curves.max(axis=0)), curves[:, N60])
@@ -151,6 +159,8 @@ async def _estimator_cost(url: str, n_areas: int, repeats: int) -> dict:
             "model_live_pass_redis_cpu_s": median(live_cpus),
             "model_live_redis_cpu_share_at_10s": median(live_cpus) / 10.0,
             "model_live_pass_spans": live_spans,
+            "model_live_pass_no_blocks_wall_s": median(bucket_walls),
+            "model_live_pass_no_blocks_redis_cpu_s": median(bucket_cpus),
         }
         memory = {
             "small_area_devices_per_bucket": list(SMALL_AREA_DEVICES),
@@ -183,6 +193,8 @@ def city_key_memory(client: redis.Redis, namespace: str) -> dict:
         pipe.memory_usage(name, samples=0)
     for name, size in zip(names, pipe.execute()):
         tag = name.decode()[len(namespace) + 1 :].partition("}")[0]  # "{c:<cell>" or "{a:<area>"
+        if ":b" in name.decode().rpartition(":hll:")[2]:
+            continue  # a five-minute block (streams/core/blocks.py), not a bucket
         if tag.startswith("{c:"):
             cells.append(int(size))
         else:

@@ -66,7 +66,13 @@ def format_table(f: dict) -> str:
             f"{'  (frames, estimator idle: ingest alone, 1 run)':<50} {eps(f['frames_ingest_only_eps'])} "
             f"{ratios(f['frames_ingest_only_eps'])}"
         )
-    for label, key in (("frames", "frames_cpu_us_per_event"), ("ingest alone", "frames_ingest_only_cpu_us_per_event")):
+    if "frames_no_blocks_eps" in f:
+        lines.append(
+            f"{'  (frames, every span bucket by bucket, 1 run)':<50} {eps(f['frames_no_blocks_eps'])} "
+            f"{ratios(f['frames_no_blocks_eps'])}"
+        )
+    for label, key in (("frames", "frames_cpu_us_per_event"), ("ingest alone", "frames_ingest_only_cpu_us_per_event"),
+                       ("frames without five-minute blocks", "frames_no_blocks_cpu_us_per_event")):
         cpu = f.get(key)
         if cpu:
             total = sum(cpu.values())
@@ -99,7 +105,10 @@ def format_table(f: dict) -> str:
             f"{e['model_refresh_redis_cpu_s']:.2f} s ({100 * e['model_redis_cpu_share_at_10s']:.1f}%), neighbour search {e['model_knn_s']:.2f} s; "
             f"a live pass with sealed spans kept (the estimator's own EstimatorPass.span_counts, "
             f"{e.get('model_live_pass_spans', 0):,} spans from Redis) {e.get('model_live_pass_wall_s', float('nan')):.2f} s, Redis CPU "
-            f"{e.get('model_live_pass_redis_cpu_s', float('nan')):.2f} s ({100 * e.get('model_live_redis_cpu_share_at_10s', float('nan')):.1f}%)"
+            f"{e.get('model_live_pass_redis_cpu_s', float('nan')):.2f} s ({100 * e.get('model_live_redis_cpu_share_at_10s', float('nan')):.1f}%); "
+            f"the same pass reading every span bucket by bucket (no five-minute blocks) "
+            f"{e.get('model_live_pass_no_blocks_wall_s', float('nan')):.2f} s, "
+            f"Redis CPU {e.get('model_live_pass_no_blocks_redis_cpu_s', float('nan')):.2f} s"
         )
     for n, e in (f.get("estimator") or {}).items():
         shared = e.get("shared")
