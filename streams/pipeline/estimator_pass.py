@@ -136,7 +136,7 @@ class CountPass:
             # Shards given away: their areas are forgotten (counted afresh if they come back).
             self.book.forget_areas(self.areas_of(shards))
             if self.blocks is not None:
-                self.blocks.keep_areas(self.areas_of(shards))
+                self.blocks.keep_areas([*self.areas_of(shards), *self.hll.broadcast])  # the reference: every counter reads it
             self._pending_dirty = {(a, b) for a, b in self._pending_dirty if self.shard_of.get(a) in shards}
             self.owned = shards
             self.metrics.estimator_shards.set(len(shards))

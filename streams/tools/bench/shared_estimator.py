@@ -59,6 +59,13 @@ async def shared_passes(store: HllStore, settings: Settings, city: AreaMap, newe
         # deleted untimed; the timed passes delete one bucket's keys, as a live pass a minute does.
         through = sealed_through(await hll.watermarks(), SHARDS, settings.grace_s * 1000, settings.bucket_ms)
         await publisher.drop_old_buckets(None if through is None else through - 1)
+        # The five-minute blocks sealed before this minute (streams/core/blocks.py) are merged
+        # untimed, as the passes of the minutes before would have: a new minute looks at one
+        # block per area at most, every fifth minute.
+        for counter, shards in zip(counters, owned):
+            if counter.blocks is not None:
+                mine = counter.areas_of(shards)
+                await counter.merge_blocks([*mine, *sorted(hll.broadcast - set(mine))], through, newest, stream_now)
         runs: dict[str, list[dict[str, float]]] = {"new_minute": [], "live": []}
         published: dict[str, dict[str, float]] = {}
         for phase in ("new_minute", "live"):
