@@ -106,7 +106,8 @@ class CountPass:
         self.book = PointBook(areas, settings.windows_s, keep_buckets(settings), model, settings.segments)
         self.sealed = SealedCounts(settings.bucket_s)
         #: Sealed five-minute blocks merged in Redis, read whole by later spans (None: off).
-        self.blocks = BlockBook(max(s.skip_s + s.length_s for s in self.book.spans) // settings.bucket_s) if settings.span_blocks else None
+        lookback = max(span.skip_s + span.length_s for span in self.book.spans) // settings.bucket_s
+        self.blocks = BlockBook(lookback) if settings.span_blocks else None
         self._ahead_done: int | None = None  # the window end whose sealed spans are all counted
         #: Dirty points taken from Redis by a pass that then failed (Redis went away, say): the
         #: next pass takes them up, so a failed pass loses no area's re-estimation.
@@ -237,7 +238,6 @@ class CountPass:
             counted = {k: n for k, n in counted.items() if k[1] <= newest}
         return {**known, **counted}
 
-
     async def merge_blocks(self, areas: list[str], through: int | None, newest: int, stream_now: int) -> None:
         """Merge the newly sealed blocks of these areas whose bucket keys are dense
         (streams/core/blocks.py): first the totals, then, where a total's are, its segments'."""
@@ -254,7 +254,10 @@ class CountPass:
         dense_segments = dict(zip(wanted, await self.hll.dense_blocks(wanted)))
         merged = {(area, "", block): ok for (area, block), ok in zip(candidates, dense)} | dense_segments
         to_merge = [key for key, ok in merged.items() if ok]
-        wall = wall_now_ms()
+        # A block key must not vanish before the bucket keys it stands for (they expired on the
+        # wall clock as laid out when they were written): it lives a window longer than its
+        # last bucket would now. The publisher drops it with that bucket in any case.
+        wall = wall_now_ms() + settings.longest_window_ms
         expiry = {block: expire_at_ms(block_range(block)[-1], settings.bucket_ms, settings.longest_window_ms,
                                       settings.grace_s * 1000, stream_now, wall) for _, _, block in to_merge}
         await self.hll.merge_blocks(to_merge, expiry)
