@@ -12,7 +12,7 @@ from typing import cast
 
 from streams.core.keys import KeyLayout
 from streams.estimate.estimator import Estimate
-from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, Client, pack_command, send_routed
+from streams.pipeline.redis_io import Client, bulk, in_pieces, pack_command, send_routed
 
 #: An area's points of one pass into their series (KEYS: each point's series; ARGV: per point its
 #: window end, its JSON and the oldest window end its series keeps, then the series' expiry in
@@ -32,11 +32,6 @@ return #KEYS
 """
 _SERIES_SHA = b"$40\r\n%s\r\n" % hashlib.sha1(SERIES_SCRIPT.encode()).hexdigest().encode()
 _EVALSHA = b"$7\r\nEVALSHA\r\n"
-
-
-def _arg(value: str) -> bytes:
-    encoded = value.encode()
-    return b"$%d\r\n%s\r\n" % (len(encoded), encoded)
 
 
 class EstimateStore:
@@ -74,23 +69,20 @@ class EstimateStore:
             area, as_of = estimate["area"], estimate["as_of"]
             if as_of == current_as_of:
                 latest[f"{area}|{estimate['window_s']}"] = body
-            series_of.setdefault(area, []).append(_arg(self.keys.area_series(area, estimate["window_s"])))
-            args_of.setdefault(area, []).extend(_arg(a) for a in (str(as_of), body, str(as_of - series_span_ms)))
+            series_of.setdefault(area, []).append(bulk(self.keys.area_series(area, estimate["window_s"])))
+            args_of.setdefault(area, []).extend(bulk(a) for a in (str(as_of), body, str(as_of - series_span_ms)))
         if series_of:
             areas = list(series_of)
-            ttl = _arg(str(series_span_ms + 3_600_000))
+            ttl = bulk(str(series_span_ms + 3_600_000))
 
             def call(area: str) -> list[bytes]:
                 keys, args = series_of[area], args_of[area]
-                return [b"*%d\r\n" % (4 + len(keys) + len(args)), _EVALSHA, _SERIES_SHA, _arg(str(len(keys))), *keys, *args, ttl]
+                return [b"*%d\r\n" % (4 + len(keys) + len(args)), _EVALSHA, _SERIES_SHA, bulk(str(len(keys))), *keys, *args, ttl]
 
             def pack(indices: list[int]) -> list[tuple[bytes, int]]:
                 # The script first (each node keeps it by its SHA1), then one call per area.
-                chunks: list[tuple[bytes, int]] = [(b"".join(pack_command("SCRIPT", "LOAD", SERIES_SCRIPT)), 1)]
-                for start in range(0, len(indices), COMMANDS_PER_PIPELINE):
-                    piece = indices[start : start + COMMANDS_PER_PIPELINE]
-                    chunks.append((b"".join(part for i in piece for part in call(areas[i])), len(piece)))
-                return chunks
+                load = (b"".join(pack_command("SCRIPT", "LOAD", SERIES_SCRIPT)), 1)
+                return [load, *in_pieces([call(areas[i]) for i in indices], 1)]
 
             await send_routed(self.redis, [self.keys.area_series(a, 0) for a in areas], pack)
         if latest:

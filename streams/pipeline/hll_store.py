@@ -19,7 +19,7 @@ from streams.core.blocks import BLOCK_BUCKETS, block_range, span_pieces
 from streams.core.keys import KeyLayout
 from streams.core.windows import Span
 from streams.pipeline.ingest import BatchPlan, HllAdds, PartitionState
-from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, Client, pack_command, send_packed, send_routed, text
+from streams.pipeline.redis_io import COMMANDS_PER_PIPELINE, Client, bulk, in_pieces, pack_command, send_packed, send_routed, text
 
 STAT_FIELDS = ("events_in", "counted", "deadletter", "late", "sequence_gaps", "sequence_repeats", "frames")
 
@@ -98,11 +98,6 @@ def pack_hll_adds(
     return chunks
 
 
-def _token(name: str) -> bytes:
-    encoded = name.encode()
-    return b"$%d\r\n%s\r\n" % (len(encoded), encoded)
-
-
 def pack_span_requests(
     keys: KeyLayout, requests: Sequence[tuple[tuple[str, int], Sequence[Span]]], chunk_commands: int = COMMANDS_PER_PIPELINE,
     declared: frozenset[int] | None = None, blocks: Mapping[str, Mapping[str, Set[int]]] | None = None,
@@ -133,14 +128,14 @@ def pack_span_requests(
             segment = span.segment
             if segment not in tokens:
                 layout = keys.span_buckets(bucket, 0, lookback_s, declared)  # oldest first
-                tokens[segment] = [_token(keys.area_bucket(area, b, shadow, segment)) for b, shadow in layout]
+                tokens[segment] = [bulk(keys.area_bucket(area, b, shadow, segment)) for b, shadow in layout]
                 shadows[segment] = [shadow for _, shadow in layout]
             end = lookback - span.skip_s // bucket_s
             start = end - span.length_s // bucket_s
             usable = merged.get(segment)
             if usable:
                 selected = [
-                    _token(keys.area_block(area, index, segment)) if is_block else tokens[segment][index - first]
+                    bulk(keys.area_block(area, index, segment)) if is_block else tokens[segment][index - first]
                     for is_block, index in span_pieces(first + start, first + end - 1, shadows[segment][start:end], usable)
                 ]
             else:
@@ -418,7 +413,7 @@ class HllStore:
                  for area, segment, block in candidates]
         groups = await send_routed(
             self.redis, [n[0] for n in names],
-            lambda indices: _in_pieces([[part for name in names[i] for part in pack_command("STRLEN", name)] for i in indices],
+            lambda indices: in_pieces([[part for name in names[i] for part in pack_command("STRLEN", name)] for i in indices],
                                        BLOCK_BUCKETS),
             replies=True)
         out = [False] * len(candidates)
@@ -443,17 +438,9 @@ class HllStore:
                 name = self.keys.area_block(area, block, segment)
                 items.append([*pack_command("PFMERGE", name, *(self.keys.area_bucket(area, b, segment=segment) for b in block_range(block))),
                               *pack_command("PEXPIREAT", name, str(expire_at_ms[block]))])
-            return _in_pieces(items, 2)
+            return in_pieces(items, 2)
 
         await send_routed(self.redis, [self.keys.area_block(a, b, seg) for a, seg, b in blocks], pack)
-
-
-def _in_pieces(items: list[list[bytes]], commands_each: int) -> list[tuple[bytes, int]]:
-    """Items of `commands_each` packed commands as pipeline pieces of about
-    COMMANDS_PER_PIPELINE commands."""
-    per_piece = max(1, COMMANDS_PER_PIPELINE // commands_each)
-    return [(b"".join(part for item in items[i : i + per_piece] for part in item), commands_each * len(items[i : i + per_piece]))
-            for i in range(0, len(items), per_piece)]
 
 
 def parse_partition(raw: bytes | str | None) -> PartitionState:

@@ -203,10 +203,23 @@ async def exchange(connection: Any, chunks: list[tuple[bytes, int]], replies: bo
     return out
 
 
+def bulk(value: str) -> bytes:
+    """One argument of a command as RESP bytes (a bulk string)."""
+    encoded = value.encode()
+    return b"$%d\r\n%s\r\n" % (len(encoded), encoded)
+
+
 def pack_command(*args: str) -> list[bytes]:
     """RESP bytes of a small command."""
-    encoded = [a.encode() for a in args]
-    return [b"*%d\r\n" % len(encoded), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in encoded)]
+    return [b"*%d\r\n" % len(args), *(bulk(a) for a in args)]
+
+
+def in_pieces(items: list[list[bytes]], commands_each: int) -> list[tuple[bytes, int]]:
+    """Packed items of `commands_each` commands each, as pipeline pieces of about
+    COMMANDS_PER_PIPELINE commands (send_packed, send_routed)."""
+    per_piece = max(1, COMMANDS_PER_PIPELINE // commands_each)
+    return [(b"".join(part for item in items[i : i + per_piece] for part in item), commands_each * len(items[i : i + per_piece]))
+            for i in range(0, len(items), per_piece)]
 
 
 def text(value: bytes | str) -> str:
