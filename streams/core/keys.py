@@ -46,6 +46,11 @@ class KeyLayout:
             out += [self.area_block(a, block_of(bucket), seg) for a in areas for seg in segments]
         return out
 
+    def staging(self, key: str, writer: str) -> str:
+        """Where one writer stages registers for `key` before merging them in (the ingest's
+        register path): the key's own name, so the same hash tag and slot, plus the writer's."""
+        return f"{key}:stage:{writer}"
+
     def area_window(self, area: str, newest_bucket: int, window_s: int) -> list[str]:
         """The keys of one window, all under the pseudonym epoch of its newest bucket."""
         return self.area_span(area, newest_bucket, 0, window_s)

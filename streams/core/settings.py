@@ -67,6 +67,10 @@ class Settings:
     #: (streams/core/blocks.py): the same counts from fewer merges. Off: every span reads its
     #: bucket keys (the bench's baseline).
     span_blocks: bool = True
+    #: Write a batch's large HyperLogLog keys (1,000 members and more) as registers merged in
+    #: Redis instead of member by member (streams/core/hll.py): the same registers for a
+    #: fraction of Redis' CPU. Off: every member by PFADD (the bench's baseline).
+    register_writes: bool = True
     #: Faust application id (also the consumer group).
     app_id: str = "crowdpulse"
     #: Prefix of every Redis key, so several deployments or tests can share one Redis.
@@ -239,7 +243,8 @@ class Settings:
         ):
             if env.get(name):
                 values[key] = _int(env, name)
-        for name, key in (("CROWDPULSE_SEGMENTS", "segments"), ("CROWDPULSE_SPAN_BLOCKS", "span_blocks")):
+        for name, key in (("CROWDPULSE_SEGMENTS", "segments"), ("CROWDPULSE_SPAN_BLOCKS", "span_blocks"),
+                          ("CROWDPULSE_REGISTER_WRITES", "register_writes")):
             if env.get(name):
                 flag = env[name].strip().lower()
                 if flag not in ("0", "1", "on", "off", "true", "false"):

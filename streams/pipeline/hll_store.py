@@ -9,11 +9,12 @@ the estimator publishes lives in streams/pipeline/estimate_store.py.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 
 import numpy as np
 import redis.asyncio as aioredis
 
+from streams.core import hll
 from streams.core.areas import area_shard
 from streams.core.blocks import BLOCK_BUCKETS, block_range, span_pieces
 from streams.core.keys import KeyLayout
@@ -40,12 +41,21 @@ PIPELINE_CHUNK_BYTES = 4 << 20
 #: pure cost (about a quarter of Redis' CPU on the bench data, docs/performance.md). Smaller
 #: keys keep the memory-saving sparse encoding.
 DENSE_FROM_MEMBERS = 2_000
-# An empty HyperLogLog in Redis' dense encoding: "HYLL", encoding 0 (dense), 3 unused bytes, an
-# 8-byte cached cardinality marked invalid (top bit of its last byte), 16,384 6-bit registers.
-# Written with SET NX only where the key does not exist yet, so it never replaces counts.
-EMPTY_DENSE_HLL = b"HYLL" + bytes(4) + bytes(7) + b"\x80" + bytes(16_384 * 6 // 8)
+# An empty HyperLogLog in Redis' dense encoding (streams/core/hll.py). Written with SET NX only
+# where the key does not exist yet, so it never replaces counts.
+EMPTY_DENSE_HLL = hll.DENSE_HEADER + bytes(hll.DENSE_BYTES - len(hll.DENSE_HEADER))
 #: Every dense HyperLogLog is this long (STRLEN); a sparse one is shorter.
-DENSE_HLL_BYTES = len(EMPTY_DENSE_HLL)
+DENSE_HLL_BYTES = hll.DENSE_BYTES
+#: A key that gets at least this many members in one batch is written as its registers (the
+#: register path, streams/core/hll.py): the worker hashes the members as Redis would, sends the
+#: 16,384 registers as one dense HyperLogLog to a staging key, and Redis merges it with PFMERGE.
+#: Measured here (redis-server's CPU): PFADD costs 60-110 ns a member, almost all of it reading
+#: the member as an argument; the register path 50-80 us a key whatever its members. Even at
+#: 1,000 members; far cheaper for the city's keys, which get tens of thousands per batch.
+REGISTERS_FROM_MEMBERS = 1_000
+#: A staging key lives this long at most (deleted right after its PFMERGE; this only bounds
+#: what a worker that dies between the two leaves behind).
+STAGING_TTL_MS = 60_000
 
 
 def pack_hll_adds(
@@ -53,22 +63,26 @@ def pack_hll_adds(
     max_members: int = MAX_MEMBERS_PER_PFADD,
     dense_from: int = DENSE_FROM_MEMBERS,
     chunk_bytes: int = PIPELINE_CHUNK_BYTES,
+    staging: Callable[[str], str] | None = None,
+    registers_from: int = REGISTERS_FROM_MEMBERS,
 ) -> list[tuple[bytes, int]]:
-    """The RESP bytes of every PFADD (and the key's PEXPIREAT) of a batch, as pieces of about
-    `chunk_bytes`, each with the number of commands it holds. A key with at least `dense_from`
-    members is first created dense.
+    """The RESP bytes of every key's writes of a batch (and the key's PEXPIREAT), as pieces of
+    about `chunk_bytes`, each with the number of commands it holds.
 
-    redis-py packs a command argument by argument in Python, about a microsecond per member;
-    here numpy lays out all members in one array (a memory copy per member) and Python only
-    writes a header per key.
+    A key with fewer than `registers_from` members (or every key, without `staging`) gets its
+    members with PFADD, created dense first if it has at least `dense_from`. redis-py packs a
+    command argument by argument in Python, about a microsecond per member; here numpy lays out
+    all members in one array (a memory copy per member) and Python only writes a header per key.
+
+    A larger key, given `staging` (a key -> its staging key in the same slot, unique to this
+    writer), is written as its registers: SET staging <dense HyperLogLog> PX, PFMERGE key
+    staging, DEL staging. PFMERGE keeps each register's maximum, so the key ends with exactly
+    the registers the PFADDs would have left, and a replayed batch changes nothing (idempotent,
+    like PFADD). The staging key is the writer's own: two workers writing one area's key at
+    once never merge each other's registers twice or miss them.
     """
-    n = len(adds.members)
-    body = np.empty((n, _MEMBER_SIZE), dtype=np.uint8)
-    body[:] = _MEMBER_FRAME
-    body[:, 4:12] = adds.members.view(np.uint8).reshape(n, 8)
-    flat = body.reshape(-1).data
-    starts = adds.starts.tolist()
-    dense = b"$%d\r\n%s\r\n$2\r\nNX\r\n" % (len(EMPTY_DENSE_HLL), EMPTY_DENSE_HLL)
+    lengths = np.diff(adds.starts)
+    big = np.flatnonzero(lengths >= registers_from) if staging is not None else np.zeros(0, dtype=np.int64)
     chunks: list[tuple[bytes, int]] = []
     parts: list[bytes | memoryview] = []
     size = commands = 0
@@ -83,6 +97,29 @@ def pack_hll_adds(
             parts.clear()
             size = commands = 0
 
+    def expire(name: bytes, at_ms: int) -> None:
+        when = b"%d" % at_ms
+        command(b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(when), when))
+
+    if len(big):
+        assert staging is not None
+        staged_ttl = b"%d" % STAGING_TTL_MS
+        for i, blob in zip(big.tolist(), _register_strings(adds, big), strict=True):
+            name, stage = adds.keys[i].encode(), staging(adds.keys[i]).encode()
+            command(b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(stage), stage, len(blob)), blob,
+                    b"\r\n$2\r\nPX\r\n$%d\r\n%s\r\n" % (len(staged_ttl), staged_ttl))
+            command(b"*3\r\n$7\r\nPFMERGE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(stage), stage))
+            command(b"*2\r\n$3\r\nDEL\r\n$%d\r\n%s\r\n" % (len(stage), stage))
+            expire(name, adds.expire_at_ms[i])
+        small = np.flatnonzero(lengths < registers_from)
+        adds = adds.take(small.tolist())
+    n = len(adds.members)
+    body = np.empty((n, _MEMBER_SIZE), dtype=np.uint8)
+    body[:] = _MEMBER_FRAME
+    body[:, 4:12] = adds.members.view(np.uint8).reshape(n, 8)
+    flat = body.reshape(-1).data
+    starts = adds.starts.tolist()
+    dense = b"$%d\r\n%s\r\n$2\r\nNX\r\n" % (len(EMPTY_DENSE_HLL), EMPTY_DENSE_HLL)
     for i, key in enumerate(adds.keys):
         name = key.encode()
         if starts[i + 1] - starts[i] >= dense_from:
@@ -91,11 +128,22 @@ def pack_hll_adds(
             hi = min(starts[i + 1], lo + max_members)
             header = b"*%d\r\n$5\r\nPFADD\r\n$%d\r\n%s\r\n" % (hi - lo + 2, len(name), name)
             command(header, flat[lo * _MEMBER_SIZE : hi * _MEMBER_SIZE])
-        expire = b"%d" % adds.expire_at_ms[i]
-        command(b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(expire), expire))
+        expire(name, adds.expire_at_ms[i])
     if parts:
         chunks.append((b"".join(parts), commands))
     return chunks
+
+
+def _register_strings(adds: HllAdds, chosen: np.ndarray) -> list[bytes]:
+    """The dense HyperLogLog of each chosen key's members, in that order (one numpy pass over
+    all their members: hash, register maximum per key, 6-bit packing)."""
+    lengths = adds.starts[chosen + 1] - adds.starts[chosen]
+    offsets = np.zeros(len(chosen), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    rows = np.repeat(np.arange(len(chosen), dtype=np.int64), lengths)
+    members = adds.members[np.repeat(adds.starts[chosen] - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)]
+    index, rank = hll.register_and_rank(members)
+    return hll.dense_strings(hll.registers_of(index, rank, rows, len(chosen)))
 
 
 def pack_span_requests(
@@ -159,9 +207,14 @@ def stream_time(watermarks: dict[int, int | None]) -> int | None:
 
 
 class HllStore:
-    def __init__(self, client: Client, keys: KeyLayout, shards: int = 1, broadcast: Iterable[str] = ()) -> None:
+    def __init__(self, client: Client, keys: KeyLayout, shards: int = 1, broadcast: Iterable[str] = (),
+                 register_writes: bool = True) -> None:
         self.redis = client
         self.keys = keys
+        #: Large keys of a batch are written as registers (pack_hll_adds) through staging keys
+        #: named for this store; off: every member by PFADD (the bench's baseline).
+        writer = secrets.token_hex(6)
+        self.staging: Callable[[str], str] | None = (lambda key: keys.staging(key, writer)) if register_writes else None
         #: Estimator shards (the crowd.events partitions): an area's changes go to the dirty set
         #: of its shard (areas.area_shard), those of a `broadcast` area (the people model's
         #: reference, which every counter reads) to every shard's.
@@ -200,14 +253,14 @@ class HllStore:
         dirty = self.dirty_by_shard(plan.dirty_buckets)
         if isinstance(self.redis, aioredis.RedisCluster):
             adds = plan.adds
-            await send_routed(self.redis, adds.keys, lambda indices: pack_hll_adds(adds.take(indices)))
+            await send_routed(self.redis, adds.keys, lambda indices: pack_hll_adds(adds.take(indices), staging=self.staging))
             if dirty:
                 pipe = self.redis.pipeline(transaction=False)
                 for shard, members in dirty.items():
                     pipe.sadd(self.keys.dirty_buckets(shard), *members)
                 await pipe.execute()
             return
-        chunks = pack_hll_adds(plan.adds)
+        chunks = pack_hll_adds(plan.adds, staging=self.staging)
         for shard, members in dirty.items():
             chunks.append((b"".join(pack_command("SADD", self.keys.dirty_buckets(shard), *members)), 1))
         await send_packed(self.redis, chunks)

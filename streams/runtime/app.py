@@ -83,7 +83,8 @@ class WorkerParts:
         client = connect(settings.redis_url)
         # Changes of the people model's reference go to every estimator shard: every counter
         # reads its curve.
-        hll = HllStore(client, keys, shards=settings.partitions, broadcast={areas.reference})
+        hll = HllStore(client, keys, shards=settings.partitions, broadcast={areas.reference},
+                   register_writes=settings.register_writes)
         published = EstimateStore(client, keys)
         history_store = HistoryStore(settings.history_db, settings.namespace) if settings.history_db else None
         history = HistoryWriter(settings, areas, client, keys, history_store, metrics) if history_store else None

@@ -13,7 +13,7 @@ runs (other seeds again) is held out to scale the ranges so that 90% of held-out
 inside.
 
 The curves are read as Redis would count them: per area and minute a HyperLogLog with Redis'
-registers, hash and estimator (streams/estimate/hll_model.py), the spans merged like PFCOUNT over the
+registers, hash and estimator (streams/core/hll.py), the spans merged like PFCOUNT over the
 bucket keys. So the table's features and its z (against the HyperLogLog N(60)) carry
 HyperLogLog's error as the estimator meets it, correlated between nested spans as it is, and
 the held-out ranges cover it; the estimator adds no separate HyperLogLog term for such a table

@@ -9,7 +9,7 @@ recording of `crowd.events` in the same format is what a deployment keeps). This
 1. reads the counts (CSV: `area,time,people`; time ISO 8601, UTC unless it says otherwise, or
    epoch milliseconds): the people present in the area at that moment;
 2. replays the frames through calibrate's tracker, which counts each area's window curve per
-   minute exactly as Redis does (streams/estimate/hll_model.py), and takes the curve of the
+   minute exactly as Redis does (streams/core/hll.py), and takes the curve of the
    window end at each count's minute (phones only; shadow records of a key rotation are left
    out, since a recording holds every event under its own key already);
 3. checks the shipped model on those points (people, range, inside or not), and the model with

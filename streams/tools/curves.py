@@ -1,13 +1,13 @@
 """Window curves as Redis counts them, minute by minute, from a stream of events: the tracker
 behind `crowdpulse calibrate` (simulator runs) and `calibrate --truth` (a deployment's
-recording). Pure: numpy and streams/estimate/hll_model.py."""
+recording). Pure: numpy and streams/core/hll.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from streams.core import hll
 from streams.core.areas import AreaMap
-from streams.estimate import hll_model
 from streams.estimate.visibility import CURVE_LENGTH, HOUR_MIN, RECENT_MIN, SPLIT_MIN
 
 BUCKET_MS = 60_000
@@ -21,7 +21,7 @@ class CurveTracker:
 
     Each curve is recorded twice: exactly (per area and device, a 64-bit mask of the minutes it
     was seen in, bit 0 = the newest, shifted once a minute) and as Redis would count it
-    (`hll_curves`: per area a ring of 64 one-minute HyperLogLogs, streams/estimate/hll_model.py, fed with
+    (`hll_curves`: per area a ring of 64 one-minute HyperLogLogs, streams/core/hll.py, fed with
     each device's 8-byte member, the spans merged and counted like PFCOUNT over bucket keys).
     """
 
@@ -35,8 +35,8 @@ class CurveTracker:
         self.masks = np.zeros((self.n_areas, len(phone)), dtype=np.uint64)
         if members is None:
             members = np.arange(len(phone), dtype=np.uint64)
-        self.register, self.rank = hll_model.register_and_rank(members)
-        self.registers = np.zeros((self.n_areas, RING_MIN, hll_model.REGISTERS), dtype=np.uint8)
+        self.register, self.rank = hll.register_and_rank(members)
+        self.registers = np.zeros((self.n_areas, RING_MIN, hll.REGISTERS), dtype=np.uint8)
         self.current = start_ms // BUCKET_MS
         self.curves: list[np.ndarray] = []
         self.hll_curves: list[np.ndarray] = []
@@ -85,7 +85,7 @@ class CurveTracker:
         n30 = np.maximum(n15, p3)
         o15 = np.maximum(p3, p4)
         spans = [p0, n5, n15, n30, np.maximum(n30, p4), np.maximum(p2, o15), o15, p4]  # CURVE_SPANS_S' order
-        return hll_model.count(np.stack(spans, axis=1))
+        return hll.count(np.stack(spans, axis=1))
 
 
 def _bits(first: int, last: int) -> np.uint64:

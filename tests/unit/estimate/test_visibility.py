@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streams.core import hll
 from streams.core.areas import AreaMap, load_areas
 from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.windows import Span
-from streams.estimate import hll_model
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
 from streams.estimate.visibility import (
     CURVE_SPANS_S,
@@ -348,9 +348,9 @@ def test_curve_tracker_counts_each_span_as_one_hyperloglog_of_its_members() -> N
 
     def pfcount(first_age: int, last_age: int) -> int:
         devices = np.unique(np.concatenate([d for m, d in seen if first_age <= 65 - m < last_age]))
-        registers = np.zeros(hll_model.REGISTERS, dtype=np.uint8)
-        hll_model.add(registers, *hll_model.register_and_rank(members[devices]))
-        return int(hll_model.count(registers))
+        registers = np.zeros(hll.REGISTERS, dtype=np.uint8)
+        hll.add(registers, *hll.register_and_rank(members[devices]))
+        return int(hll.count(registers))
 
     expected = [pfcount(0, w) for w in (1, 5, 15, 30, 60)] + [pfcount(s, 60) for s in (5, 15, 30)]
     assert tracker.hll_curves[-1][city].tolist() == expected

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from streams.core import hll
 from streams.core.areas import load_areas
 from streams.core.keys import KeyLayout
 from streams.core.rotation import Rotation
@@ -181,6 +182,33 @@ def test_packed_commands_carry_every_member_once_in_bounded_pfadds() -> None:
         [b"PEXPIREAT", b"c", b"33"],
     ]
     assert len(EMPTY_DENSE_HLL) == 16 + 12_288 and EMPTY_DENSE_HLL[:5] == b"HYLL\x00"
+
+
+def test_large_keys_are_written_as_their_registers_through_the_writers_staging_key() -> None:
+    rng = np.random.default_rng(4)
+    sizes = [4, 1_500, 3]
+    members = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64, endpoint=True)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    adds = HllAdds(["a", "{big}:k", "c"], [11, 22, 33], starts, members)
+    (payload, count), = pack_hll_adds(adds, registers_from=1_000, staging=lambda key: f"{key}:stage:w1")
+    commands = parse_resp(payload)
+    assert len(commands) == count
+    raw = members.view("V8").tolist()
+    index, rank = hll.register_and_rank(members[4:1_504])
+    (registers,) = hll.registers_of(index, rank, np.zeros(1_500, dtype=np.int64), 1)
+    assert commands == [
+        [b"SET", b"{big}:k:stage:w1", hll.dense_strings(registers[None, :])[0], b"PX", b"60000"],
+        [b"PFMERGE", b"{big}:k", b"{big}:k:stage:w1"],
+        [b"DEL", b"{big}:k:stage:w1"],
+        [b"PEXPIREAT", b"{big}:k", b"22"],
+        [b"PFADD", b"a", *raw[0:4]], [b"PEXPIREAT", b"a", b"11"],
+        [b"PFADD", b"c", *raw[1_504:1_507]], [b"PEXPIREAT", b"c", b"33"],
+    ]
+    # Every member's register holds at least its rank: none is lost on the way.
+    assert np.all(registers[index] >= rank) and int(np.count_nonzero(registers)) <= 1_500
+    # Without a staging key (register writes off) the same key goes member by member.
+    plain = parse_resp(pack_hll_adds(adds, registers_from=1_000)[0][0])
+    assert [b"PFADD", b"{big}:k", *raw[4:1_504]] in plain and not any(c[0] == b"PFMERGE" for c in plain)
 
 
 def test_a_batch_is_cut_into_pipeline_chunks_at_command_boundaries() -> None:
