@@ -147,6 +147,12 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
                                           broker_pid, CROWDPULSE_SPAN_BLOCKS="off")
             figures["frames_no_blocks_eps"] = unblocked["eps"]
             figures["frames_no_blocks_cpu_us_per_event"] = unblocked.get("cpu_us_per_event")
+            # And with every member sent by PFADD: the baseline of the register writes
+            # (streams/core/hll.py, pack_hll_adds), in the same run.
+            by_member = worker_throughput(endpoints, log_dir, prefixes["frames"], config.frames_events, "no-registers",
+                                          client, broker_pid, CROWDPULSE_REGISTER_WRITES="off")
+            figures["frames_no_registers_eps"] = by_member["eps"]
+            figures["frames_no_registers_cpu_us_per_event"] = by_member.get("cpu_us_per_event")
 
         if config.cluster_masters:
             step(f"worker on frames, Redis Cluster of {config.cluster_masters}")
