@@ -30,12 +30,16 @@ def test_environment_is_read() -> None:
             "CROWDPULSE_SIMS_PER_PERSON": "1.2",
             "CROWDPULSE_SCALING_SE": "0.05",
             "CROWDPULSE_VISIBILITY_MODEL": "/tmp/model.npz",
+            "CROWDPULSE_SPAN_BLOCKS": "off",
+            "CROWDPULSE_REGISTER_WRITES": "0",
         }
     )
     assert (s.kafka, s.redis_url, s.areas_path, s.http_port) == ("k1:9092,k2:9092", "rediss://r:6380/1", Path("/tmp/city.json"), 7000)
     assert s.windows_s == (120, 600) and s.grace_s == 30
     assert (s.people_model, s.market_share, s.sims_per_person, s.scaling_se) == ("devices", 0.25, 1.2, 0.05)
     assert s.visibility_model_path == Path("/tmp/model.npz")
+    assert (s.span_blocks, s.register_writes) == (False, False)
+    assert (Settings.from_env({}).span_blocks, Settings.from_env({}).register_writes) == (True, True)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +54,7 @@ def test_environment_is_read() -> None:
         ({"CROWDPULSE_MARKET_SHARE": "1.5"}, "market_share must be in"),
         ({"CROWDPULSE_SIMS_PER_PERSON": "many"}, "CROWDPULSE_SIMS_PER_PERSON='many' is not a number"),
         ({"CROWDPULSE_NAMESPACE": "a:b"}, "namespace"),
+        ({"CROWDPULSE_REGISTER_WRITES": "maybe"}, "CROWDPULSE_REGISTER_WRITES='maybe' is not on/off"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(env: dict, message: str) -> None:
