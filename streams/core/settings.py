@@ -67,7 +67,7 @@ class Settings:
     #: (streams/core/blocks.py): the same counts from fewer merges. Off: every span reads its
     #: bucket keys (the bench's baseline).
     span_blocks: bool = True
-    #: Write a batch's large HyperLogLog keys (1,000 members and more) as registers merged in
+    #: Write a batch's large HyperLogLog keys (2,000 members and more) as registers merged in
     #: Redis instead of member by member (streams/core/hll.py): the same registers for a
     #: fraction of Redis' CPU. Off: every member by PFADD (the bench's baseline).
     register_writes: bool = True

@@ -50,9 +50,13 @@ DENSE_HLL_BYTES = hll.DENSE_BYTES
 #: register path, streams/core/hll.py): the worker hashes the members as Redis would, sends the
 #: 16,384 registers as one dense HyperLogLog to a staging key, and Redis merges it with PFMERGE.
 #: Measured here (redis-server's CPU): PFADD costs 60-110 ns a member, almost all of it reading
-#: the member as an argument; the register path 50-80 us a key whatever its members. Even at
-#: 1,000 members; far cheaper for the city's keys, which get tens of thousands per batch.
-REGISTERS_FROM_MEMBERS = 1_000
+#: the member as an argument; the register path 50-80 us a key whatever its members: cheaper
+#: from about 1,000 members, far cheaper for the city's keys (tens of thousands per batch).
+#: The same threshold as DENSE_FROM_MEMBERS: the merge makes the key dense, and these keys were
+#: made dense anyway, so no key's encoding (memory, and which five-minute blocks are merged)
+#: depends on whether its members came as registers; a lower threshold would make it depend on
+#: how the stream happened to be cut into batches.
+REGISTERS_FROM_MEMBERS = DENSE_FROM_MEMBERS
 #: A staging key lives this long at most (deleted right after its PFMERGE; this only bounds
 #: what a worker that dies between the two leaves behind).
 STAGING_TTL_MS = 60_000
