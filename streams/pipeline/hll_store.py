@@ -140,7 +140,11 @@ def pack_hll_adds(
 
 def _register_strings(adds: HllAdds, chosen: np.ndarray) -> list[bytes]:
     """The dense HyperLogLog of each chosen key's members, in that order (one numpy pass over
-    all their members: hash, register maximum per key, 6-bit packing)."""
+    all their members: hash, register maximum per key, 6-bit packing).
+
+    Memory: 16 KB of registers and 12 KB of string per chosen key. A chosen key has 2,000
+    members or more and a batch is cut at batch_max_bytes (1,000,000 records by default), so a
+    batch whose events each land in five areas chooses at most 2,500 keys: about 70 MB."""
     lengths = adds.starts[chosen + 1] - adds.starts[chosen]
     offsets = np.zeros(len(chosen), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
