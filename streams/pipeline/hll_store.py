@@ -34,29 +34,27 @@ MAX_MEMBERS_PER_PFADD = 1 << 16
 #: socket write 5 s (its default socket_timeout): a batch of large frames sent whole could take
 #: Redis longer than that, time out, be retried, and time out again.
 PIPELINE_CHUNK_BYTES = 4 << 20
-#: A key that gets at least this many members in one batch is created dense. Redis starts every
+#: A key that gets at least this many members in one batch is made dense. Redis starts every
 #: HyperLogLog in its sparse encoding, where each PFADD member costs a scan of the whole key, and
 #: converts it to dense once it outgrows hll-sparse-max-bytes (3,000 bytes by default, about
 #: 1,600 devices); a key this big would be converted anyway, so the quadratic sparse phase is
 #: pure cost (about a quarter of Redis' CPU on the bench data, docs/performance.md). Smaller
 #: keys keep the memory-saving sparse encoding.
+#:
+#: Such a key is also written as its registers (the register path, streams/core/hll.py): the
+#: worker hashes the members as Redis would, sends the 16,384 registers as one dense HyperLogLog
+#: to a staging key, and Redis merges it with PFMERGE. Measured here (redis-server's CPU):
+#: PFADD costs 60-110 ns a member, almost all of it reading the member as an argument; the
+#: register path 50-80 us a key whatever its members. One threshold for both: the merge makes
+#: the key dense, and these keys are made dense anyway, so no key's encoding (memory, and which
+#: five-minute blocks are merged) depends on how its members were sent; a lower threshold for
+#: the registers would make it depend on how the stream happened to be cut into batches.
 DENSE_FROM_MEMBERS = 2_000
 # An empty HyperLogLog in Redis' dense encoding (streams/core/hll.py). Written with SET NX only
 # where the key does not exist yet, so it never replaces counts.
 EMPTY_DENSE_HLL = hll.DENSE_HEADER + bytes(hll.DENSE_BYTES - len(hll.DENSE_HEADER))
 #: Every dense HyperLogLog is this long (STRLEN); a sparse one is shorter.
 DENSE_HLL_BYTES = hll.DENSE_BYTES
-#: A key that gets at least this many members in one batch is written as its registers (the
-#: register path, streams/core/hll.py): the worker hashes the members as Redis would, sends the
-#: 16,384 registers as one dense HyperLogLog to a staging key, and Redis merges it with PFMERGE.
-#: Measured here (redis-server's CPU): PFADD costs 60-110 ns a member, almost all of it reading
-#: the member as an argument; the register path 50-80 us a key whatever its members: cheaper
-#: from about 1,000 members, far cheaper for the city's keys (tens of thousands per batch).
-#: The same threshold as DENSE_FROM_MEMBERS: the merge makes the key dense, and these keys were
-#: made dense anyway, so no key's encoding (memory, and which five-minute blocks are merged)
-#: depends on whether its members came as registers; a lower threshold would make it depend on
-#: how the stream happened to be cut into batches.
-REGISTERS_FROM_MEMBERS = DENSE_FROM_MEMBERS
 #: A staging key lives this long at most (deleted right after its PFMERGE; this only bounds
 #: what a worker that dies between the two leaves behind).
 STAGING_TTL_MS = 60_000
@@ -68,12 +66,11 @@ def pack_hll_adds(
     dense_from: int = DENSE_FROM_MEMBERS,
     chunk_bytes: int = PIPELINE_CHUNK_BYTES,
     staging: Callable[[str], str] | None = None,
-    registers_from: int = REGISTERS_FROM_MEMBERS,
 ) -> list[tuple[bytes, int]]:
     """The RESP bytes of every key's writes of a batch (and the key's PEXPIREAT), as pieces of
     about `chunk_bytes`, each with the number of commands it holds.
 
-    A key with fewer than `registers_from` members (or every key, without `staging`) gets its
+    A key with fewer than `dense_from` members (or every key, without `staging`) gets its
     members with PFADD, created dense first if it has at least `dense_from`. redis-py packs a
     command argument by argument in Python, about a microsecond per member; here numpy lays out
     all members in one array (a memory copy per member) and Python only writes a header per key.
@@ -86,7 +83,7 @@ def pack_hll_adds(
     once never merge each other's registers twice or miss them.
     """
     lengths = np.diff(adds.starts)
-    big = np.flatnonzero(lengths >= registers_from) if staging is not None else np.zeros(0, dtype=np.int64)
+    big = np.flatnonzero(lengths >= dense_from) if staging is not None else np.zeros(0, dtype=np.int64)
     chunks: list[tuple[bytes, int]] = []
     parts: list[bytes | memoryview] = []
     size = commands = 0
@@ -107,15 +104,14 @@ def pack_hll_adds(
 
     if len(big):
         assert staging is not None
-        staged_ttl = b"%d" % STAGING_TTL_MS
-        for i, blob in zip(big.tolist(), _register_strings(adds, big), strict=True):
-            name, stage = adds.keys[i].encode(), staging(adds.keys[i]).encode()
-            command(b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (len(stage), stage, len(blob)), blob,
-                    b"\r\n$2\r\nPX\r\n$%d\r\n%s\r\n" % (len(staged_ttl), staged_ttl))
-            command(b"*3\r\n$7\r\nPFMERGE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(name), name, len(stage), stage))
-            command(b"*2\r\n$3\r\nDEL\r\n$%d\r\n%s\r\n" % (len(stage), stage))
-            expire(name, adds.expire_at_ms[i])
-        small = np.flatnonzero(lengths < registers_from)
+        px = bulk(str(STAGING_TTL_MS))
+        for i, blob in zip(big.tolist(), _register_strings(adds.take(big.tolist())), strict=True):
+            key, stage = adds.keys[i], staging(adds.keys[i])
+            command(b"*5\r\n$3\r\nSET\r\n", bulk(stage), b"$%d\r\n" % len(blob), blob, b"\r\n$2\r\nPX\r\n", px)
+            command(*pack_command("PFMERGE", key, stage))
+            command(*pack_command("DEL", stage))
+            expire(key.encode(), adds.expire_at_ms[i])
+        small = np.flatnonzero(lengths < dense_from)
         adds = adds.take(small.tolist())
     n = len(adds.members)
     body = np.empty((n, _MEMBER_SIZE), dtype=np.uint8)
@@ -138,20 +134,16 @@ def pack_hll_adds(
     return chunks
 
 
-def _register_strings(adds: HllAdds, chosen: np.ndarray) -> list[bytes]:
-    """The dense HyperLogLog of each chosen key's members, in that order (one numpy pass over
-    all their members: hash, register maximum per key, 6-bit packing).
+def _register_strings(adds: HllAdds) -> list[bytes]:
+    """The dense HyperLogLog of each key's members, in key order (one numpy pass over all their
+    members: hash, register maximum per key, 6-bit packing).
 
-    Memory: 16 KB of registers and 12 KB of string per chosen key. A chosen key has 2,000
-    members or more and a batch is cut at batch_max_bytes (1,000,000 records by default), so a
-    batch whose events each land in five areas chooses at most 2,500 keys: about 70 MB."""
-    lengths = adds.starts[chosen + 1] - adds.starts[chosen]
-    offsets = np.zeros(len(chosen), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    rows = np.repeat(np.arange(len(chosen), dtype=np.int64), lengths)
-    members = adds.members[np.repeat(adds.starts[chosen] - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)]
-    index, rank = hll.register_and_rank(members)
-    return hll.dense_strings(hll.registers_of(index, rank, rows, len(chosen)))
+    Memory: 16 KB of registers and 12 KB of string per key. The keys given have 2,000 members
+    or more and a batch is cut at batch_max_bytes (1,000,000 records by default), so a batch
+    whose events each land in five areas gives at most 2,500 keys: about 70 MB."""
+    rows = np.repeat(np.arange(len(adds), dtype=np.int64), np.diff(adds.starts))
+    index, rank = hll.register_and_rank(adds.members)
+    return hll.dense_strings(hll.registers_of(index, rank, rows, len(adds)))
 
 
 def pack_span_requests(

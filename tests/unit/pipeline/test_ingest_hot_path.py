@@ -162,12 +162,15 @@ def parse_resp(payload: bytes) -> list[list[bytes]]:
     return commands
 
 
-def test_packed_commands_carry_every_member_once_in_bounded_pfadds() -> None:
-    rng = np.random.default_rng(1)
-    sizes = [3, 5, 12]
-    members = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64, endpoint=True)
+def random_adds(seed: int, keys: list[str], sizes: list[int]) -> tuple[HllAdds, np.ndarray]:
+    """Adds of random members, `sizes[i]` for keys[i], expiring at 11, 22, 33, ...; and the members."""
+    members = np.random.default_rng(seed).integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64, endpoint=True)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    adds = HllAdds(["a", "b", "c"], [11, 22, 33], starts, members)
+    return HllAdds(keys, [11 * (i + 1) for i in range(len(keys))], starts, members), members
+
+
+def test_packed_commands_carry_every_member_once_in_bounded_pfadds() -> None:
+    adds, members = random_adds(1, ["a", "b", "c"], [3, 5, 12])
     chunks = pack_hll_adds(adds, max_members=5, dense_from=10)
     assert len(chunks) == 1
     payload, count = chunks[0]
@@ -185,12 +188,8 @@ def test_packed_commands_carry_every_member_once_in_bounded_pfadds() -> None:
 
 
 def test_large_keys_are_written_as_their_registers_through_the_writers_staging_key() -> None:
-    rng = np.random.default_rng(4)
-    sizes = [4, 1_500, 3]
-    members = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64, endpoint=True)
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    adds = HllAdds(["a", "{big}:k", "c"], [11, 22, 33], starts, members)
-    (payload, count), = pack_hll_adds(adds, registers_from=1_000, staging=lambda key: f"{key}:stage:w1")
+    adds, members = random_adds(4, ["a", "{big}:k", "c"], [4, 1_500, 3])
+    (payload, count), = pack_hll_adds(adds, dense_from=1_000, staging=lambda key: f"{key}:stage:w1")
     commands = parse_resp(payload)
     assert len(commands) == count
     raw = members.view("V8").tolist()
@@ -207,16 +206,12 @@ def test_large_keys_are_written_as_their_registers_through_the_writers_staging_k
     # Every member's register holds at least its rank: none is lost on the way.
     assert np.all(registers[index] >= rank) and int(np.count_nonzero(registers)) <= 1_500
     # Without a staging key (register writes off) the same key goes member by member.
-    plain = parse_resp(pack_hll_adds(adds, registers_from=1_000)[0][0])
+    plain = parse_resp(pack_hll_adds(adds, dense_from=1_000)[0][0])
     assert [b"PFADD", b"{big}:k", *raw[4:1_504]] in plain and not any(c[0] == b"PFMERGE" for c in plain)
 
 
 def test_a_batch_is_cut_into_pipeline_chunks_at_command_boundaries() -> None:
-    rng = np.random.default_rng(2)
-    sizes = [300, 1, 2500, 40]
-    members = rng.integers(0, 2**64 - 1, sum(sizes), dtype=np.uint64, endpoint=True)
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    adds = HllAdds(["w", "x", "y", "z"], [1, 2, 3, 4], starts, members)
+    adds, _ = random_adds(2, ["w", "x", "y", "z"], [300, 1, 2500, 40])
     whole = pack_hll_adds(adds, max_members=1000)
     chunks = pack_hll_adds(adds, max_members=1000, chunk_bytes=10_000)
     assert len(whole) == 1 and len(chunks) > 3
