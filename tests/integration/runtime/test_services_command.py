@@ -19,9 +19,11 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(("args", "redis_processes"), [((), 1), (("--redis-cluster", "3"), 3)], ids=["one-redis", "cluster"])
-def test_services_command_prints_env_lines_and_stops_cleanly(args: tuple[str, ...], redis_processes: int) -> None:
+def test_services_command_prints_env_lines_and_stops_cleanly(args: tuple[str, ...], redis_processes: int,
+                                                             tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CROWDPULSE_KAFKA", "CROWDPULSE_REDIS")}
     env["PYTHONPATH"] = str(REPO)
+    env["TMPDIR"] = str(tmp_path)  # the command keeps its logs; here they go with the test's own files
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "services", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env=env, text=True,

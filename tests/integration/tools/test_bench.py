@@ -47,6 +47,7 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
         CROWDPULSE_KAFKA=endpoints.kafka,
         CROWDPULSE_REDIS=endpoints.redis_url,
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+        TMPDIR=str(tmp_path),  # the bench keeps its logs; here they go with the test's own files
     )
     result = subprocess.run(
         [sys.executable, "-m", "streams.cli", "bench", "--smoke", "--json", str(out)],
