@@ -6,18 +6,21 @@ another tracking area at once. So the distinct count N(W) grows with W, and how 
 who is there: a settled crowd is seen slowly but completely by 54 minutes; people passing
 through are seen at once and are gone an hour later. See docs/estimation.md.
 
-The model reads, per area and window end, eight HyperLogLog counts (the *curve*):
+The model reads, per area and window end, nine HyperLogLog counts (the *curve*):
 - N(1), N(5), N(15), N(30), N(60): distinct phones in the last 1, 5, 15, 30, 60 minutes;
-- O(5), O(15), O(30): distinct phones in the hour's older part, minutes 60..5, 60..15, 60..30.
+- O(5), O(15), O(30): distinct phones in the hour's older part, minutes 60..5, 60..15, 60..30;
+- P(15): distinct phones in the quarter hour before the last, minutes 30..15.
 N(s) + O(s) - N(60) is then how many were seen both before and after s minutes ago (seen
-again: settled people are, passers-by are not).
+again: settled people are, passers-by are not); N(15) / P(15) is how the area is changing (a
+crowd arriving or leaving, or a steady stream).
 
-From them it forms scale-free features (fractions of N(60), and the same fractions relative to
-a reference area that covers the whole network, which carries the hour's general level of
-activity), and estimates z = log(phones present / N(60)) by the nearest calibrated situations:
-the mean z of the k most similar rows (or, in a `--local-fit` table, a linear fit over them:
-local_linear) of a table computed from simulator runs with known truth
-(`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
+From them it forms scale-free features (fractions of N(60), the same fractions relative to a
+reference area that covers the whole network, which carries the hour's general level of
+activity, whether the curve is the network's own, and the growth over the last two quarter
+hours), and estimates z = log(phones present / N(60)) by the nearest calibrated situations: a
+linear fit over the k most similar rows (local_linear; a table written with `calibrate
+--nearest-mean`, or before, answers their mean z) of a table computed from simulator runs with
+known truth (`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
 its own error when predicted from other situations, and an estimate's error is that of its
 neighbours, widened when they are farther than the table's rows are from each other (off the
 table's map), and scaled per size class so that 90% of held-out calibration points fall inside.
@@ -42,19 +45,26 @@ from streams.core.windows import Span
 RECENT_MIN = (1, 5, 15, 30, 60)
 SPLIT_MIN = (5, 15, 30)
 HOUR_MIN = 60
+#: The quarter hour before the last (minutes): P(15), the count N(15) had 15 minutes ago.
+GROWTH_MIN = 15
 #: The curve as Redis spans (skip, length) in seconds: the span ends `skip` before the window end.
 CURVE_SPANS_S: tuple[Span, ...] = tuple(Span(0, m * 60) for m in RECENT_MIN) + tuple(
     Span(s * 60, (HOUR_MIN - s) * 60) for s in SPLIT_MIN
-)
+) + (Span(GROWTH_MIN * 60, GROWTH_MIN * 60),)
 CURVE_LENGTH = len(CURVE_SPANS_S)
 N60 = RECENT_MIN.index(HOUR_MIN)
+N15 = RECENT_MIN.index(GROWTH_MIN)
+P15 = CURVE_LENGTH - 1
 FEATURE_NAMES = (
     [f"n{m}/n60" for m in RECENT_MIN[:-1]]
     + [f"n{m}/n60 rel" for m in RECENT_MIN[:-1]]
     + [f"seen again {s}/n60" for s in SPLIT_MIN]
     + [f"seen again {s}/n60 rel" for s in SPLIT_MIN]
-    + ["reference n15/n60", "the network itself"]
+    + ["reference n15/n60", "the network itself", "growth n15/p15", "growth n15/p15 rel"]
 )
+#: Feature columns a table may hold: the first 15 (tables written before the network flag), 16
+#: (before the growth features) or all of them. A table reads the first ones it holds.
+TABLE_COLUMNS = (15, 16, len(FEATURE_NAMES))
 _FLOOR = 1e-3
 #: Rows per leaf of the neighbour-search tree (VisibilityModel._tree).
 TREE_LEAF_ROWS = 256
@@ -70,15 +80,18 @@ def size_class(n60: np.ndarray) -> np.ndarray:
 
 
 def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np.ndarray = False) -> np.ndarray:
-    """Features of curves (n, 8) against the reference area's curve (8,) at the same window end.
+    """Features of curves (n, 9) against the reference area's curve (9,) at the same window end.
 
     `network` (one flag, or one per curve): the curve is the whole network's own, the reference
     covering every cell. Its relative features are all 1, as are those of a venue that is its
     own reference (a deployment with no network around it), but the two are different
     situations: nobody passes through the whole network in an hour, while a venue's hour holds
     everyone who crossed it. Without the flag, a quiet network's city was estimated 25-36% low
-    from venues' rows as their own references (docs/estimation.md). Only a `--local-fit` table
-    holds the flag as a column; the default one reads the other 15 features."""
+    from venues' rows as their own references (docs/estimation.md).
+
+    The growth, log((N(15) + 1) / (P(15) + 1)), and the same less the reference's: the hour's
+    shape alone does not tell a crowd arriving in a quiet network (seen once, not yet again)
+    from a steady stream of passers-by; the last two quarter hours do (docs/estimation.md)."""
     curves = np.asarray(curves, dtype=np.float64).reshape(-1, CURVE_LENGTH)
     reference = np.asarray(reference, dtype=np.float64).reshape(CURVE_LENGTH)
 
@@ -91,8 +104,12 @@ def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np
         ], axis=-1) / n60[..., None]
         return recent, again
 
+    def growth(c: np.ndarray) -> np.ndarray:
+        return np.log((c[..., N15] + 1.0) / (c[..., P15] + 1.0))
+
     recent, again = shape(curves)
     ref_recent, ref_again = shape(reference)
+    grows = growth(curves)
     return np.concatenate([
         recent,
         recent / np.maximum(ref_recent, _FLOOR),
@@ -100,6 +117,8 @@ def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np
         again / np.maximum(ref_again, _FLOOR),
         np.full((len(curves), 1), ref_recent[RECENT_MIN.index(15)]),
         np.broadcast_to(np.asarray(network, dtype=np.float64), (len(curves),))[:, None],
+        grows[:, None],
+        (grows - growth(reference))[:, None],
     ], axis=1)
 
 
@@ -133,9 +152,9 @@ class VisibilityModel:
     ridge: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.table.ndim != 2 or self.table.shape[1] not in (len(FEATURE_NAMES) - 1, len(FEATURE_NAMES)):
+        if self.table.ndim != 2 or self.table.shape[1] not in TABLE_COLUMNS:
             raise ValueError(f"the calibration table must have {len(FEATURE_NAMES)} feature columns "
-                             f"({len(FEATURE_NAMES) - 1} without the network flag)")
+                             f"(or, written before, {TABLE_COLUMNS[0]} or {TABLE_COLUMNS[1]})")
         if len(self.z) != len(self.table) or len(self.table) < self.k or self.k < 2:
             raise ValueError("the calibration table needs at least k >= 2 rows with a z each")
         if np.shape(self.spread_90) != (len(SIZE_EDGES) + 1,):
@@ -216,15 +235,17 @@ class VisibilityModel:
         return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error, neighbour_distance, ridge)
 
     def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90,
-                      runs: np.ndarray | None = None, across_runs: float = 0.75) -> VisibilityModel:
+                      runs: np.ndarray | None = None, across_runs: float = 0.9) -> VisibilityModel:
         """Scale the local error so that `level` of held-out rows of each size class lie inside
         the range (the floor: the 10th percentile of the held-out rows' local error).
 
         With `runs` (the held-out run of each row), a class's factor is the `across_runs`
-        quantile over runs of each run's own `level` quantile: three runs in four hold `level`
+        quantile over runs of each run's own `level` quantile: nine runs in ten hold `level`
         or more, rather than the pool, where one hard story would set the factor and widen
         every other story's ranges far past it, or the median run, which left the networks
-        unlike the default one (other timers, chattier or quieter phones) at 65-75%. A class
+        unlike the default one (other timers, chattier or quieter phones) at 65-75%. (Three in
+        four, before, left the held-out runs of other networks at 86% and 89% with the local
+        fit, and an off-map chatty network's run at 79%: docs/estimation.md.) A class
         with too few rows in every run takes its pooled quantile, and one with too few rows at
         all the quantile of all rows together."""
         classes = len(SIZE_EDGES) + 1
@@ -315,10 +336,7 @@ def local_linear(table: np.ndarray, z: np.ndarray, x: np.ndarray, nearest: np.nd
     one side of it, and their mean answers for where they are, not where the query is. The slope
     across them corrects for the offset; the penalty keeps it steady where the neighbours barely
     spread along a feature, and the clip keeps it from answering beyond what any neighbour knows.
-    Measured with the network flag (`crowdpulse calibrate --local-fit`, docs/estimation.md): the
-    held-out calibration runs 12.8% -> 11.2% MAPE, the robustness matrix's mean 20.7% -> 17.3% (a
-    venue alone 50.6% -> 22.5%); but the calibrated match day 2.1% -> 3.3% and narrower ranges
-    that held 79% of an off-map chatty network's points: not the default table."""
+    Measured in docs/estimation.md ("The table's method"), against the mean of the 10 nearest."""
     out = np.empty(len(x))
     columns = table.shape[1] + 1
     penalty = ridge * np.eye(columns)

@@ -45,14 +45,16 @@ PHONE = 0
 MIN_PEOPLE = 100
 MIN_N60 = 15
 WARMUP_MIN = 5
-#: Neighbours of each estimate: the shipped table answers their mean z.
-K_NEIGHBOURS = 10
-#: `--local-fit`: a linear fit of z over more neighbours instead of their mean
-#: (visibility.local_linear), with this ridge penalty. Chosen on the held-out runs, never on the
-#: robustness matrix: 40 and 0.3 had the lowest phones-present MAPE on the held-out runs of other
-#: networks among k 40 / 80 and penalties 0.1-4. Not the default: docs/estimation.md says why.
+#: The shipped table: a linear fit of z over the nearest rows (visibility.local_linear), with
+#: this ridge penalty. Chosen on the held-out runs, never on the robustness matrix: 40 and 0.3
+#: had the lowest phones-present MAPE on the held-out runs of other networks among k 40 / 80 and
+#: penalties 0.1-4 (docs/estimation.md).
 LOCAL_FIT_K = 40
 LOCAL_FIT_RIDGE = 0.3
+#: `--nearest-mean`: the table shipped before, for comparison: the mean z of the 10 nearest rows
+#: on the first 15 features (no network flag, no growth).
+K_NEIGHBOURS = 10
+NEAREST_MEAN_COLUMNS = 15
 #: Rows of an area as its own reference (a venue with no network around it): one per this many minutes.
 SELF_REFERENCE_EVERY_MIN = 5
 
@@ -202,7 +204,7 @@ def collect_all(runs: tuple[Run, ...], areas_path: Path, workers: int, cache: Pa
 
 
 def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], settings: Settings, workers: int,
-              cache: Path | None = None, local_fit: bool = False) -> tuple[VisibilityModel, dict]:
+              cache: Path | None = None, nearest_mean: bool = False) -> tuple[VisibilityModel, dict]:
     areas = load_areas(settings.areas_path)
     reference = areas.reference
     started = time.monotonic()
@@ -213,10 +215,8 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
     z = np.concatenate([r[1] for r in table if len(r[0])])
     # One group per (run, area): a row's error is measured without its own area in its own run.
     groups = np.concatenate([i * 10_000 + r[3] for i, r in enumerate(table) if len(r[0])])
-    k, ridge = (LOCAL_FIT_K, LOCAL_FIT_RIDGE) if local_fit else (K_NEIGHBOURS, 0.0)
-    # The network flag (curve_features' last column) goes with the local fit; the default table
-    # reads the other 15 features, as shipped.
-    columns = len(FEATURE_NAMES) if local_fit else len(FEATURE_NAMES) - 1
+    k, ridge = (K_NEIGHBOURS, 0.0) if nearest_mean else (LOCAL_FIT_K, LOCAL_FIT_RIDGE)
+    columns = NEAREST_MEAN_COLUMNS if nearest_mean else len(FEATURE_NAMES)
     features = features[:, :columns]
     meta = {
         "table_runs": [r.label() for r in table_runs],
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"without {args.without} no calibration runs are left")
     out = Path(args.out) if args.out else DEFAULT_VISIBILITY_MODEL
     workers = args.workers or max(1, min(len(table_runs) + len(held_out), os.cpu_count() or 1))
-    model, summary = calibrate(table_runs, held_out, settings, workers, args.cache, args.local_fit)
+    model, summary = calibrate(table_runs, held_out, settings, workers, args.cache, args.nearest_mean)
     model.save(out)
     summary["out"] = str(out)
     if args.json:
@@ -305,9 +305,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(gate or manual counts); checks the model on it and, with --out, writes a table that includes it "
                    "(docs/estimation.md, \"Calibrating on your own counts\")")
     p.add_argument("--frames", metavar="FILE", help="with --truth: the recorded events of the same period, a frames file")
-    p.add_argument("--local-fit", action="store_true", help="estimate by a linear fit over the 40 nearest rows instead "
-                   "of the mean of the 10 nearest (better off the calibration map on average, worse on the calibrated "
-                   "stories and narrower ranges: docs/estimation.md); write it elsewhere with --out")
+    p.add_argument("--nearest-mean", action="store_true", help="the table shipped before, for comparison: the mean z "
+                   "of the 10 nearest rows on 15 features, instead of a linear fit over the 40 nearest on all of them "
+                   "(docs/estimation.md); write it elsewhere with --out")
     p.add_argument("--cache", type=Path, metavar="DIR", help="keep each run's curves in DIR and reuse them on the next "
                    "calibration (a run is known by its scenario, size, seed and overrides)")
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from streams.core import hll
 from streams.core.areas import AreaMap
-from streams.estimate.visibility import CURVE_LENGTH, HOUR_MIN, RECENT_MIN, SPLIT_MIN
+from streams.estimate.visibility import CURVE_LENGTH, GROWTH_MIN, HOUR_MIN, P15, RECENT_MIN, SPLIT_MIN
 
 BUCKET_MS = 60_000
 #: Minutes of one-minute HyperLogLogs the tracker keeps per area (the hour, and late events).
@@ -65,6 +65,7 @@ class CurveTracker:
                 curve[a, i] = np.count_nonzero(live & _bits(0, minutes))
             for j, split in enumerate(SPLIT_MIN):
                 curve[a, len(RECENT_MIN) + j] = np.count_nonzero(live & _bits(split, 60))
+            curve[a, P15] = np.count_nonzero(live & _bits(GROWTH_MIN, 2 * GROWTH_MIN))
         self.curves.append(curve)
         self.hll_curves.append(self._hll_curve())
         self.people.append(np.asarray(presence_by_area)[:, 0].copy())
@@ -75,7 +76,8 @@ class CurveTracker:
     def _hll_curve(self) -> np.ndarray:
         """The curve as PFCOUNTs. The hour's minutes fall into five pieces by age (0, 1-4,
         5-14, 15-29, 30-59 minutes ago); each piece's registers are merged once, and every span
-        is a union of neighbouring pieces: N(m) from the newest, O(s) from the oldest."""
+        is a union of neighbouring pieces: N(m) from the newest, O(s) from the oldest, P(15) the
+        piece of 15-29 minutes."""
         def piece(first_age: int, last_age: int) -> np.ndarray:
             return self.registers[:, (self.current - np.arange(first_age, last_age)) % RING_MIN].max(axis=1)
 
@@ -84,7 +86,7 @@ class CurveTracker:
         n15 = np.maximum(n5, p2)
         n30 = np.maximum(n15, p3)
         o15 = np.maximum(p3, p4)
-        spans = [p0, n5, n15, n30, np.maximum(n30, p4), np.maximum(p2, o15), o15, p4]  # CURVE_SPANS_S' order
+        spans = [p0, n5, n15, n30, np.maximum(n30, p4), np.maximum(p2, o15), o15, p4, p3]  # CURVE_SPANS_S' order
         return hll.count(np.stack(spans, axis=1))
 
 

@@ -17,6 +17,7 @@ from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.windows import Span
 from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
 from streams.estimate.visibility import (
+    CURVE_LENGTH,
     CURVE_SPANS_S,
     FEATURE_NAMES,
     N60,
@@ -34,16 +35,17 @@ from streams.tools.curves import CurveTracker
 AREAS = load_areas(DEFAULT_AREAS)
 
 
-def test_curve_spans_are_the_recent_windows_then_the_older_parts_of_the_hour() -> None:
+def test_curve_spans_are_the_recent_windows_then_the_older_parts_of_the_hour_then_the_quarter_before() -> None:
     assert CURVE_SPANS_S == (
         Span(0, 60), Span(0, 300), Span(0, 900), Span(0, 1800), Span(0, 3600), Span(300, 3300), Span(900, 2700), Span(1800, 1800),
+        Span(900, 900),
     )
 
 
 def test_curve_features_by_hand() -> None:
-    # N(1, 5, 15, 30, 60) and the older spans O(5), O(15), O(30).
-    curve = np.array([10, 40, 100, 160, 200, 180, 150, 90])
-    reference = np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200])
+    # N(1, 5, 15, 30, 60), the older spans O(5), O(15), O(30) and the quarter before, P(15).
+    curve = np.array([10, 40, 100, 160, 200, 180, 150, 90, 49])
+    reference = np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200, 800])
     f = curve_features(curve, reference)[0]
     assert f.shape == (len(FEATURE_NAMES),)
     np.testing.assert_allclose(f[:4], [0.05, 0.2, 0.5, 0.8])  # N(W) / N(60)
@@ -54,20 +56,25 @@ def test_curve_features_by_hand() -> None:
     np.testing.assert_allclose(f[11:14], np.array([0.1, 0.25, 0.25]) / ref_again)
     assert f[14] == pytest.approx(0.4)
     assert f[15] == 0.0  # not the network's own curve
+    # Growth: the area doubled its quarter hour, log(101 / 50); the reference stayed (801 / 801).
+    assert f[16] == pytest.approx(np.log(101 / 50))
+    assert f[17] == pytest.approx(np.log(101 / 50) - 0.0)
     both = curve_features(np.vstack([curve, reference]), reference, np.array([False, True]))
     assert both[:, 15].tolist() == [0.0, 1.0]
+    assert both[1, 16:].tolist() == [0.0, 0.0]
     np.testing.assert_allclose(both[0], f)
 
 
 def test_curve_features_survive_empty_areas() -> None:
-    f = curve_features(np.zeros((3, 8)), np.zeros(8))
+    f = curve_features(np.zeros((3, CURVE_LENGTH)), np.zeros(CURVE_LENGTH))
     assert np.isfinite(f).all() and (f == 0).all()
 
 
 def _synthetic(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows whose z is a smooth function of two features, plus noise that is larger for small
-    areas (N(60) below 300) than for large ones."""
-    features = rng.random((n, len(FEATURE_NAMES)))
+    """Rows (16 features: a table written before the growth features) whose z is a smooth
+    function of two features, plus noise that is larger for small areas (N(60) below 300) than
+    for large ones."""
+    features = rng.random((n, 16))
     n60 = rng.choice([150, 5000], n)
     z = 0.8 * features[:, 2] - 0.5 * features[:, 9] + rng.normal(0, np.where(n60 < 300, 0.15, 0.03))
     return features, z, n60
@@ -91,14 +98,14 @@ def test_the_table_recovers_a_smooth_visibility_and_its_ranges_hold_ninety_perce
     assert np.median(half[test_n60 < 300]) > np.median(half[test_n60 >= 300])
 
 
-def test_with_runs_the_ranges_hold_ninety_percent_for_three_runs_in_four_not_the_pool() -> None:
+def test_with_runs_the_ranges_hold_ninety_percent_for_nine_runs_in_ten_not_the_pool() -> None:
     rng = np.random.default_rng(13)
     features, z, _ = _synthetic(rng, 6000)
     model = VisibilityModel.fit(features, z, k=10, meta={})
-    held_f, held_z, _ = _synthetic(rng, 6000)
-    held_n60 = np.full(6000, 5000)
-    runs = np.repeat([0, 1, 2, 3, 4], 1200)
-    held_z = held_z + np.where(runs == 4, rng.normal(0, 0.6, 6000), 0.0)  # run 4: a much harder story
+    held_f, held_z, _ = _synthetic(rng, 6600)
+    held_n60 = np.full(6600, 5000)
+    runs = np.repeat(np.arange(11), 600)
+    held_z = held_z + np.where(runs == 10, rng.normal(0, 1.5, 6600), 0.0)  # run 10: a much harder story
     test_f, test_z, _ = _synthetic(rng, 4000)
     test_n60 = np.full(4000, 5000)
 
@@ -143,7 +150,7 @@ def test_the_local_fit_answers_for_the_query_where_the_neighbours_lie_to_one_sid
 def test_the_local_fit_stays_within_its_neighbours_and_a_ridge_of_zero_is_their_mean(tmp_path: Path) -> None:
     rng = np.random.default_rng(22)
     features, z, n60 = _synthetic(rng, 3000)
-    far = rng.random((50, len(FEATURE_NAMES))) * 6.0 - 2.0  # off the map: a slope would extrapolate
+    far = rng.random((50, 16)) * 6.0 - 2.0  # off the map: a slope would extrapolate
     plain = VisibilityModel.fit(features, z, k=20, meta={})
     fitted = VisibilityModel.fit(features, z, k=20, meta={}, ridge=1.0)
     x = (far - fitted.mean) / fitted.scale
@@ -218,7 +225,7 @@ def test_people_model_scales_by_each_areas_share_and_needs_the_reference() -> No
     people = PeopleModel.for_areas(_flat_model(math.log(0.5)), AREAS, default_share=0.32, sims=1.35)
     assert people.reference == "city" == AREAS.reference
     assert people.share["east-district"] == 0.36 and people.share["stadium"] == 0.32
-    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500, 400])
     assert people.estimate({"stadium": curve}) == {}  # no reference, nothing to say
     out = people.estimate({"city": curve * 10, "stadium": curve, "east-district": curve})
     assert out["stadium"].people == round(500 / (0.32 * 1.35))
@@ -233,13 +240,13 @@ def test_only_a_reference_covering_every_cell_is_estimated_as_the_network() -> N
     only area of a deployment (its own reference, no network around it) is not."""
     rng = np.random.default_rng(6)
     features = rng.random((60, len(FEATURE_NAMES))) * 0.01
-    features[:, -1] = np.repeat([0.0, 1.0], 30)
+    features[:, 15] = np.repeat([0.0, 1.0], 30)  # the network flag
     model = VisibilityModel(
-        table=features.astype(np.float32), z=np.where(features[:, -1] > 0, 0.0, math.log(0.5)),
+        table=features.astype(np.float32), z=np.where(features[:, 15] > 0, 0.0, math.log(0.5)),
         mean=np.zeros(len(FEATURE_NAMES)), scale=np.ones(len(FEATURE_NAMES)), k=5,
         spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.05, meta={"counts": "hll"},
     )
-    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500])
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500, 400])
     city = PeopleModel.for_areas(model, AREAS, default_share=0.5, sims=1.0)
     out = city.estimate({"city": curve, "stadium": curve})
     assert (out["city"].people, out["stadium"].people) == (2000, 1000)
@@ -256,7 +263,7 @@ def test_window_book_publishes_the_models_people_on_every_window_and_withholds_w
     counts = {}
     for i, area in enumerate(AREAS.area_ids):
         scale = i + 1 if area != "arena" else 0.01  # the arena: 1 to 10 phones, below k
-        counts.update({(area, 7, span): round(n * scale) for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500])})
+        counts.update({(area, 7, span): round(n * scale) for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500, 400])})
     published = {(e["area"], e["window_s"]): e for e in book.update(counts, newest=7)}
     for area in ("stadium", "centre"):
         shown = [published[(area, w)] for w in (300, 900, 3600) if not published[(area, w)]["suppressed"]]
@@ -278,7 +285,7 @@ def _curve_counts(bucket: int) -> dict:
     return {
         (area, bucket, span): n * (i + 1)
         for i, area in enumerate(AREAS.area_ids)
-        for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500])
+        for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500, 400])
     }
 
 
@@ -328,7 +335,7 @@ def test_curve_tracker_matches_plain_sets() -> None:
     def distinct(first_age: int, last_age: int) -> int:
         return len({d for m, d, c in seen if c in cells and first_age <= now - m < last_age})
 
-    expected = [distinct(0, w) for w in (1, 5, 15, 30, 60)] + [distinct(s, 60) for s in (5, 15, 30)]
+    expected = [distinct(0, w) for w in (1, 5, 15, 30, 60)] + [distinct(s, 60) for s in (5, 15, 30)] + [distinct(15, 30)]
     assert tracker.curves[-1][stadium].tolist() == expected
 
 
@@ -352,7 +359,7 @@ def test_curve_tracker_counts_each_span_as_one_hyperloglog_of_its_members() -> N
         hll.add(registers, *hll.register_and_rank(members[devices]))
         return int(hll.count(registers))
 
-    expected = [pfcount(0, w) for w in (1, 5, 15, 30, 60)] + [pfcount(s, 60) for s in (5, 15, 30)]
+    expected = [pfcount(0, w) for w in (1, 5, 15, 30, 60)] + [pfcount(s, 60) for s in (5, 15, 30)] + [pfcount(15, 30)]
     assert tracker.hll_curves[-1][city].tolist() == expected
     exact = tracker.curves[-1][city]
     assert exact[N60] > 15_000 and np.all(np.abs(tracker.hll_curves[-1][city] / exact - 1) < 5 * HLL_STANDARD_ERROR)
@@ -362,7 +369,7 @@ def test_a_table_calibrated_on_hyperloglog_counts_adds_no_second_hyperloglog_ter
     flat = _flat_model(0.0)
     exact_table = PeopleModel.for_areas(flat, AREAS, default_share=0.5, sims=1.0)
     hll_table = PeopleModel.for_areas(replace(flat, meta={"counts": "hll"}), AREAS, default_share=0.5, sims=1.0)
-    curves = {"city": np.full(8, 10_000), "stadium": np.full(8, 1_000)}
+    curves = {"city": np.full(CURVE_LENGTH, 10_000), "stadium": np.full(CURVE_LENGTH, 1_000)}
     assert exact_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(math.hypot(0.05, Z_90 * HLL_STANDARD_ERROR)))
     assert hll_table.estimate(curves)["stadium"].high == math.ceil(2_000 * math.exp(0.05))
 
@@ -393,7 +400,7 @@ def test_off_the_tables_map_the_range_widens_with_the_distance_to_the_neighbours
     features, z, n60 = _synthetic(rng, 3000)
     model = VisibilityModel.fit(features, z, k=10, meta={}, groups=np.arange(3000) % 30)
     assert model.neighbour_distance > 0
-    on_map = features[:50] + rng.normal(0, 0.01, (50, len(FEATURE_NAMES)))
+    on_map = features[:50] + rng.normal(0, 0.01, (50, features.shape[1]))
     off_map = on_map + 3 * features.std(axis=0)  # three standard deviations away in every feature
     n = np.full(50, 5000)
     near_half, far_half = model.predict(on_map, n)[1], model.predict(off_map, n)[1]
@@ -431,17 +438,19 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
     assert again.meta["table_runs"] == [r.label() for r in QUICK_TABLE_RUNS]
     assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
-    # The shipped kind: the mean of 10, the 15 features without the network flag.
-    assert (again.k, again.ridge, again.table.shape[1]) == (10, 0.0, len(FEATURE_NAMES) - 1)
-    # --local-fit (the same runs' curves, from the cache): 40 rows, a penalty, the network flag.
-    local, local_summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves",
-                                     local_fit=True)
-    assert (local.k, local.ridge, local.table.shape[1]) == (40, 0.3, len(FEATURE_NAMES))
-    assert local_summary["rows"] == summary["rows"] and local.table[:, -1].std() > 0  # the city's rows are flagged
-    assert 0 < local_summary["held_out_mape"] < 1
-    # Either kind reads the worker's 16 features.
-    features = curve_features(np.array([[10, 40, 100, 160, 200, 180, 150, 90]]), np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200]))
-    for m in (again, local):
+    # The shipped kind: a linear fit over 40 rows, with a penalty, on every feature: the
+    # network flag (the city's rows) and the growth.
+    assert (again.k, again.ridge, again.table.shape[1]) == (40, 0.3, len(FEATURE_NAMES))
+    assert again.table[:, 15].std() > 0 and again.table[:, 16].std() > 0
+    # --nearest-mean (the same runs' curves, from the cache): the mean of 10 on the first 15 features.
+    mean, mean_summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves",
+                                   nearest_mean=True)
+    assert (mean.k, mean.ridge, mean.table.shape[1]) == (10, 0.0, 15)
+    assert mean_summary["rows"] == summary["rows"] and 0 < mean_summary["held_out_mape"] < 1
+    # Either kind reads the worker's features.
+    features = curve_features(np.array([[10, 40, 100, 160, 200, 180, 150, 90, 50]]),
+                              np.array([100, 400, 800, 1200, 2000, 1900, 1600, 1200, 800]))
+    for m in (again, mean):
         z, half = m.predict(features, np.array([200]))
         assert np.isfinite(z).all() and (half > 0).all()
 
@@ -492,7 +501,7 @@ def test_the_newest_minute_still_filling_keeps_the_previous_window_ends_people()
     # Once stream time has moved on, minute 7's own (complete) counts decide.
     book.update(_curve_counts(7), newest=8)
     assert {e["area"]: e["people"] for e in book.published[7].values()} == {
-        a: people.estimate({x: np.array([n * (i + 1) for n in [100, 300, 600, 800, 1000, 900, 700, 500]])
+        a: people.estimate({x: np.array([n * (i + 1) for n in [100, 300, 600, 800, 1000, 900, 700, 500, 400]])
                             for i, x in enumerate(AREAS.area_ids)})[a].people for a in AREAS.area_ids
     }
 

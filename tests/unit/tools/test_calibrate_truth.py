@@ -104,9 +104,12 @@ def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
     assert len(used) == len(counts) and np.all(own[:, N60] == curves[60:90:5, stadium, N60])
     fitted, summary = fit_and_check(model, used, own, reference, z, share, settings)
     correction = summary["area_corrections"]["stadium"]
-    # Shrunk towards no correction by three pseudo-counts: 6 / (6 + 3) of log(1.3).
-    assert correction["counts"] == 6 and math.isclose(correction["dz"], 6 / 9 * math.log(1.3), rel_tol=0.02)
+    # The added rows take part of the bias; the correction is what they leave (each count against
+    # the table with the other five added), shrunk towards none by three pseudo-counts: at most
+    # 6 / (6 + 3) of log(1.3), all of which a correction of the shipped table's residuals was.
+    assert correction["counts"] == 6 and 0 < correction["dz"] < 6 / 9 * math.log(1.3)
     assert len(fitted.z) == len(model.z) + 6
     assert summary["later_half"]["after"]["mape"] < summary["later_half"]["before"]["mape"]
-    # The worker applies the correction: the stadium's estimate moves up by about e^dz.
-    assert estimate(fitted, 89) > 1.15 * estimate(model, 89)
+    # Rows and correction together move the stadium's estimate up towards the counts' 30%, and
+    # not far past it (counting the bias twice did: +24% over on the later counts).
+    assert 1.15 * estimate(model, 89) < estimate(fitted, 89) < 1.45 * estimate(model, 89)
