@@ -18,9 +18,10 @@ From them it forms scale-free features (fractions of N(60), the same fractions r
 reference area that covers the whole network, which carries the hour's general level of
 activity, whether the curve is the network's own, and the growth over the last two quarter
 hours), and estimates z = log(phones present / N(60)) by the nearest calibrated situations: a
-linear fit over the k most similar rows (local_linear; a table written with `calibrate
---nearest-mean`, or before, answers their mean z) of a table computed from simulator runs with
-known truth (`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
+linear fit over the k most similar rows (local_linear), weighed per estimate against the mean z
+of the 10 nearest on the first 15 features (the companion; a table written with `calibrate
+--nearest-mean`, or before, answers that mean alone), of a table computed from simulator runs
+with known truth (`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
 its own error when predicted from other situations, and an estimate's error is that of its
 neighbours, widened when they are farther than the table's rows are from each other (off the
 table's map), and scaled per size class so that 90% of held-out calibration points fall inside.
@@ -150,6 +151,11 @@ class VisibilityModel:
     #: The ridge penalty of the local linear fit over the k neighbours (local_linear); 0: their
     #: plain mean z (the tables written before it).
     ridge: float = 0.0
+    #: A second estimator on the same rows (the mean z of the nearest rows on the first
+    #: features, with its own row errors), or None. Each estimate weighs the two by the inverse
+    #: square of their neighbours' own errors: a dense, well-known situation (a stadium in play)
+    #: is answered by its exact analogues, one off the map by the fit (docs/estimation.md).
+    companion: VisibilityModel | None = None
 
     def __post_init__(self) -> None:
         if self.table.ndim != 2 or self.table.shape[1] not in TABLE_COLUMNS:
@@ -157,6 +163,8 @@ class VisibilityModel:
                              f"(or, written before, {TABLE_COLUMNS[0]} or {TABLE_COLUMNS[1]})")
         if len(self.z) != len(self.table) or len(self.table) < self.k or self.k < 2:
             raise ValueError("the calibration table needs at least k >= 2 rows with a z each")
+        if self.companion is not None and (len(self.companion.z) != len(self.z) or self.companion.row_error is None):
+            raise ValueError("the companion estimator must have the table's rows, each with its error")
         if np.shape(self.spread_90) != (len(SIZE_EDGES) + 1,):
             raise ValueError(f"the calibration table needs {len(SIZE_EDGES) + 1} range factors (one per size class): "
                              "run crowdpulse calibrate")
@@ -183,9 +191,24 @@ class VisibilityModel:
 
     def predict(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
-        x = self.standardised(features)
-        if not len(x):
+        if not len(features):
             return np.zeros(0), np.zeros(0)
+        z_hat, local, far = self._local(features)
+        if self.companion is None:
+            half = np.hypot(local, self.spread_floor) * far
+        else:
+            # Each estimator's error off the map widens as it does alone; the weights are the
+            # inverse squares of those errors, and the range is made of their weighted error.
+            other_z, other_local, other_far = self.companion._local(features)
+            mine, other = np.maximum(local * far, _MIN_ERROR), np.maximum(other_local * other_far, _MIN_ERROR)
+            weight = other ** -2 / (mine ** -2 + other ** -2)
+            z_hat = weight * other_z + (1 - weight) * z_hat
+            half = np.hypot(weight * other + (1 - weight) * mine, self.spread_floor)
+        return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
+
+    def _local(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """z, the local error (its neighbours' errors) and the off-map factor (>= 1) per row."""
+        x = self.standardised(features)
         # Identical curves (small areas with the same handful of devices, say) have identical
         # neighbours: each distinct row is searched once. That matters off the table's map,
         # where one search visits much of the tree (2 ms instead of 0.1 ms here).
@@ -203,11 +226,10 @@ class VisibilityModel:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
         else:
             local = zs.std(axis=1, ddof=1)
-        half = np.hypot(local, self.spread_floor)
+        far = np.ones(len(local))
         if self.neighbour_distance > 0:
-            far = distance.mean(axis=1) / self.neighbour_distance
-            half = half * np.maximum(far, 1.0)
-        return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
+            far = np.maximum(distance.mean(axis=1) / self.neighbour_distance, 1.0)
+        return z_hat, local, far
 
     @classmethod
     def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
@@ -288,6 +310,15 @@ class VisibilityModel:
         }
         if self.row_error is not None:
             arrays["row_error"] = _to_planes(np.rint(self.row_error * _E4).astype(np.int32))
+        if self.companion is not None:
+            # The same rows and z: only its columns (the first ones), k, penalty, row errors and
+            # map distance are its own.
+            c = self.companion
+            arrays.update({
+                "companion_columns": np.array(c.table.shape[1]), "companion_k": np.array(c.k),
+                "companion_ridge": np.array(c.ridge), "companion_neighbour_distance": np.array(c.neighbour_distance),
+                "companion_row_error": _to_planes(np.rint(c.row_error * _E4).astype(np.int32)),  # type: ignore[operator]
+            })
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as archive:
             for name, array in arrays.items():
                 with archive.open(f"{name}.npy", "w") as member:
@@ -301,17 +332,30 @@ class VisibilityModel:
                 table = (_from_planes(f["table_grid"], np.int16).reshape(columns, rows).T / float(f["grid"])).astype(np.float32)
             else:  # tables written before the grid: float16
                 table = _from_planes(f["table"], np.float16).reshape(columns, rows).T.astype(np.float32)
+            table = np.ascontiguousarray(table)
+            z = _from_planes(f["z"], np.int32) / _E4
+            companion = None
+            if "companion_columns" in f.files:
+                n = int(f["companion_columns"])
+                companion = cls(
+                    table=np.ascontiguousarray(table[:, :n]), z=z, mean=f["mean"][:n], scale=f["scale"][:n],
+                    k=int(f["companion_k"]), spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.0, meta={},
+                    row_error=_from_planes(f["companion_row_error"], np.int32) / _E4,
+                    neighbour_distance=float(f["companion_neighbour_distance"]), ridge=float(f["companion_ridge"]),
+                )
             return cls(
-                table=np.ascontiguousarray(table), z=_from_planes(f["z"], np.int32) / _E4, mean=f["mean"],
+                table=table, z=z, mean=f["mean"],
                 scale=f["scale"], k=int(f["k"]), spread_90=np.asarray(f["spread_90"], dtype=np.float64),
                 spread_floor=float(f["spread_floor"]), meta=json.loads(str(f["meta"])),
                 row_error=_from_planes(f["row_error"], np.int32) / _E4 if "row_error" in f.files else None,
                 neighbour_distance=float(f["neighbour_distance"]) if "neighbour_distance" in f.files else 0.0,
-                ridge=float(f["ridge"]) if "ridge" in f.files else 0.0,
+                ridge=float(f["ridge"]) if "ridge" in f.files else 0.0, companion=companion,
             )
 
 
 _E4 = 1e4
+#: The smallest error an estimator's weight is computed from (VisibilityModel.predict).
+_MIN_ERROR = 1e-3
 #: Steps per standard deviation of the stored features (VisibilityModel.save).
 TABLE_GRID = 128
 

@@ -195,8 +195,9 @@ def with_rows(model: VisibilityModel, features: np.ndarray, z: np.ndarray, row_e
     """The table with these rows added (standardised like its own)."""
     table = model.standardised(features).astype(np.float32)
     errors = model.row_error if model.row_error is not None else np.zeros(len(model.z), dtype=np.float32)
+    companion = None if model.companion is None else with_rows(model.companion, features, z, row_error)
     return replace(model, table=np.vstack([model.table, table]), z=np.concatenate([model.z, z]),
-                   row_error=np.concatenate([errors, row_error.astype(np.float32)]))
+                   row_error=np.concatenate([errors, row_error.astype(np.float32)]), companion=companion)
 
 
 def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: np.ndarray) -> dict:

@@ -442,10 +442,13 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     # network flag (the city's rows) and the growth.
     assert (again.k, again.ridge, again.table.shape[1]) == (40, 0.3, len(FEATURE_NAMES))
     assert again.table[:, 15].std() > 0 and again.table[:, 16].std() > 0
+    # ... with the mean of the 10 nearest on the first 15 as its companion, on the same rows.
+    assert again.companion is not None and (again.companion.k, again.companion.table.shape[1]) == (10, 15)
+    assert again.companion.row_error is not None and len(again.companion.z) == len(again.z)
     # --nearest-mean (the same runs' curves, from the cache): the mean of 10 on the first 15 features.
     mean, mean_summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves",
                                    nearest_mean=True)
-    assert (mean.k, mean.ridge, mean.table.shape[1]) == (10, 0.0, 15)
+    assert (mean.k, mean.ridge, mean.table.shape[1], mean.companion) == (10, 0.0, 15, None)
     assert mean_summary["rows"] == summary["rows"] and 0 < mean_summary["held_out_mape"] < 1
     # Either kind reads the worker's features.
     features = curve_features(np.array([[10, 40, 100, 160, 200, 180, 150, 90, 50]]),
@@ -524,3 +527,49 @@ def test_a_range_never_leaves_what_the_counts_allow() -> None:
     # A sound range inside the bounds is left as it was.
     people, lo, hi = people_from(curve[:, 4], np.array([0.0]), np.array([0.1]), np.array([1.0]), 1.0, (low, high))
     assert (people[0], lo[0], hi[0]) == (1000, math.floor(1000 * math.exp(-0.1)), math.ceil(1000 * math.exp(0.1)))
+
+
+# --- two estimators on one table: each estimate weighed by their neighbours' own errors ----------
+
+
+def _pair(main_error: float, companion_error: float) -> VisibilityModel:
+    """A local fit over every feature and a mean of 10 on the first 15, on the same rows, with
+    the row errors given."""
+    rng = np.random.default_rng(31)
+    features = rng.random((600, len(FEATURE_NAMES)))
+    z = 0.8 * features[:, 2] - 0.5 * features[:, 16] + rng.normal(0, 0.02, 600)
+    main = VisibilityModel.fit(features, z, k=40, meta={}, ridge=0.3)
+    companion = VisibilityModel.fit(features[:, :15], z, k=10, meta={})
+    main = replace(main, row_error=np.full(600, main_error, dtype=np.float32))
+    companion = replace(companion, row_error=np.full(600, companion_error, dtype=np.float32))
+    return replace(main, companion=companion)
+
+
+def test_each_estimate_leans_on_the_estimator_whose_neighbours_it_knows_better() -> None:
+    probe = np.random.default_rng(32).random((20, len(FEATURE_NAMES)))
+    n60 = np.full(20, 5000)
+    fit_alone = replace(_pair(0.1, 0.1), companion=None)
+    mean_alone = _pair(0.1, 0.1).companion
+    assert mean_alone is not None
+    fit_z, mean_z = fit_alone.predict(probe, n60)[0], mean_alone.predict(probe, n60)[0]
+    assert np.abs(fit_z - mean_z).mean() > 0.02  # the two answer differently
+    # Errors 0.1 and 0.01: weights 1/0.01 and 1/0.0001, the companion's 100/101.
+    np.testing.assert_allclose(_pair(0.1, 0.01).predict(probe, n60)[0], (fit_z + 100 * mean_z) / 101, atol=1e-9)
+    np.testing.assert_allclose(_pair(0.01, 0.1).predict(probe, n60)[0], (100 * fit_z + mean_z) / 101, atol=1e-9)
+    # Equal errors: halfway, and a range of that error.
+    z, half = _pair(0.1, 0.1).predict(probe, n60)
+    np.testing.assert_allclose(z, (fit_z + mean_z) / 2, atol=1e-9)
+    np.testing.assert_allclose(half, 0.1)
+
+
+def test_a_table_with_a_companion_round_trips_through_its_file(tmp_path: Path) -> None:
+    model = _pair(0.2, 0.05)
+    model.save(tmp_path / "pair.npz")
+    again = VisibilityModel.load(tmp_path / "pair.npz")
+    assert again.companion is not None and (again.companion.k, again.companion.table.shape[1]) == (10, 15)
+    probe = np.random.default_rng(33).random((30, len(FEATURE_NAMES)))
+    n60 = np.full(30, 5000)
+    # The stored grid and z to 1e-4: the same estimates, to that resolution.
+    np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=0.01)
+    with pytest.raises(ValueError, match="companion"):
+        replace(model, companion=replace(model.companion, row_error=None))  # type: ignore[arg-type]
