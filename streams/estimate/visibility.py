@@ -20,7 +20,8 @@ activity, whether the curve is the network's own, and the growth over the last t
 hours), and estimates z = log(phones present / N(60)) by the nearest calibrated situations: a
 linear fit over the k most similar rows (local_linear), weighed per estimate against the mean z
 of the 10 nearest on the first 15 features (the companion; a table written with `calibrate
---nearest-mean`, or before, answers that mean alone), of a table computed from simulator runs
+--nearest-mean`, or before, answers that mean alone; it has no network flag, so an area that is
+its own reference is answered by the fit alone), of a table computed from simulator runs
 with known truth (`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
 its own error when predicted from other situations, and an estimate's error is that of its
 neighbours, widened when they are farther than the table's rows are from each other (off the
@@ -68,6 +69,11 @@ FEATURE_NAMES = (
 #: (before the growth features) or all of them. A table reads the first ones it holds.
 TABLE_COLUMNS = (15, 16, len(FEATURE_NAMES))
 _FLOOR = 1e-3
+#: Feature columns: each shape feature and its relative twin, the network flag, the relative growth.
+_BASE_COLUMNS = [FEATURE_NAMES.index(n[: -len(" rel")]) for n in FEATURE_NAMES if n.endswith(" rel") and "growth" not in n]
+_RELATIVE_COLUMNS = [i for i, n in enumerate(FEATURE_NAMES) if n.endswith(" rel") and "growth" not in n]
+_NETWORK = FEATURE_NAMES.index("the network itself")
+_GROWTH_RELATIVE = FEATURE_NAMES.index("growth n15/p15 rel")
 #: Rows per leaf of the neighbour-search tree (VisibilityModel._tree).
 TREE_LEAF_ROWS = 256
 #: Size classes (phones seen in the hour) whose ranges are calibrated separately: a small area's
@@ -203,6 +209,10 @@ class VisibilityModel:
             other_z, other_local, other_far = self.companion._local(features)
             mine, other = np.maximum(local * far, _MIN_ERROR), np.maximum(other_local * other_far, _MIN_ERROR)
             weight = other ** -2 / (mine ** -2 + other ** -2)
+            # The companion reads no network flag: an area as its own reference looks to it like
+            # the whole network's curve, and its neighbours' errors, measured on those rows, say
+            # nothing of that confusion. The local fit alone answers such an area.
+            weight = np.where(own_reference(features), 0.0, weight)
             z_hat = weight * other_z + (1 - weight) * z_hat
             half = np.hypot(weight * other + (1 - weight) * mine, self.spread_floor)
         return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
@@ -388,6 +398,19 @@ def _from_planes(planes: np.ndarray, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
+def own_reference(features: np.ndarray) -> np.ndarray:
+    """Rows whose curve was compared with itself (curve_features with the curve as its own
+    reference) but is not flagged as the network's: a venue with no network around it. Every
+    relative feature is then its base feature over itself (1, or base / _FLOOR below the floor)
+    and the relative growth 0. A table without the flag cannot tell: no row is one."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] < len(FEATURE_NAMES):
+        return np.zeros(len(f), dtype=bool)
+    base = f[:, _BASE_COLUMNS]
+    alone = np.isclose(f[:, _RELATIVE_COLUMNS], base / np.maximum(base, _FLOOR), rtol=1e-9, atol=1e-12).all(axis=1)
+    return alone & (f[:, _GROWTH_RELATIVE] == 0.0) & (f[:, _NETWORK] == 0.0)
+
+
 def local_linear(table: np.ndarray, z: np.ndarray, x: np.ndarray, nearest: np.ndarray, ridge: float,
                  chunk: int = 4096) -> np.ndarray:
     """z at each query row of x (standardised features) by a linear fit over its neighbours
@@ -435,12 +458,17 @@ def log_half_width(model_half: np.ndarray, hll_se: float, scaling_se: float, z90
     return np.sqrt(np.square(model_half) + (z90 * hll_se) ** 2 + (z90 * scaling_se) ** 2)
 
 
-#: The least share of the phones present that an hour's window sees. A phone that stays
-#: signals at least once per periodic update (T3412, 54 minutes by default), and a phone whose
-#: timer is longer is still seen with the probability window / T3412: 0.5 for the two hours
-#: that networks with long timers use (the robustness matrix's longest). So the phones present
-#: are at most N(60) / 0.5.
-VISIBILITY_FLOOR_60 = 0.5
+#: The least share of the phones present that an hour's window sees. A phone that stayed the
+#: hour signals at least once per periodic update (T3412, 54 minutes by default), and a phone
+#: whose timer is longer is still seen with the probability window / T3412: 0.5 for the two
+#: hours that networks with long timers use (the robustness matrix's longest). But a phone that
+#: arrived idle minutes ago may not have signalled yet: when a crowd pours in, fewer are seen.
+#: Measured on the calibration's held-out runs and the robustness matrix, phones present reached
+#: 3.9 x N(60) (a held-out network of 1.5 sessions an hour) and 4.5 x N(60) (quiet variant: the
+#: station filling in the ten minutes after the match, 9,418 people (4,068 phones) present and 914
+#: phones seen in the hour). So the phones present are at most N(60) / 0.2, a bound set past the
+#: largest measured (docs/estimation.md).
+VISIBILITY_FLOOR_60 = 0.2
 N1 = RECENT_MIN.index(1)
 
 
@@ -450,7 +478,7 @@ def count_bounds(curves: np.ndarray, hll_se: float, z90: float) -> tuple[np.ndar
     - Low: the phones seen in the last minute (a phone seen a minute ago is there, bar the few
       that crossed the area within that minute).
     - High: N(60) / VISIBILITY_FLOOR_60 (everyone present is seen in an hour with at least that
-      probability; phones that left only add to N(60)).
+      probability, newcomers included; phones that left only add to N(60)).
     Each widened by HyperLogLog's 90% error, so a bound never cuts a range HyperLogLog allows."""
     curves = np.asarray(curves, dtype=np.float64)
     hll = z90 * hll_se

@@ -28,6 +28,7 @@ from streams.estimate.visibility import (
     curve_features,
     local_linear,
     log_half_width,
+    own_reference,
     people_from,
 )
 from streams.tools.curves import CurveTracker
@@ -513,15 +514,16 @@ def test_the_newest_minute_still_filling_keeps_the_previous_window_ends_people()
 
 
 def test_a_range_never_leaves_what_the_counts_allow() -> None:
-    # N(1) = 400 phones were seen in the last minute; N(60) = 1,000 in the hour.
-    curve = np.array([[400, 600, 800, 900, 1000, 700, 500, 300]])
+    # N(1) = 400 phones were seen in the last minute; N(60) = 1,000 in the hour: at least 400 and at
+    # most 1,000 / 0.2, each widened by HyperLogLog's 90% error (1.3%).
+    curve = np.array([[400, 600, 800, 900, 1000, 700, 500, 300, 200]])
     low, high = count_bounds(curve, HLL_STANDARD_ERROR, Z_90)
-    assert low[0] < 400 and low[0] > 390 and high[0] > 2000 and high[0] < 2030
+    assert 390 < low[0] < 400 and 5000 < high[0] < 5070
     # A model that says 5% of that (z = log 0.05) with a wide range is cut at the floor and the ceiling.
     people, lo, hi = people_from(curve[:, 4], np.array([math.log(0.05)]), np.array([3.0]), np.array([1.0]), 1.0,
                                  (low, high))
     assert lo[0] == math.floor(low[0]) and people[0] == round(low[0]) and hi[0] >= lo[0]
-    people, lo, hi = people_from(curve[:, 4], np.array([math.log(20.0)]), np.array([3.0]), np.array([1.0]), 1.0,
+    people, lo, hi = people_from(curve[:, 4], np.array([math.log(50.0)]), np.array([3.0]), np.array([1.0]), 1.0,
                                  (low, high))
     assert hi[0] == math.ceil(high[0]) and people[0] == round(high[0])
     # A sound range inside the bounds is left as it was.
@@ -573,3 +575,21 @@ def test_a_table_with_a_companion_round_trips_through_its_file(tmp_path: Path) -
     np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=0.01)
     with pytest.raises(ValueError, match="companion"):
         replace(model, companion=replace(model.companion, row_error=None))  # type: ignore[arg-type]
+
+
+def test_an_area_as_its_own_reference_is_answered_by_the_local_fit_alone() -> None:
+    rng = np.random.default_rng(34)
+    curves = np.sort(rng.integers(50, 5000, (12, CURVE_LENGTH)), axis=1).astype(float)
+    curves[0, 0] = 0.0  # no phone in the last minute: its relative feature is 0, not 1
+    alone = np.concatenate([curve_features(c, c) for c in curves])
+    network = np.concatenate([curve_features(c, c, network=True) for c in curves])
+    in_city = curve_features(curves, curves[5] * 1.3)
+    assert own_reference(alone).all() and not own_reference(network).any()
+    assert not own_reference(np.delete(in_city, 5, axis=0)).any()
+    assert not own_reference(alone[:, :15]).any()  # a table without the flag cannot tell
+    n60 = curves[:, N60]
+    pair = _pair(0.1, 0.01)  # the companion's errors are 10x smaller: it carries 100/101 elsewhere
+    fit_alone = replace(pair, companion=None)
+    np.testing.assert_allclose(pair.predict(alone, n60)[0], fit_alone.predict(alone, n60)[0], atol=1e-12)
+    weighed = pair.predict(network, n60)[0]
+    assert np.abs(weighed - fit_alone.predict(network, n60)[0]).max() > 0.01
