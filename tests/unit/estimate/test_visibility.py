@@ -21,6 +21,7 @@ from streams.estimate.visibility import (
     CURVE_SPANS_S,
     FEATURE_NAMES,
     N60,
+    SEARCH_EPS,
     SIZE_EDGES,
     VisibilityModel,
     _to_planes,
@@ -155,7 +156,7 @@ def test_the_local_fit_stays_within_its_neighbours_and_a_ridge_of_zero_is_their_
     plain = VisibilityModel.fit(features, z, k=20, meta={})
     fitted = VisibilityModel.fit(features, z, k=20, meta={}, ridge=1.0)
     x = (far - fitted.mean) / fitted.scale
-    _, nearest = fitted._tree.query(x, k=20)
+    _, nearest = fitted._tree.query(x, k=20, eps=SEARCH_EPS)  # the rows the estimator's own search finds
     z_hat, _ = fitted.predict(far, np.full(50, 5000))
     assert (z_hat >= fitted.z[nearest].min(axis=1) - 1e-12).all() and (z_hat <= fitted.z[nearest].max(axis=1) + 1e-12).all()
     np.testing.assert_allclose(plain.predict(far, np.full(50, 5000))[0], fitted.z[nearest].mean(axis=1))
@@ -170,7 +171,8 @@ def test_the_local_fit_stays_within_its_neighbours_and_a_ridge_of_zero_is_their_
 
 def test_the_neighbour_search_finds_the_exact_nearest_rows_near_and_far_from_the_table() -> None:
     """The tree (its leaf size and split rule chosen for speed off the map) must find what a
-    brute-force search finds: the shipped table, probes on its rows and far from them."""
+    brute-force search finds: the shipped table, probes on its rows and far from them. (The
+    estimator's own search may stop within SEARCH_EPS: the next test.)"""
     model = VisibilityModel.load(Settings.from_env({}).visibility_model_path)
     table = model.table.astype(np.float64)
     rng = np.random.default_rng(7)
@@ -593,3 +595,18 @@ def test_an_area_as_its_own_reference_is_answered_by_the_local_fit_alone() -> No
     np.testing.assert_allclose(pair.predict(alone, n60)[0], fit_alone.predict(alone, n60)[0], atol=1e-12)
     weighed = pair.predict(network, n60)[0]
     assert np.abs(weighed - fit_alone.predict(network, n60)[0]).max() > 0.01
+
+
+def test_the_estimators_search_stays_within_its_tolerance_of_the_exact_neighbours() -> None:
+    model = VisibilityModel.load(Settings.from_env({}).visibility_model_path)
+    rng = np.random.default_rng(8)
+    rows = model.table.astype(np.float64)[rng.integers(0, len(model.table), 200)]
+    for noise in (0.05, 1.5):
+        probes = rows + rng.normal(0.0, noise, rows.shape)
+        exact, exact_rows = model._tree.query(probes, k=model.k)
+        found, found_rows = model._tree.query(probes, k=model.k, eps=SEARCH_EPS)
+        # Never nearer than the true neighbours, never farther than the tolerance from the k-th.
+        assert np.all(found >= exact - 1e-9)
+        assert np.all(found[:, -1] <= (1 + SEARCH_EPS) * exact[:, -1] + 1e-9)
+        shared = np.mean([len(set(a) & set(b)) for a, b in zip(exact_rows, found_rows)]) / model.k
+        assert shared > (0.98 if noise < 1 else 0.8), (noise, shared)
