@@ -90,6 +90,8 @@ SEARCH_EPS = 0.5
 #: too narrow for the other.
 SIZE_EDGES = (100, 300, 1000, 3000, 10_000, 30_000)
 _MIN_CLASS_ROWS = 50
+#: The smallest error an estimator's weight is computed from (VisibilityModel.predict).
+_MIN_ERROR = 1e-3
 
 
 def size_class(n60: np.ndarray) -> np.ndarray:
@@ -392,8 +394,8 @@ def _read_errors(f: Any, name: str) -> np.ndarray | None:
     if f"{name}_steps" in f.files:
         return _from_planes(f[f"{name}_steps"], np.uint16) * ERROR_STEP
     return _from_planes(f[name], np.int32) / _E4 if name in f.files else None
-#: The smallest error an estimator's weight is computed from (VisibilityModel.predict).
-_MIN_ERROR = 1e-3
+
+
 #: Steps per standard deviation of the stored features (VisibilityModel.save).
 TABLE_GRID = 128
 

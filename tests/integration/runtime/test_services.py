@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -165,33 +163,28 @@ def test_a_dead_service_is_restarted_on_its_port_and_redis_keeps_its_data_dir(tm
         client.close()
 
 
-def test_postgres_keeps_its_data_dir_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_postgres_keeps_its_data_dir_and_leaves_nothing_behind(tmp_path: Path, open_tmp: Path) -> None:
     """The footfall history's PostgreSQL: with a data directory its tables outlive a stop and
     come back at the next start; without one its scratch directory is removed at stop. No
     server process is left either way."""
     import psycopg
 
     only_postgres = {"CROWDPULSE_KAFKA": "unused:9", "CROWDPULSE_REDIS": "redis://unused:1/0"}
-    # As root the server runs as `nobody`, which must reach the folder (pytest's own is 0700).
-    data = Path(tempfile.mkdtemp(prefix="crowdpulse-pg-test-"))
-    data.chmod(0o755)
-    try:
-        with EmbeddedServices(environ=only_postgres, log_dir=tmp_path, data_dir=data, history=True) as services:
-            url = services.endpoints.history_db
-            assert url and services.endpoints.env_lines()[-1] == f"CROWDPULSE_HISTORY_DB={url}"
-            (server,) = services.processes
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("CREATE TABLE kept (x integer)")
-                conn.execute("INSERT INTO kept VALUES (42)")
-        assert server.poll() is not None
-        with EmbeddedServices(environ=only_postgres, log_dir=tmp_path, data_dir=data, history=True) as again:
-            with psycopg.connect(again.endpoints.history_db) as conn:
-                assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
-        with EmbeddedServices(environ=only_postgres, log_dir=tmp_path, history=True) as scratch:
-            with psycopg.connect(scratch.endpoints.history_db) as conn:
-                folder = Path(conn.execute("SHOW data_directory").fetchone()[0])
-            assert folder.exists() and not str(folder).startswith(str(data))
-            (server,) = scratch.processes
-        assert server.poll() is not None and not folder.parent.exists()
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+    data = open_tmp  # as root the server runs as `nobody`, which must reach the data folder
+    with EmbeddedServices(environ=only_postgres, log_dir=tmp_path, data_dir=data, history=True) as services:
+        url = services.endpoints.history_db
+        assert url and services.endpoints.env_lines()[-1] == f"CROWDPULSE_HISTORY_DB={url}"
+        (server,) = services.processes
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (x integer)")
+            conn.execute("INSERT INTO kept VALUES (42)")
+    assert server.poll() is not None
+    with EmbeddedServices(environ=only_postgres, log_dir=tmp_path, data_dir=data, history=True) as again:
+        with psycopg.connect(again.endpoints.history_db) as conn:
+            assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
+    with EmbeddedServices(environ=only_postgres, log_dir=tmp_path, history=True) as scratch:
+        with psycopg.connect(scratch.endpoints.history_db) as conn:
+            folder = Path(conn.execute("SHOW data_directory").fetchone()[0])
+        assert folder.exists() and not str(folder).startswith(str(data))
+        (server,) = scratch.processes
+    assert server.poll() is not None and not folder.parent.exists()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,15 +19,13 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(("args", "redis_processes"), [((), 1), (("--redis-cluster", "3"), 3)], ids=["one-redis", "cluster"])
-def test_services_command_prints_env_lines_and_stops_cleanly(args: tuple[str, ...], redis_processes: int) -> None:
+def test_services_command_prints_env_lines_and_stops_cleanly(args: tuple[str, ...], redis_processes: int,
+                                                             open_tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("CROWDPULSE_KAFKA", "CROWDPULSE_REDIS")}
     env["PYTHONPATH"] = str(REPO)
-    # The command keeps its logs (it prints where); this test removes them. The folder must be
-    # traversable by the unprivileged user PostgreSQL runs as when the tests run as root (its data
-    # folder is created inside it), as /tmp is: with pytest's tmp_path (0700) it never started.
-    tmp = Path(tempfile.mkdtemp(prefix="crowdpulse-test-"))
-    tmp.chmod(0o755)
-    env["TMPDIR"] = str(tmp)
+    # The command keeps its logs (it prints where); here they go with the test's own folder, one
+    # PostgreSQL can reach (its scratch data folder is created inside it).
+    env["TMPDIR"] = str(open_tmp)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "services", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env=env, text=True,
@@ -57,7 +53,6 @@ def test_services_command_prints_env_lines_and_stops_cleanly(args: tuple[str, ..
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
     assert code == 0
     for pid in children:
         assert not Path(f"/proc/{pid}").exists(), f"child {pid} left behind"
