@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from streams.core.areas import AreaMap
 from streams.core.errors import ConfigError
 
 from .city import City
@@ -307,11 +308,13 @@ class MatchDay(Scenario):
     post_match_activity: float = 1.5
 
     def crowd(self, city: City) -> int:
-        if self.attendance:
-            return self.attendance
-        if self.venue not in city.areas.area_by_id:
+        return self.attendance or self.full_house(city.areas)
+
+    def full_house(self, areas: AreaMap) -> int:
+        """The crowd when `attendance` is not set: 95% of the venue's capacity."""
+        if self.venue not in areas.area_by_id:
             raise ConfigError(f"match-day needs a venue area {self.venue!r} (set venue=AREA)")
-        return int(0.95 * city.areas.area_by_id[self.venue].capacity)
+        return int(0.95 * areas.area_by_id[self.venue].capacity)
 
     def visitors(self, city: City) -> int:
         return int(round(self.crowd(city) * (1 - self.resident_share)))

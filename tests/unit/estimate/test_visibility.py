@@ -23,6 +23,7 @@ from streams.estimate.visibility import (
     N60,
     SEARCH_EPS,
     SIZE_EDGES,
+    TABLE_GRID,
     VisibilityModel,
     _to_planes,
     count_bounds,
@@ -127,8 +128,8 @@ def test_a_model_round_trips_through_its_file(tmp_path: Path) -> None:
     model.save(tmp_path / "m.npz")
     again = VisibilityModel.load(tmp_path / "m.npz")
     probe, n60 = rng.random((7, len(FEATURE_NAMES))), np.full(7, 500)
-    # The table is kept on a grid of 1/128 standard deviation and z to 1e-4: equal to a few thousandths.
-    assert np.abs(again.table - model.table).max() <= 0.5 / 128 + 1e-6
+    # The table is kept on a grid of 1/TABLE_GRID standard deviation and z to 1e-3: equal to a few thousandths.
+    assert np.abs(again.table - model.table).max() <= 0.5 / TABLE_GRID + 1e-6
     np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=2e-3)
     assert again.meta == {"runs": ["x"]} and again.k == 5
     np.testing.assert_allclose(again.spread_90, model.spread_90)
@@ -439,7 +440,7 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     again = VisibilityModel.load(tmp_path / "quick.npz")
     assert summary["rows"] == len(again.z) > 500 and again.row_error is not None
     assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
-    assert again.meta["table_runs"] == [r.label() for r in QUICK_TABLE_RUNS]
+    assert again.meta["table_runs"] == [r.describe() for r in QUICK_TABLE_RUNS]
     assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
     # The shipped kind: a linear fit over 40 rows, with a penalty, on every feature: the
     # network flag (the city's rows) and the growth.
@@ -573,8 +574,14 @@ def test_a_table_with_a_companion_round_trips_through_its_file(tmp_path: Path) -
     assert again.companion is not None and (again.companion.k, again.companion.table.shape[1]) == (10, 15)
     probe = np.random.default_rng(33).random((30, len(FEATURE_NAMES)))
     n60 = np.full(30, 5000)
-    # The stored grid and z to 1e-4: the same estimates, to that resolution.
-    np.testing.assert_allclose(again.predict(probe, n60)[0], model.predict(probe, n60)[0], atol=0.01)
+    # The stored grid and z to 1e-3: the same estimates to that resolution, but where the
+    # rounding flips a near tie between two neighbours (one probe in 30 here on a grid of 1/64).
+    differ = np.abs(again.predict(probe, n60)[0] - model.predict(probe, n60)[0])
+    assert np.count_nonzero(differ > 0.01) <= 2 and np.median(differ) < 0.002
+    # What was stored is stored exactly: a second round trip changes nothing.
+    again.save(tmp_path / "twice.npz")
+    twice = VisibilityModel.load(tmp_path / "twice.npz")
+    np.testing.assert_array_equal(twice.predict(probe, n60)[0], again.predict(probe, n60)[0])
     with pytest.raises(ValueError, match="companion"):
         replace(model, companion=replace(model.companion, row_error=None))  # type: ignore[arg-type]
 
