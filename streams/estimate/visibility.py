@@ -257,8 +257,9 @@ class VisibilityModel:
     def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
             groups: np.ndarray | None = None, ridge: float = 0.0) -> VisibilityModel:
         """A table from calibration rows (spread_90 still 1.0: see with_coverage). With `groups`
-        (one id per run and area), each row's error is measured with every row of its own group
-        left out: what the table knows of this area in this story without having seen it. (With
+        (one id per run and area, or per family of near-twin runs and area: calibrate.row_groups),
+        each row's error is measured with every row of its own group left out: what the table
+        knows of this area in this story without having seen it. (With
         only its own hour left out, a week-long run's other days of the same area answered for
         it, sharing its seed's persistent biases: the errors came out small, and a new seed of
         the same story, with other biases, fell outside the ranges.)"""
