@@ -286,6 +286,8 @@ class MatchDay(Scenario):
     quick: ClassVar[dict[str, Any]] = {"attendance": 8_000, "kickoff_after_min": 150.0, "duration_s": 5 * 3600.0,
                                        "start": "2026-11-14T12:30:00Z"}
     quick_devices: ClassVar[int] = 6_000
+    #: Kick-off to the final whistle, half-time and stoppages included (minutes).
+    MATCH_MIN: ClassVar[float] = 110.0
     full_devices: ClassVar[int] = 100_000
     start: str = "2026-11-14T12:00:00Z"  # a Saturday
     duration_s: float = 6.5 * 3600
@@ -325,7 +327,7 @@ class MatchDay(Scenario):
     def phases(self, start_ms: int) -> tuple[int, int, int, int]:
         """Kick-off, half-time start, second half start, final whistle (epoch ms)."""
         k = self.kickoff(start_ms)
-        return k, k + 47 * MIN, k + 62 * MIN, k + 110 * MIN
+        return k, k + 47 * MIN, k + 62 * MIN, k + int(self.MATCH_MIN * MIN)
 
     def episodes(self, start_ms: int) -> list[Episode]:
         k, _, _, whistle = self.phases(start_ms)

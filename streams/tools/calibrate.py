@@ -167,7 +167,7 @@ def random_networks(match_days: int, station_rushes: int, steadies: int, draw_se
             if ramp > 170:
                 # Arrivals longer than the default kick-off leaves: kick-off later, the run longer.
                 overrides.append(("kickoff_after_min", f"{ramp + 40}"))
-                hours = (ramp + 40 + 110 + 120) / 60
+                hours = (ramp + 40 + MatchDay.MATCH_MIN + 120) / 60
         runs.append(Run(kind, devices, round(hours, 2), first_seed + i, tuple(overrides), row_every_min=row_every_min,
                         family=f"{kind} drawn with seed {draw_seed}"))
     return tuple(runs)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from producers.scenarios import MatchDay
+from producers.signalling import Signalling
 from streams.core.areas import load_areas
 from streams.core.settings import Settings
 from streams.estimate.visibility import N60
@@ -14,7 +16,8 @@ from streams.tools.calibrate import HELD_OUT_RUNS, TABLE_RUNS, WARMUP_MIN, Netwo
 from streams.tools.evaluate.matrix import VARIANTS
 
 PRIOR = NetworkPrior()
-DEFAULTS = {"t3412_s": 54 * 60.0, "data_sessions_per_hour": 3.0, "arrival_ramp_min": 120.0, "exit_min": 30.0}
+DEFAULTS = {"t3412_s": Signalling.t3412_s, "data_sessions_per_hour": Signalling.data_sessions_per_hour,
+            "arrival_ramp_min": MatchDay.arrival_ramp_min, "exit_min": MatchDay.exit_min}
 
 
 def knobs(run: Run) -> dict[str, float]:
