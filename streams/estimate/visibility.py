@@ -24,8 +24,9 @@ of the 10 nearest on the first 15 features (the companion; a table written with 
 its own reference is answered by the fit alone), of a table computed from simulator runs
 with known truth (`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
 its own error when predicted from other situations, and an estimate's error is that of its
-neighbours, widened when they are farther than the table's rows are from each other (off the
-table's map), and scaled per size class so that 90% of held-out calibration points fall inside.
+neighbours, scaled with their distance (narrower where they are nearer than half the table's
+rows are from each other, wider off the table's map), and per size class so that 90% of
+held-out calibration points fall inside.
 
 Pure: numpy, and scipy's k-d tree for the neighbour search at run time.
 """
@@ -92,6 +93,14 @@ SIZE_EDGES = (100, 300, 1000, 3000, 10_000, 30_000)
 _MIN_CLASS_ROWS = 50
 #: The smallest error an estimator's weight is computed from (VisibilityModel.predict).
 _MIN_ERROR = 1e-3
+#: Within the table's map, an estimate's error scales with the square root of its neighbours'
+#: distance up to this share of the map's edge (the 95th percentile: neighbour_distance), and
+#: stays flat from there to the edge. A network unlike the calibration's lies farther from the
+#: table as a whole, and its errors are larger than its neighbours' own say. Chosen on
+#: calibrate's held-out runs (the lowest run's coverage and the spread between runs, of powers
+#: 0.25-0.75 and shares 0.3-1), never on the robustness matrix (docs/estimation.md, "Honest ranges").
+NEAR_SHARE = 0.5
+NEAR_POWER = 0.5
 
 
 def size_class(n60: np.ndarray) -> np.ndarray:
@@ -166,6 +175,9 @@ class VisibilityModel:
     #: prediction whose neighbours are farther than that is off the table's map, where the
     #: neighbours' agreement says little: its error is widened by the ratio. 0: no widening.
     neighbour_distance: float = 0.0
+    #: Nearer than this (NEAR_SHARE of neighbour_distance), the error narrows with the square
+    #: root of the distance (NEAR_POWER). 0: no narrowing (the tables written before).
+    near_distance: float = 0.0
     #: The ridge penalty of the local linear fit over the k neighbours (local_linear); 0: their
     #: plain mean z (the tables written before it).
     ridge: float = 0.0
@@ -229,7 +241,8 @@ class VisibilityModel:
         return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
 
     def _local(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """z, the local error (its neighbours' errors) and the off-map factor (>= 1) per row."""
+        """z, the local error (its neighbours' errors) and the distance factor per row: the
+        off-map widening (>= 1) times, on the map, the narrowing of near neighbours (<= 1)."""
         x = self.standardised(features)
         # Identical curves (small areas with the same handful of devices, say) have identical
         # neighbours: each distinct row is searched once. That matters off the table's map,
@@ -251,6 +264,8 @@ class VisibilityModel:
         far = np.ones(len(local))
         if self.neighbour_distance > 0:
             far = np.maximum(distance.mean(axis=1) / self.neighbour_distance, 1.0)
+        if self.near_distance > 0:
+            far = far * np.minimum(distance.mean(axis=1) / self.near_distance, 1.0) ** NEAR_POWER
         return z_hat, local, far
 
     @classmethod
@@ -270,14 +285,16 @@ class VisibilityModel:
         scale = np.where(scale > 0, scale, 1.0)
         table = ((features - mean) / scale).astype(np.float32)
         row_error = None
-        neighbour_distance = 0.0
+        neighbour_distance = near_distance = 0.0
         if groups is not None:
             nearest = _nearest_other_groups(table, k, np.asarray(groups))
             z_hat = local_linear(table, z, table.astype(np.float64), nearest, ridge) if ridge > 0 else z[nearest].mean(axis=1)
             row_error = np.abs(z - z_hat).astype(np.float32)
             distance = np.linalg.norm(table[nearest].astype(np.float64) - table[:, None, :], axis=2).mean(axis=1)
             neighbour_distance = float(np.quantile(distance, 0.95))
-        return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error, neighbour_distance, ridge)
+            near_distance = NEAR_SHARE * neighbour_distance
+        return cls(table, z, mean, scale, k, np.ones(len(SIZE_EDGES) + 1), 0.0, meta, row_error, neighbour_distance,
+                   near_distance, ridge)
 
     def with_coverage(self, features: np.ndarray, z: np.ndarray, n60: np.ndarray, level: float = 0.90,
                       runs: np.ndarray | None = None, across_runs: float = 0.9) -> VisibilityModel:
@@ -329,7 +346,8 @@ class VisibilityModel:
             "z_e3": _to_planes(np.rint(self.z * _E3).astype(np.int16)),
             "mean": self.mean, "scale": self.scale, "k": np.array(self.k),
             "spread_90": np.asarray(self.spread_90), "spread_floor": np.array(self.spread_floor),
-            "neighbour_distance": np.array(self.neighbour_distance), "ridge": np.array(self.ridge),
+            "neighbour_distance": np.array(self.neighbour_distance), "near_distance": np.array(self.near_distance),
+            "ridge": np.array(self.ridge),
             "meta": np.array(json.dumps(self.meta, sort_keys=True)),
         }
         if self.row_error is not None:
@@ -341,6 +359,7 @@ class VisibilityModel:
             arrays.update({
                 "companion_columns": np.array(c.table.shape[1]), "companion_k": np.array(c.k),
                 "companion_ridge": np.array(c.ridge), "companion_neighbour_distance": np.array(c.neighbour_distance),
+                "companion_near_distance": np.array(c.near_distance),
                 "companion_row_error_steps": _error_planes(c.row_error),  # type: ignore[arg-type]
             })
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_LZMA) as archive:
@@ -366,6 +385,7 @@ class VisibilityModel:
                     k=int(f["companion_k"]), spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.0, meta={},
                     row_error=_read_errors(f, "companion_row_error"),
                     neighbour_distance=float(f["companion_neighbour_distance"]), ridge=float(f["companion_ridge"]),
+                    near_distance=float(f["companion_near_distance"]) if "companion_near_distance" in f.files else 0.0,
                 )
             return cls(
                 table=table, z=z, mean=f["mean"],
@@ -373,6 +393,7 @@ class VisibilityModel:
                 spread_floor=float(f["spread_floor"]), meta=json.loads(str(f["meta"])),
                 row_error=_read_errors(f, "row_error"),
                 neighbour_distance=float(f["neighbour_distance"]) if "neighbour_distance" in f.files else 0.0,
+                near_distance=float(f["near_distance"]) if "near_distance" in f.files else 0.0,
                 ridge=float(f["ridge"]) if "ridge" in f.files else 0.0, companion=companion,
             )
 

@@ -21,6 +21,8 @@ from streams.estimate.visibility import (
     CURVE_SPANS_S,
     FEATURE_NAMES,
     N60,
+    NEAR_POWER,
+    NEAR_SHARE,
     SEARCH_EPS,
     SIZE_EDGES,
     TABLE_GRID,
@@ -413,6 +415,36 @@ def test_off_the_tables_map_the_range_widens_with_the_distance_to_the_neighbours
     assert np.mean(near_half == blind.predict(on_map, n)[1]) >= 0.9  # on the map: (nearly all) unchanged
     model.save(tmp_path / "m.npz")
     assert VisibilityModel.load(tmp_path / "m.npz").neighbour_distance == pytest.approx(model.neighbour_distance)
+
+
+def test_on_the_map_nearer_neighbours_give_a_narrower_range(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    spread, z_spread, _ = _synthetic(rng, 2000)
+    # One situation the calibration saw many times (20 runs of it, each its own group) beside
+    # situations seen once each: its rows are far nearer to each other than the others are.
+    twins = spread[:1] + rng.normal(0, 0.005, (400, spread.shape[1]))
+    features = np.concatenate([spread, twins])
+    z = np.concatenate([z_spread, np.full(400, z_spread[0]) + rng.normal(0, 0.03, 400)])
+    groups = np.concatenate([np.arange(2000) % 30, 30 + np.arange(400) % 20])
+    model = VisibilityModel.fit(features, z, k=10, meta={}, groups=groups)
+    assert model.near_distance == pytest.approx(NEAR_SHARE * model.neighbour_distance)
+    plain = replace(model, near_distance=0.0)  # the same table without the narrowing
+    n = np.full(50, 5000)
+    well_known = spread[:1] + rng.normal(0, 0.005, (50, spread.shape[1]))
+    distance = plain._tree.query(plain.standardised(well_known), k=model.k, eps=SEARCH_EPS)[0].mean(axis=1)
+    expected = np.minimum(distance / model.near_distance, 1.0) ** NEAR_POWER
+    assert np.all(expected < 0.5)  # among its twins: far nearer than half the map's edge
+    np.testing.assert_allclose(model.predict(well_known, n)[1], plain.predict(well_known, n)[1] * expected, rtol=1e-6)
+    # Seen once (its neighbours at the table's usual distances), and off the map, nothing changes.
+    seen_once = spread[1000:1050] + rng.normal(0, 0.005, (50, spread.shape[1]))
+    np.testing.assert_allclose(model.predict(seen_once, n)[1], plain.predict(seen_once, n)[1])
+    off_map = seen_once + 3 * spread.std(axis=0)
+    np.testing.assert_allclose(model.predict(off_map, n)[1], plain.predict(off_map, n)[1])
+    model.save(tmp_path / "m.npz")
+    assert VisibilityModel.load(tmp_path / "m.npz").near_distance == pytest.approx(model.near_distance)
+    # A table written before the narrowing loads without it.
+    plain.save(tmp_path / "plain.npz")
+    assert VisibilityModel.load(tmp_path / "plain.npz").near_distance == 0.0
 
 
 
