@@ -98,7 +98,8 @@ _MIN_ERROR = 1e-3
 #: stays flat from there to the edge. A network unlike the calibration's lies farther from the
 #: table as a whole, and its errors are larger than its neighbours' own say. Chosen on
 #: calibrate's held-out runs (the lowest run's coverage and the spread between runs, of powers
-#: 0.25-0.75 and shares 0.3-1), never on the robustness matrix (docs/estimation.md, "Honest ranges").
+#: 0.25-0.75 and shares 0.3-1), never on the robustness matrix (docs/estimation.md, "Ranges by
+#: distance").
 NEAR_SHARE = 0.5
 NEAR_POWER = 0.5
 
@@ -223,14 +224,15 @@ class VisibilityModel:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
         if not len(features):
             return np.zeros(0), np.zeros(0)
-        z_hat, local, far = self._local(features)
+        z_hat, local, by_distance = self._local(features)
         if self.companion is None:
-            half = np.hypot(local, self.spread_floor) * far
+            half = np.hypot(local, self.spread_floor) * by_distance
         else:
             # Each estimator's error off the map widens as it does alone; the weights are the
             # inverse squares of those errors, and the range is made of their weighted error.
-            other_z, other_local, other_far = self.companion._local(features)
-            mine, other = np.maximum(local * far, _MIN_ERROR), np.maximum(other_local * other_far, _MIN_ERROR)
+            other_z, other_local, other_by_distance = self.companion._local(features)
+            mine = np.maximum(local * by_distance, _MIN_ERROR)
+            other = np.maximum(other_local * other_by_distance, _MIN_ERROR)
             weight = other ** -2 / (mine ** -2 + other ** -2)
             # The companion reads no network flag: an area as its own reference looks to it like
             # the whole network's curve, and its neighbours' errors, measured on those rows, say
@@ -261,12 +263,12 @@ class VisibilityModel:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
         else:
             local = zs.std(axis=1, ddof=1)
-        far = np.ones(len(local))
-        if self.neighbour_distance > 0:
-            far = np.maximum(distance.mean(axis=1) / self.neighbour_distance, 1.0)
-        if self.near_distance > 0:
-            far = far * np.minimum(distance.mean(axis=1) / self.near_distance, 1.0) ** NEAR_POWER
-        return z_hat, local, far
+        by_distance = np.ones(len(local))
+        if self.neighbour_distance > 0:  # off the map: wider
+            by_distance = np.maximum(distance.mean(axis=1) / self.neighbour_distance, 1.0)
+        if self.near_distance > 0:  # near twins: narrower
+            by_distance *= np.minimum(distance.mean(axis=1) / self.near_distance, 1.0) ** NEAR_POWER
+        return z_hat, local, by_distance
 
     @classmethod
     def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
