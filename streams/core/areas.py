@@ -11,6 +11,7 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class Area:
     size_m2: float | None = None
     #: The operator's share of the people in this area (None: the configured default).
     market_share: float | None = None
+    #: The areas that divide this one: no cell in two of them, together exactly its cells. The
+    #: people in them add up to its own, and the estimator makes their estimates agree
+    #: (streams/estimate/estimator.py, reconcile; docs/areas.md).
+    parts: tuple[str, ...] = ()
 
 
 class AreaMap:
@@ -68,6 +73,16 @@ class AreaMap:
         #: The area every other is compared with by the people model (docs/estimation.md): the
         #: one named in the file, else the first that covers every cell, else the widest.
         self.reference = reference or next((a.id for a in self.areas if len(a.cells) == len(self.cells)), None) or self.widest()
+        #: (area, its parts) for every area whose parts are all in this map (a map of some of a
+        #: file's areas, as the evaluation's, drops a division it does not hold whole).
+        self.divisions: list[tuple[str, tuple[str, ...]]] = [
+            (a.id, a.parts) for a in self.areas if a.parts and all(part in self.area_by_id for part in a.parts)
+        ]
+
+    @property
+    def divided(self) -> frozenset[str]:
+        """Every area in a division, whole or part."""
+        return frozenset(a for whole, parts in self.divisions for a in (whole, *parts))
 
     @property
     def reference_covers_network(self) -> bool:
@@ -193,12 +208,48 @@ def parse_areas(doc: object, source: str = "<areas>") -> AreaMap:
                 kind=str(raw.get("kind", "area")),
                 size_m2=float(size) if size is not None else None,
                 market_share=float(share) if share is not None else None,
+                parts=_parts(raw.get("parts"), area_id, fail),
             )
         )
+    _check_divisions(areas, fail)
     reference = doc.get("reference")
     if reference is not None and (not isinstance(reference, str) or reference not in seen_areas):
         raise fail("'reference' must be the id of one of the areas")
     return AreaMap(str(doc.get("name", source)), cells, areas, reference)
+
+
+def _parts(raw: object, area_id: str, fail: Callable[[str], ValueError]) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(p, str) for p in raw) or len(set(raw)) != len(raw):
+        raise fail(f"area {area_id!r}: parts must be a list of two or more different area ids")
+    if area_id in raw:
+        raise fail(f"area {area_id!r}: an area cannot be a part of itself")
+    return tuple(raw)
+
+
+def _check_divisions(areas: list[Area], fail: Callable[[str], ValueError]) -> None:
+    """Each area's parts exist, share no cell and together hold exactly its cells; an area is
+    in one division at most (as the whole or as a part), so each is reconciled on its own."""
+    by_id = {a.id: a for a in areas}
+    member_of: dict[str, str] = {}
+    for area in areas:
+        if not area.parts:
+            continue
+        unknown = [p for p in area.parts if p not in by_id]
+        if unknown:
+            raise fail(f"area {area.id!r}: unknown parts {unknown}")
+        cells = [c for p in area.parts for c in by_id[p].cells]
+        if len(set(cells)) != len(cells):
+            raise fail(f"area {area.id!r}: its parts share cells (a division's parts must not overlap)")
+        if set(cells) != set(area.cells):
+            missing, extra = set(area.cells) - set(cells), set(cells) - set(area.cells)
+            raise fail(f"area {area.id!r}: its parts must hold exactly its cells "
+                       f"(missing {sorted(missing)[:5]}, outside it {sorted(extra)[:5]})")
+        for member in (area.id, *area.parts):
+            if member in member_of:
+                raise fail(f"area {member!r} is in two divisions ({member_of[member]!r} and {area.id!r})")
+            member_of[member] = area.id
 
 
 def load_areas(path: Path) -> AreaMap:

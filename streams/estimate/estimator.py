@@ -6,7 +6,8 @@ registers, a standard error of 1.04 / sqrt(16384) = 0.81%). `people` is the esti
 everyone present at the window end, customers of other operators included (docs/estimation.md):
 the visibility model (streams/estimate/visibility.py) turns the area's window curve into phones present,
 the market share and SIMs per person turn phones into people, and the range combines the
-model's, HyperLogLog's and the scaling's errors. With people_model "devices" (the naive model),
+model's, HyperLogLog's and the scaling's errors. The estimates of an area and of the parts that
+divide it are then made to agree (reconcile). With people_model "devices" (the naive model),
 people = the window's devices and the range is HyperLogLog's alone.
 """
 
@@ -49,6 +50,31 @@ def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
     return EstimateRange(devices, max(0, math.floor(devices - spread)), math.ceil(devices + spread))
 
 
+def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[EstimateRange, list[EstimateRange]]:
+    """Make the estimates of an area and of the parts that divide it agree: the people in the
+    parts add up to the whole's.
+
+    Each estimate takes a share of their disagreement in proportion to its own variance
+    (weighted least squares under the sum constraint, in people: a range of x1.1 barely moves, a
+    range of x3 takes most of it), read from its 90% range as a log-normal error. Each estimate
+    stays inside its own range: that range is what its own counts allow, and where the parts'
+    ranges cannot meet the whole's, the sum is left short rather than an estimate moved past
+    what its counts say. The ranges are not changed. Why: a district the crowd walks home
+    through reads, from its own counts, like a stadium in play (docs/estimation.md, "Levels");
+    the whole city and the other district say how many people it can hold."""
+    members = [whole, *parts]
+    people = np.array([e.people for e in members], dtype=np.float64)
+    sd = people * np.log(np.array([max(e.high, 1) / max(e.low, 1) for e in members])) / (2 * Z_90)
+    variance = sd**2
+    total = variance.sum()
+    if total <= 0:
+        return whole, list(parts)
+    gap = people[0] - people[1:].sum()
+    moved = people + np.concatenate([[-1.0], np.ones(len(parts))]) * gap * variance / total
+    out = [EstimateRange(int(np.clip(round(m), e.low, e.high)), e.low, e.high) for m, e in zip(moved, members)]
+    return out[0], out[1:]
+
+
 def area_shares(areas: AreaMap, default_share: float) -> dict[str, float]:
     """Each area's market share: its own from the areas file, else the deployment's."""
     return {a.id: a.market_share or default_share for a in areas.areas}
@@ -67,22 +93,36 @@ class PeopleModel:
     #: The area whose curve is the network's own (AreaMap.network_area: curve_features' `network`
     #: flag); None for a venue as its own reference.
     network_area: str | None = None
+    #: Areas divided into parts (AreaMap.divisions): their estimates are made to agree (reconcile).
+    divisions: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
                   scaling_se: float = 0.0) -> PeopleModel:
         share = area_shares(areas, default_share)
-        return cls(visibility, areas.reference, share, sims, scaling_se, areas.network_area)
+        return cls(visibility, areas.reference, share, sims, scaling_se, areas.network_area, tuple(areas.divisions))
 
     def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
         """People and 90% range per area (of `only`, or all), from the curves of one window end
         (which must include the reference area's; without it nothing can be said and nothing is
-        returned)."""
+        returned). An area of a division whose every member's curve is there is estimated with
+        them and reconciled; one whose division is incomplete, alone."""
         if self.reference not in curves:
             return {}
-        ids = sorted(curves if only is None else only & curves.keys())
-        if not ids:
+        wanted = set(curves if only is None else only & curves.keys())
+        if not wanted:
             return {}
+        whole_divisions = [(w, parts) for w, parts in self.divisions
+                           if all(a in curves for a in (w, *parts)) and wanted & {w, *parts}]
+        ids = sorted(wanted.union(*({w, *parts} for w, parts in whole_divisions)))
+        estimates = self._estimate(curves, ids)
+        for whole, parts in whole_divisions:
+            estimates[whole], reconciled = reconcile(estimates[whole], [estimates[p] for p in parts])
+            estimates.update(zip(parts, reconciled))
+        return {a: estimates[a] for a in sorted(wanted)}
+
+    def _estimate(self, curves: dict[str, np.ndarray], ids: list[str]) -> dict[str, EstimateRange]:
+        """Each area's own estimate, from its curve and the reference's."""
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         network = np.array([a == self.network_area for a in ids])
         z, half = self.visibility.predict(curve_features(matrix, curves[self.reference], network), matrix[:, N60])
@@ -459,10 +499,12 @@ class PointBook:
     each point's window counts and people range (PointRecord).
 
     An area's people estimate is a function of its own curve and the reference area's of the
-    same window end. So a point is re-estimated when its counts come in, and every area of a
-    window end when the reference's do (an area estimated against a reference still filling is
-    re-estimated once the reference is complete, whatever the order the partitions came in).
-    Each counter counts the reference itself (it need not own it): its curve is one area's.
+    same window end, and, for an area of a division (AreaMap.divisions), of the curves of the
+    division's other members. So a point is re-estimated when its counts come in, every area of
+    its division with it, and every area of a window end when the reference's do (an area
+    estimated against a reference still filling is re-estimated once the reference is complete,
+    whatever the order the partitions came in). Each counter counts the reference and the other
+    members of its areas' divisions itself (it need not own them).
 
     The newest window end is still filling (stream time is inside its last minute): its curve
     is short in the newest minute by however much of the minute has passed, a shape no
@@ -508,17 +550,28 @@ class PointBook:
             by_bucket.setdefault(bucket, set()).add(area)
         for bucket in sorted(by_bucket):
             areas = by_bucket[bucket] | (owned - self.counts.get(bucket, {}).keys())
-            if self.people is not None and self.people.reference not in self.curves.get(bucket, {}):
-                areas.add(self.people.reference)
+            if self.people is not None:
+                known = self.curves.get(bucket, {})
+                # The reference, and the other members of the divisions of the areas counted
+                # (their estimates are reconciled together), where their curves are not known.
+                areas |= {a for a in self._companions(areas) if a not in known}
+                if self.people.reference not in known:
+                    areas.add(self.people.reference)
             out.extend((area, bucket) for area in sorted(areas))
         return out
+
+    def _companions(self, areas: Iterable[str]) -> set[str]:
+        """The members of the divisions any of `areas` is in (them included)."""
+        assert self.people is not None
+        areas = set(areas)
+        return {a for whole, parts in self.people.divisions if areas & {whole, *parts} for a in (whole, *parts)}
 
     def forget_areas(self, keep: Iterable[str]) -> None:
         """Drop what the book holds of areas not in `keep` (given away to another worker): if
         they come back, they are counted afresh. The reference's curves stay."""
         keep = set(keep)
         if self.people is not None:
-            keep.add(self.people.reference)
+            keep |= self._companions(keep) | {self.people.reference}
         for counts in self.counts.values():
             for area in [a for a in counts if a not in keep]:
                 del counts[area]
@@ -535,7 +588,7 @@ class PointBook:
         assert self.people is not None
         people = self.people_of.setdefault(bucket, {})
         curves = self.curves.get(bucket, {})
-        todo = set(curves) if self.people.reference in came_in else came_in & curves.keys()
+        todo = set(curves) if self.people.reference in came_in else (came_in | self._companions(came_in)) & curves.keys()
         redone = set(todo)
         previous = self.people_of.get(bucket - 1, {})
         if bucket == filling and previous:

@@ -81,9 +81,10 @@ class WorkerParts:
         # One client for every store: its connections are made on first use, inside the
         # worker's event loop.
         client = connect(settings.redis_url)
-        # Changes of the people model's reference go to every estimator shard: every counter
-        # reads its curve.
-        hll = HllStore(client, keys, shards=settings.partitions, broadcast={areas.reference},
+        # Changes of the people model's reference, and of every area of a division (whose
+        # estimates are reconciled together), go to every estimator shard: every counter reads
+        # the reference's curve, and those of the divisions its areas are in.
+        hll = HllStore(client, keys, shards=settings.partitions, broadcast={areas.reference, *areas.divided},
                    register_writes=settings.register_writes)
         published = EstimateStore(client, keys)
         history_store = HistoryStore(settings.history_db, settings.namespace) if settings.history_db else None

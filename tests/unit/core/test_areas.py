@@ -265,3 +265,57 @@ def test_a_venue_alone_is_its_own_reference_and_says_it_cannot_carry_the_network
     stadium = city.area_by_id["stadium"]
     alone = AreaMap("venue", list(city.cells), [stadium])
     assert alone.reference == "stadium" and not alone.reference_covers_network and alone.network_area is None
+
+
+# --- divisions: an area and the parts that divide it --------------------------------------------
+
+
+DIVIDED = {
+    "name": "Divided town",
+    "cells": [{"id": c} for c in range(1, 6)],
+    "areas": [
+        {"id": "town", "capacity": 1000, "cells": [1, 2, 3, 4, 5], "parts": ["north", "south"]},
+        {"id": "north", "capacity": 500, "cells": [1, 2]},
+        {"id": "south", "capacity": 500, "cells": [3, 4, 5]},
+        {"id": "square", "capacity": 50, "cells": [2, 3]},
+    ],
+}
+
+
+def divided(**changes: object) -> dict:
+    doc = copy.deepcopy(DIVIDED)
+    for area_id, value in changes.items():
+        next(a for a in doc["areas"] if a["id"] == area_id.replace("_", "-"))["parts"] = value
+    return doc
+
+
+def test_the_example_city_is_divided_into_its_two_districts(city: AreaMap) -> None:
+    assert city.divisions == [("city", ("east-district", "west-district"))]
+    assert city.divided == {"city", "east-district", "west-district"}
+
+
+def test_a_division_must_hold_exactly_its_areas_cells_without_overlap() -> None:
+    town = parse_areas(DIVIDED, "town.json")
+    assert town.divisions == [("town", ("north", "south"))]
+    assert town.area_by_id["north"].parts == ()
+    for doc, message in [
+        (divided(town=["north", "square"]), "its parts share cells"),
+        (divided(town=["north", "nowhere"]), "unknown parts ['nowhere']"),
+        (divided(town=["north"]), "parts must be a list of two or more different area ids"),
+        (divided(town=["north", "north"]), "parts must be a list of two or more different area ids"),
+        (divided(town="north,south"), "parts must be a list of two or more different area ids"),
+        (divided(town=["town", "north"]), "an area cannot be a part of itself"),
+        (divided(square=["north", "south"]), "its parts must hold exactly its cells (missing [], outside it [1, 4, 5])"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_areas(doc, "town.json")
+    twice = copy.deepcopy(DIVIDED)
+    twice["areas"].append({"id": "whole", "capacity": 1000, "cells": [1, 2, 3, 4, 5], "parts": ["north", "south"]})
+    with pytest.raises(ValueError, match="area 'north' is in two divisions"):
+        parse_areas(twice, "town.json")
+
+
+def test_a_map_of_some_of_the_areas_keeps_only_the_divisions_it_holds_whole() -> None:
+    town = parse_areas(DIVIDED, "town.json")
+    some = AreaMap(town.name, list(town.cells), [a for a in town.areas if a.id != "south"])
+    assert some.divisions == [] and some.divided == frozenset()

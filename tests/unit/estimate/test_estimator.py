@@ -23,6 +23,7 @@ from streams.estimate.estimator import (
     level_reason,
     moving_through,
     points_to_refresh,
+    reconcile,
     sealed_through,
 )
 from streams.pipeline.estimator_pass import next_pass_at
@@ -327,3 +328,30 @@ def test_the_next_minutes_sealed_spans_are_spread_over_the_passes_left() -> None
     assert ahead_share(300, 100 * minute + 55_000, 100, minute, 10.0) == 300
     assert ahead_share(3, 100 * minute, 100, minute, 1.0) == 1
     assert ahead_share(0, 100 * minute, 100, minute, 1.0) == 0
+
+
+# --- an area and the parts that divide it agree --------------------------------------------------
+
+
+def test_reconciled_parts_add_up_to_the_whole_and_the_less_certain_moves_most() -> None:
+    whole = EstimateRange(1000, 950, 1050)  # x1.1 from end to end
+    sure, unsure = EstimateRange(700, 650, 750), EstimateRange(500, 250, 1000)  # x1.15 and x4
+    new_whole, (new_sure, new_unsure) = reconcile(whole, [sure, unsure])
+    assert abs(new_whole.people - (new_sure.people + new_unsure.people)) <= 1  # the parts held 200 too many
+    assert unsure.people - new_unsure.people > 10 * (sure.people - new_sure.people) > 0
+    assert 0 < new_whole.people - whole.people < 10  # the whole moves up towards them, least of all
+    # The ranges are the areas' own, unchanged.
+    assert [(e.low, e.high) for e in (new_whole, new_sure, new_unsure)] == [(950, 1050), (650, 750), (250, 1000)]
+
+
+def test_estimates_that_agree_are_left_as_they_are() -> None:
+    whole, parts = EstimateRange(1000, 900, 1100), [EstimateRange(400, 300, 500), EstimateRange(600, 500, 700)]
+    assert reconcile(whole, parts) == (whole, parts)
+
+
+def test_no_estimate_leaves_its_own_range_to_make_the_sum() -> None:
+    # Two parts of 100 (90-110) cannot make a whole of 1,000 (999-1,001): each goes as far as its
+    # own counts allow, and the sum is left short.
+    new_whole, new_parts = reconcile(EstimateRange(1000, 999, 1001), [EstimateRange(100, 90, 110)] * 2)
+    assert [e.people for e in new_parts] == [110, 110]
+    assert new_whole.people == 999

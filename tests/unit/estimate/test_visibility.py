@@ -15,7 +15,7 @@ from streams.core import hll
 from streams.core.areas import AreaMap, load_areas
 from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.windows import Span
-from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, WindowBook
+from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, PointBook, WindowBook
 from streams.estimate.visibility import (
     CURVE_LENGTH,
     CURVE_SPANS_S,
@@ -526,6 +526,47 @@ def test_the_same_counts_give_the_same_estimates_whatever_order_they_came_in() -
     in_two_orders = _final_people([partial_city, others, city], newest=8)
     assert at_once == in_two_orders
     assert _final_people([city, others], newest=8) == at_once
+
+
+def test_a_divided_areas_estimates_are_reconciled_whichever_of_them_is_asked_for() -> None:
+    people = PeopleModel.for_areas(_varied_model(), AREAS, default_share=0.5, sims=1.0)
+    assert people.divisions == (("city", ("east-district", "west-district")),)
+    curves = {a: np.array([n * (i + 1) for n in [100, 300, 600, 800, 1000, 900, 700, 500, 400]])
+              for i, a in enumerate(AREAS.area_ids)}
+    everyone = people.estimate(curves)
+    alone = people.estimate({a: c for a, c in curves.items() if a != "east-district"})  # the division is not whole
+    assert people.estimate(curves, {"west-district"}) == {"west-district": everyone["west-district"]}
+    assert everyone["west-district"] != alone["west-district"]  # reconciled with the city and the east district
+    assert everyone["stadium"] == alone["stadium"]  # in no division: as before
+    whole, parts = everyone["city"], [everyone["east-district"], everyone["west-district"]]
+    own = alone["west-district"]
+    assert (own.low, own.high) == (parts[1].low, parts[1].high)  # the range is its own counts'
+    assert whole.people < own.people  # here the city holds fewer than the district alone reads:
+    assert parts[1].people < own.people  # the district comes down, as far as its range allows
+
+
+def test_a_divisions_estimates_are_the_same_whatever_order_its_counts_came_in() -> None:
+    complete = _curve_counts(7)
+    # The west district first counted while still filling, then complete; the rest of the
+    # division (the city, the east district) in between.
+    partial_west = {k: (v // 4 if k[2].length_s <= 300 else v) for k, v in complete.items() if k[0] == "west-district"}
+    west = {k: v for k, v in complete.items() if k[0] == "west-district"}
+    others = {k: v for k, v in complete.items() if k[0] != "west-district"}
+    at_once = _final_people([complete], newest=8)
+    assert _final_people([partial_west, others, west], newest=8) == at_once
+    assert _final_people([others, west], newest=8) == at_once
+
+
+def test_a_worker_that_owns_one_part_counts_the_rest_of_its_division() -> None:
+    people = PeopleModel.for_areas(_varied_model(), AREAS, default_share=0.5, sims=1.0)
+    book = PointBook(AREAS, (300, 900, 3600), keep_buckets=5, people=people)
+    needed = book.needed([("west-district", 7)], owned=["west-district"])
+    assert needed == [("city", 7), ("east-district", 7), ("west-district", 7)]
+    assert book.needed([("stadium", 7)], owned=["stadium"]) == [("city", 7), ("stadium", 7)]  # the reference only
+    complete = _curve_counts(7)
+    book.update({k: v for k, v in complete.items() if k[0] in {"city", "east-district", "west-district"}}, newest=8, filling=None)
+    book.forget_areas(["west-district"])  # the curves of its division stay
+    assert set(book.curves[7]) == {"city", "east-district", "west-district"}
 
 
 def test_the_newest_minute_still_filling_keeps_the_previous_window_ends_people() -> None:
