@@ -568,7 +568,8 @@ class PointBook:
 
     def forget_areas(self, keep: Iterable[str]) -> None:
         """Drop what the book holds of areas not in `keep` (given away to another worker): if
-        they come back, they are counted afresh. The reference's curves stay."""
+        they come back, they are counted afresh. The reference's curves stay, and those of the
+        divisions the kept areas are in."""
         keep = set(keep)
         if self.people is not None:
             keep |= self._companions(keep) | {self.people.reference}
