@@ -164,7 +164,10 @@ def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[s
 
 def _people(model: VisibilityModel, own: np.ndarray, features: np.ndarray, share: np.ndarray, settings: Settings,
             area: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The worker's people, low, high for these curves under `model` (PeopleModel.estimate's steps)."""
+    """The worker's people, low, high for these curves under `model` (PeopleModel.estimate's steps),
+    each area's own: a division's reconciliation (estimator.reconcile) needs the curves of its
+    other members at the same minute, which a count does not bring, so for a count of a divided
+    area this is the estimate before it (docs/estimation.md, "Calibrating on your own counts")."""
     z, half = model.predict(features, own[:, N60])
     corrections = model.meta.get("area_corrections") or {}
     if corrections and area is not None:
