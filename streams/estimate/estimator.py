@@ -121,6 +121,11 @@ class PeopleModel:
             estimates.update(zip(parts, reconciled))
         return {a: estimates[a] for a in sorted(wanted)}
 
+    def divided_with(self, areas: Iterable[str]) -> set[str]:
+        """Every member of the divisions any of `areas` is in (the ones of `areas` included)."""
+        areas = set(areas)
+        return {a for whole, parts in self.divisions if areas & {whole, *parts} for a in (whole, *parts)}
+
     def _estimate(self, curves: dict[str, np.ndarray], ids: list[str]) -> dict[str, EstimateRange]:
         """Each area's own estimate, from its curve and the reference's."""
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
@@ -554,17 +559,11 @@ class PointBook:
                 known = self.curves.get(bucket, {})
                 # The reference, and the other members of the divisions of the areas counted
                 # (their estimates are reconciled together), where their curves are not known.
-                areas |= {a for a in self._companions(areas) if a not in known}
+                areas |= {a for a in self.people.divided_with(areas) if a not in known}
                 if self.people.reference not in known:
                     areas.add(self.people.reference)
             out.extend((area, bucket) for area in sorted(areas))
         return out
-
-    def _companions(self, areas: Iterable[str]) -> set[str]:
-        """The members of the divisions any of `areas` is in (them included)."""
-        assert self.people is not None
-        areas = set(areas)
-        return {a for whole, parts in self.people.divisions if areas & {whole, *parts} for a in (whole, *parts)}
 
     def forget_areas(self, keep: Iterable[str]) -> None:
         """Drop what the book holds of areas not in `keep` (given away to another worker): if
@@ -572,7 +571,7 @@ class PointBook:
         divisions the kept areas are in."""
         keep = set(keep)
         if self.people is not None:
-            keep |= self._companions(keep) | {self.people.reference}
+            keep |= self.people.divided_with(keep) | {self.people.reference}
         for counts in self.counts.values():
             for area in [a for a in counts if a not in keep]:
                 del counts[area]
@@ -589,7 +588,7 @@ class PointBook:
         assert self.people is not None
         people = self.people_of.setdefault(bucket, {})
         curves = self.curves.get(bucket, {})
-        todo = set(curves) if self.people.reference in came_in else (came_in | self._companions(came_in)) & curves.keys()
+        todo = set(curves) if self.people.reference in came_in else (came_in | self.people.divided_with(came_in)) & curves.keys()
         redone = set(todo)
         previous = self.people_of.get(bucket - 1, {})
         if bucket == filling and previous:

@@ -263,11 +263,12 @@ class VisibilityModel:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
         else:
             local = zs.std(axis=1, ddof=1)
+        mean_distance = distance.mean(axis=1)
         by_distance = np.ones(len(local))
         if self.neighbour_distance > 0:  # off the map: wider
-            by_distance = np.maximum(distance.mean(axis=1) / self.neighbour_distance, 1.0)
+            by_distance = np.maximum(mean_distance / self.neighbour_distance, 1.0)
         if self.near_distance > 0:  # near twins: narrower
-            by_distance *= np.minimum(distance.mean(axis=1) / self.near_distance, 1.0) ** NEAR_POWER
+            by_distance *= np.minimum(mean_distance / self.near_distance, 1.0) ** NEAR_POWER
         return z_hat, local, by_distance
 
     @classmethod
