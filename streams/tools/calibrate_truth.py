@@ -38,8 +38,8 @@ from streams.core.clock import parse_time
 from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
-from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90
-from streams.estimate.visibility import N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
+from streams.estimate.estimator import PeopleModel
+from streams.estimate.visibility import N60, VisibilityModel, curve_features
 from streams.tools.curves import BUCKET_MS, CurveTracker
 
 HOUR_BUCKETS = 60
@@ -120,28 +120,21 @@ def curves_from_events(events: np.ndarray, areas: AreaMap) -> tuple[int, np.ndar
     return first, np.array(tracker.hll_curves)
 
 
-def truth_rows(counts: list[Count], first: int, curves: np.ndarray, areas: AreaMap, settings: Settings,
-               ) -> tuple[list[Count], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The usable counts and, for each: its area's curve, the reference's curve, its truth z
-    and its share. A count is usable with an hour of recording before its minute and at least
-    one phone seen in its area in the hour."""
-    ref = areas.area_ids.index(areas.reference)
-    used, own, reference, z, share = [], [], [], [], []
+def truth_rows(counts: list[Count], first: int, curves: np.ndarray, areas: AreaMap) -> tuple[list[Count], np.ndarray]:
+    """The usable counts and, for each, every area's curve at the window end of its minute
+    (count, area, 9). A count is usable with an hour of recording before its minute and at
+    least one phone seen in its area in the hour."""
+    used, at = [], []
     for c in counts:
         bucket = c.at_ms // BUCKET_MS - 1  # the window ending at the count's minute
         t = bucket - first
         if t < HOUR_BUCKETS or t >= len(curves):
             continue
-        a = areas.area_ids.index(c.area)
-        if curves[t, a, N60] < 1:
+        if curves[t, areas.area_ids.index(c.area), N60] < 1:
             continue
-        s = areas.area_by_id[c.area].market_share or settings.market_share
         used.append(c)
-        own.append(curves[t, a])
-        reference.append(curves[t, ref])
-        z.append(math.log(c.people * s * settings.sims_per_person / curves[t, a, N60]))
-        share.append(s)
-    return used, np.array(own, dtype=np.float64), np.array(reference, dtype=np.float64), np.array(z), np.array(share)
+        at.append(t)
+    return used, curves[np.array(at, dtype=np.int64)].astype(np.float64)
 
 
 def _features(own: np.ndarray, reference: np.ndarray, network: np.ndarray) -> np.ndarray:
@@ -162,21 +155,17 @@ def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[s
     return out
 
 
-def _people(model: VisibilityModel, own: np.ndarray, features: np.ndarray, share: np.ndarray, settings: Settings,
-            area: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The worker's people, low, high for these curves under `model` (PeopleModel.estimate's steps),
-    each area's own: a division's reconciliation (estimator.reconcile) needs the curves of its
-    other members at the same minute, which a count does not bring, so for a count of a divided
-    area this is the estimate before it (docs/estimation.md, "Calibrating on your own counts")."""
-    z, half = model.predict(features, own[:, N60])
-    corrections = model.meta.get("area_corrections") or {}
-    if corrections and area is not None:
-        z = z + np.array([corrections.get(a, {}).get("dz", 0.0) for a in area])
-        half = np.hypot(half, Z_90 * np.array([corrections.get(a, {}).get("se", 0.0) for a in area]))
-    hll_se = 0.0 if model.meta.get("counts") == "hll" else HLL_STANDARD_ERROR
-    half = log_half_width(half, hll_se, settings.scaling_se, Z_90)
-    bounds = count_bounds(own, HLL_STANDARD_ERROR, Z_90)
-    return people_from(own[:, N60], z, half, share, settings.sims_per_person, bounds, Z_90 * settings.scaling_se)
+def _people(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
+            settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """People, low and high for each count, as the worker publishes them: PeopleModel.estimate on
+    every area's curve at the count's minute, so that a count of an area in a division is scored
+    on the reconciled estimate (estimator.reconcile), and an area's correction applies."""
+    people = PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
+    out = np.zeros((3, len(counts)), dtype=np.int64)
+    for i, (count, curves) in enumerate(zip(counts, minute_curves)):
+        e = people.estimate(dict(zip(areas.area_ids, curves)), only={count.area})[count.area]
+        out[:, i] = e.people, e.low, e.high
+    return out[0], out[1], out[2]
 
 
 def residuals_with_rows(model: VisibilityModel, features: np.ndarray, n60: np.ndarray, z: np.ndarray,
@@ -209,20 +198,26 @@ def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: n
             "bias": float(np.mean((p - truth) / truth)), "coverage": float(np.mean((low <= truth) & (truth <= high)))}
 
 
-def fit_and_check(model: VisibilityModel, counts: list[Count], own: np.ndarray, reference: np.ndarray, z: np.ndarray,
-                  share: np.ndarray, settings: Settings, network_area: str | None = None) -> tuple[VisibilityModel, dict]:
-    """Check the model on the counts, before and after; the table with every count added.
+def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
+                  settings: Settings) -> tuple[VisibilityModel, dict]:
+    """Check the model on the counts (truth_rows: every area's curve at each count's minute),
+    before and after; the table with every count added.
 
     "After" is measured the way a deployment would use it: the table with the counts of the
     earlier half of the period (by time) added, checked on the later half, which it has not
     seen. Each added row's own error (what the ranges are made of) is measured with its area
-    left out, as calibrate does for its own rows. `network_area`: the reference when it covers
-    every cell (its counts are the network's own curve: curve_features)."""
-    area = np.array([c.area for c in counts])
-    features = _features(own, reference, area == network_area)
+    left out, as calibrate does for its own rows. Each count is scored on the estimate the
+    worker would publish (_people)."""
+    index = np.array([areas.area_ids.index(c.area) for c in counts])
+    own = minute_curves[np.arange(len(counts)), index]
+    reference = minute_curves[:, areas.area_ids.index(areas.reference)]
+    share = np.array([areas.area_by_id[c.area].market_share or settings.market_share for c in counts])
     truth = np.array([c.people for c in counts], dtype=np.float64)
+    z = np.log(truth * share * settings.sims_per_person / own[:, N60])
+    area = np.array([c.area for c in counts])
+    features = _features(own, reference, area == areas.network_area)
     at = np.array([c.at_ms for c in counts])
-    before = _people(model, own, features, share, settings)
+    before = _people(model, counts, minute_curves, areas, settings)
     row_error = np.zeros(len(counts))
     for name in np.unique(area):
         mine = area == name
@@ -237,7 +232,7 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], own: np.ndarray, 
         residual = residuals_with_rows(model, features[earlier], n60[earlier], z[earlier], row_error[earlier])
         corrections = area_corrections(area[earlier], residual)
         fitted_early = replace(fitted_early, meta={**model.meta, "area_corrections": corrections})
-        after = _people(fitted_early, own[later], features[later], share[later], settings, area[later])
+        after = _people(fitted_early, [c for c, late in zip(counts, later) if late], minute_curves[later], areas, settings)
         checked = {
             "points": int(later.sum()),
             "before": _score(before[0][later], before[1][later], before[2][later], truth[later]),
@@ -266,12 +261,12 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], own: np.ndarray, 
 def run_truth(counts_path: Path, frames_path: Path, out: Path | None, as_json: bool, settings: Settings, areas: AreaMap) -> int:
     counts = load_counts(counts_path, areas)
     first, curves = curves_from_events(read_events(frames_path), areas)
-    used, own, reference, z, share = truth_rows(counts, first, curves, areas, settings)
+    used, minute_curves = truth_rows(counts, first, curves, areas)
     if not used:
         raise ConfigError(f"{counts_path}: no count falls at least an hour into the recording {frames_path} "
                           f"(it covers {len(curves)} minutes from {first * BUCKET_MS} ms)")
     model = VisibilityModel.load(settings.visibility_model_path)
-    fitted, summary = fit_and_check(model, used, own, reference, z, share, settings, areas.network_area)
+    fitted, summary = fit_and_check(model, used, minute_curves, areas, settings)
     summary["counts_skipped"] = len(counts) - len(used)
     if out is not None:
         fitted.save(out)
