@@ -2,10 +2,10 @@
 
 Each variant changes one thing the calibration never saw (the periodic-update timer, how
 chatty phones are, the population, a venue with no city around it, how fast crowds come and
-go, a market share that is wrong, another city) and is simulated with seeds no calibration run
-uses (301 and up; calibrate uses 101-148 and 201-228, evaluate 1). Its curves are counted as
-Redis counts them (streams/core/hll.py: Redis' hash, registers and estimator, checked
-against a real redis-server in the tests) by calibrate's tracker, and the worker's own
+go, a market share that is wrong, another city, another kind of event, another venue) and is
+simulated with seeds no calibration run uses (301 and up; calibrate uses 101-148 and 201-228,
+evaluate 1). Its curves are counted as Redis counts them (streams/core/hll.py: Redis' hash,
+registers and estimator, checked against a real redis-server in the tests) by calibrate's tracker, and the worker's own
 PeopleModel and level rule turn them into estimates. So a variant costs a simulation, not a
 pipeline run: the whole matrix fits in minutes on two cores, and the end-to-end path is checked
 separately (tests/integration/tools/test_estimation.py runs an off-calibration variant through the
@@ -52,12 +52,18 @@ class Variant:
     run: Run
     #: The areas the estimator knows (None: every area of the city); the widest is the reference.
     track: tuple[str, ...] | None = None
+    #: The event's venue, whose capacity is not scaled to the population (tracked_areas).
+    venue: str = "stadium"
 
 
 def _match(devices: int, seed: int, *overrides: tuple[str, str], areas_path: Path | None = None, hours: float = 6.5) -> Run:
     return Run("match-day", devices, hours, seed, tuple(overrides), areas_path)
 
 
+#: A concert: no half-time, phones used steadily from doors to encore, a quarter of the crowd
+#: leaving before the end, the rest within 20 minutes.
+_CONCERT = (("attendance", "45000"), ("pre_match_activity", "1.0"), ("in_play_activity", "1.0"), ("halftime_activity", "1.0"),
+            ("post_match_activity", "1.2"), ("early_leavers", "0.25"), ("exit_min", "20"))
 VARIANTS = (
     Variant("baseline", "match day as calibrated, 30,000 devices", _match(30_000, 301)),
     Variant("t3412-30-120", "periodic update 30-120 min per phone", _match(30_000, 302, ("t3412_s", "1800"), ("t3412_max_s", "7200"))),
@@ -73,6 +79,12 @@ VARIANTS = (
     Variant("share+20%", "true market share 20% above the configured", _match(30_000, 310, ("share_scale", "1.2"))),
     Variant("share-20%", "true market share 20% below the configured", _match(30_000, 311, ("share_scale", "0.8"))),
     Variant("harbour-town", "another city (harbour-town.json), match day", _match(20_000, 312, areas_path=HARBOUR_TOWN)),
+    # Events unlike every calibration run's: each of those is a match at the stadium, with its
+    # half-time dip in phone use and 5% leaving early.
+    Variant("concert", "another kind of event: 45,000 at the stadium, phones in use throughout, a quarter leave early",
+            _match(30_000, 313, *_CONCERT)),
+    Variant("arena-match", "another venue: the match's crowd at the one-cell arena (11,000)",
+            _match(30_000, 314, ("venue", "arena"), ("attendance", "11000")), venue="arena"),
 )
 QUICK_VARIANTS = (
     Variant("baseline", "match day, 4,000 devices, 2.5 h", _match(4_000, 301, ("kickoff_after_min", "90"), ("arrival_ramp_min", "60"), hours=2.5)),
@@ -160,7 +172,7 @@ def run_matrix(variants: tuple[Variant, ...], settings: Settings, visibility: Vi
     out = {}
     for variant, data in zip(variants, results):
         full = load_areas(variant.run.areas_path or settings.areas_path)
-        areas = tracked_areas(full, variant.track, variant.run.devices / CAPACITY_DEVICES)
+        areas = tracked_areas(full, variant.track, variant.run.devices / CAPACITY_DEVICES, variant.venue)
         model = PeopleModel.for_areas(visibility, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
         out[variant.name] = {"what": variant.what, "run": variant.run.label(), "reference": model.reference,
                              **score_variant(data, areas, model, settings.sims_per_person)}

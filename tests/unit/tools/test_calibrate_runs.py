@@ -69,6 +69,12 @@ def test_the_matrix_variants_lie_beyond_every_range_of_the_calibration(runs: tup
     variants = {v.name: v for v in VARIANTS}
     for name, outside in beyond.items():
         assert outside(knobs(variants[name].run)), name
+    # Every calibrated event is a match at the stadium, with the default phone use through its
+    # phases and the default early leavers: the concert and the match at the arena are not.
+    event = {"venue", "pre_match_activity", "in_play_activity", "halftime_activity", "post_match_activity", "early_leavers"}
+    assert all(event.isdisjoint(k for k, _ in r.overrides) for r in runs)
+    assert {"in_play_activity", "halftime_activity", "early_leavers"} <= {k for k, _ in variants["concert"].run.overrides}
+    assert ("venue", "arena") in variants["arena-match"].run.overrides and variants["arena-match"].venue == "arena"
     # Nor does any seed of the table or the held-out runs come back in the matrix or evaluate's.
     table_seeds, held_seeds = {r.seed for r in TABLE_RUNS}, {r.seed for r in HELD_OUT_RUNS}
     assert table_seeds.isdisjoint(held_seeds)
