@@ -3,6 +3,7 @@ ranges, the scaling from phones to people, and the exact curve tracker used to c
 
 from __future__ import annotations
 
+import json
 import math
 import zipfile
 from dataclasses import replace
@@ -465,7 +466,7 @@ def test_repeated_curves_get_the_same_prediction_as_when_predicted_alone() -> No
 
 def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     from streams.core.settings import Settings
-    from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate
+    from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, QUICK_TABLE_RUNS, calibrate, left_out_scores
 
     model, summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves")
     model.save(tmp_path / "quick.npz")
@@ -473,6 +474,12 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     assert summary["rows"] == len(again.z) > 500 and again.row_error is not None
     assert summary["held_out_rows"] > 200 and 0.85 <= summary["held_out_coverage_90"] <= 0.95
     assert again.meta["table_runs"] == [r.describe() for r in QUICK_TABLE_RUNS]
+    # `calibrate --without`'s check of a story left out scores rows as calibrate scores its
+    # held-out ones: the same runs give the same figures.
+    left_out = left_out_scores({"quick": model}, QUICK_HELD_OUT_RUNS, Settings(), 1, tmp_path / "curves")["quick"]
+    assert (left_out["rows"], left_out["mape"], left_out["coverage_90"]) == (
+        summary["held_out_rows"], summary["held_out_mape"], summary["held_out_coverage_90"])
+    assert list(left_out["by_run"]) == [r.label() for r in QUICK_HELD_OUT_RUNS]
     assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
     # The shipped kind: a linear fit over 40 rows, with a penalty, on every feature: the
     # network flag (the city's rows) and the growth.
@@ -492,6 +499,28 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     for m in (again, mean):
         z, half = m.predict(features, np.array([200]))
         assert np.isfinite(z).all() and (half > 0).all()
+
+
+def test_calibrate_without_a_story_scores_that_story_beside_the_table_that_has_seen_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, run
+
+    monkeypatch.delenv("CROWDPULSE_VISIBILITY_MODEL", raising=False)
+    args = argparse.Namespace(truth=None, frames=None, quick=True, without="steady", out=str(tmp_path / "no-steady.npz"),
+                              workers=1, cache=tmp_path / "curves", nearest_mean=False, json=True)
+    assert run(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    steady = [r.label() for r in QUICK_HELD_OUT_RUNS if r.scenario == "steady"]
+    # The table was built without the steady story and held out without it...
+    assert not any("steady" in r for r in summary["table_runs"] + summary["held_out_runs"])
+    # ... and scored on the steady story's held-out run, beside the shipped table, which has seen it.
+    without, shipped = summary["left_out"]["without"], summary["left_out"]["with"]
+    assert list(without["by_run"]) == list(shipped["by_run"]) == steady
+    assert without["rows"] == shipped["rows"] > 100
+    # Two tables, two answers (which is better on this half hour of a small run says nothing).
+    assert 0 < shipped["mape"] < 1 and 0 < without["mape"] < 1 and shipped["mape"] != without["mape"]
 
 
 # --- deterministic and complete: an estimate is a function of the counts it reads -----------
