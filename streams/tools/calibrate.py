@@ -23,6 +23,7 @@ the held-out ranges cover it; the estimator adds no separate HyperLogLog term fo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -287,11 +288,20 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
     return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index))  # type: ignore[return-value]
 
 
+#: The longest cache file name kept as the run's label; longer ones are named by its digest.
+_CACHE_NAME_MAX = 200
+
+
 def collect_all(runs: tuple[Run, ...], areas_path: Path, workers: int, cache: Path | None = None) -> list[dict]:
     """collect() every run, in parallel; with `cache`, each run's curves are kept there (one
     file per run, named by its label) and read back instead of simulated again."""
     def cached(run: Run) -> Path | None:
-        return None if cache is None else cache / (run.label().replace("/", "_") + ".npz")
+        if cache is None:
+            return None
+        name = run.label().replace("/", "_")
+        if len(name) > _CACHE_NAME_MAX:  # many overrides: a file name has at most 255 bytes
+            name = f"{run.scenario}_{run.devices}_{run.hours:g}h_seed{run.seed}_{hashlib.sha256(name.encode()).hexdigest()[:20]}"
+        return cache / (name + ".npz")
 
     results: dict[Run, dict] = {}
     for run in runs:

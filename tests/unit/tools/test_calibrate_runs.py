@@ -4,6 +4,8 @@ held-out runs have seen."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,17 @@ from producers.signalling import Signalling
 from streams.core.areas import load_areas
 from streams.core.settings import Settings
 from streams.estimate.visibility import N60
-from streams.tools.calibrate import HELD_OUT_RUNS, TABLE_RUNS, WARMUP_MIN, NetworkPrior, Run, random_networks, row_groups, rows
+from streams.tools.calibrate import (
+    HELD_OUT_RUNS,
+    TABLE_RUNS,
+    WARMUP_MIN,
+    NetworkPrior,
+    Run,
+    collect_all,
+    random_networks,
+    row_groups,
+    rows,
+)
 from streams.tools.evaluate.matrix import VARIANTS
 
 PRIOR = NetworkPrior()
@@ -128,3 +140,17 @@ def test_a_row_error_leaves_out_its_area_in_its_own_run_or_its_whole_family() ->
     assert drawn_a[0] == drawn_b[1] and drawn_a[1] == drawn_b[0] and drawn_a[0] != drawn_a[1]
     # Another kind drawn from the same prior is another family.
     assert steady[0] not in (*drawn_a, *hand_a, *hand_b)
+
+
+def test_a_run_with_many_overrides_is_cached_under_a_name_the_file_system_takes(tmp_path: Path) -> None:
+    # The label of a run with a dozen overrides outgrows a file name's 255 bytes.
+    long = tuple((k, v + "0" * 60) for k, v in (("data_sessions_per_hour", "3."), ("pagings_per_hour", "0.4"),
+                                                 ("activity_spread", "0.5")))
+    run = Run("steady", 1_000, 1.05, 149, long)
+    assert len(run.label()) > 255
+    settings = Settings()
+    first = collect_all((run,), settings.areas_path, 1, tmp_path)[0]
+    (saved,) = list(tmp_path.iterdir())
+    assert len(saved.name) <= 255 and saved.name.startswith("steady_1000_1.05h_seed149_")
+    again = collect_all((run,), settings.areas_path, 1, tmp_path)[0]  # read back, not simulated again
+    assert np.array_equal(first["curves"], again["curves"]) and list(tmp_path.iterdir()) == [saved]
