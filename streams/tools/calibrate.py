@@ -113,6 +113,16 @@ class NetworkPrior:
     #: and the share of it living in the city.
     attendance_share: tuple[float, float] = (0.3, 1.0)
     resident_share: tuple[float, float] = (0.2, 0.7)
+    #: Another kind of event (producers.scenarios.Event: a concert at the arena), so that a
+    #: match day is not the only way the table knows a venue to fill and empty: phone use in
+    #: the show (no half-time dip), before and after it, the share leaving early, arrivals and
+    #: exits (log-uniform); the crowd as a share of the arena's full house, as above.
+    event_show_activity: tuple[float, float] = (0.7, 1.3)
+    event_pre_activity: tuple[float, float] = (1.0, 1.3)
+    event_post_activity: tuple[float, float] = (1.0, 1.5)
+    event_early_leavers: tuple[float, float] = (0.05, 0.35)
+    event_arrival_ramp_min: tuple[float, float] = (40.0, 120.0)
+    event_exit_min: tuple[float, float] = (12.0, 40.0)
 
     def widened(self, factor: float) -> NetworkPrior:
         """The ring just beyond: every range of the network's habits, size and crowd speed
@@ -123,7 +133,8 @@ class NetworkPrior:
         return replace(self, devices=wide(self.devices), t3412_low_min=(self.t3412_low_min[0] / factor, self.t3412_low_min[1]),
                        t3412_high_max_min=self.t3412_high_max_min * factor,
                        data_sessions_per_hour=wide(self.data_sessions_per_hour), activity_spread=self.activity_spread * factor,
-                       arrival_ramp_min=wide(self.arrival_ramp_min), exit_min=wide(self.exit_min))
+                       arrival_ramp_min=wide(self.arrival_ramp_min), exit_min=wide(self.exit_min),
+                       event_arrival_ramp_min=wide(self.event_arrival_ramp_min), event_exit_min=wide(self.event_exit_min))
 
 
 #: How far beyond the table's ranges the randomised held-out networks reach (NetworkPrior.widened):
@@ -134,21 +145,24 @@ HELD_OUT_WIDENING = 1.15
 
 
 def random_networks(match_days: int, station_rushes: int, steadies: int, draw_seed: int, first_seed: int,
-                    prior: NetworkPrior = NetworkPrior(), row_every_min: int = 2) -> tuple[Run, ...]:
+                    prior: NetworkPrior = NetworkPrior(), row_every_min: int = 2, events: int = 0,
+                    event_row_every_min: int = 4) -> tuple[Run, ...]:
     """Runs of networks drawn at random from `prior` (one generator seeded with `draw_seed`:
-    the same runs on every machine), simulation seeds from `first_seed` up."""
-    from producers.scenarios import MatchDay
+    the same runs on every machine), simulation seeds from `first_seed` up. The events come
+    last, so that adding them leaves every other draw as it was."""
+    from producers.scenarios import Event, MatchDay
     from producers.signalling import Signalling
 
     rng = np.random.default_rng(draw_seed)
     full_house = MatchDay().full_house(load_areas(DEFAULT_AREAS))
+    event_house = Event().full_house(load_areas(DEFAULT_AREAS))
     pagings_per_session = Signalling.pagings_per_hour / Signalling.data_sessions_per_hour
 
     def log_uniform(bounds: tuple[float, float]) -> float:
         return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
 
     runs = []
-    kinds = ["match-day"] * match_days + ["station-rush"] * station_rushes + ["steady"] * steadies
+    kinds = ["match-day"] * match_days + ["station-rush"] * station_rushes + ["steady"] * steadies + ["event"] * events
     for i, kind in enumerate(kinds):
         devices = int(round(log_uniform(prior.devices) / 500) * 500)
         overrides: list[tuple[str, str]] = []
@@ -159,7 +173,8 @@ def random_networks(match_days: int, station_rushes: int, steadies: int, draw_se
         overrides += [("data_sessions_per_hour", f"{sessions:.2f}"),
                       ("pagings_per_hour", f"{sessions * pagings_per_session * np.exp(rng.uniform(-0.5, 0.5)):.3f}"),
                       ("activity_spread", f"{rng.uniform(0, prior.activity_spread):.2f}")]
-        hours = {"match-day": 6.5, "station-rush": 16.0, "steady": 3.0}[kind]
+        hours = {"match-day": 6.5, "station-rush": 16.0, "steady": 3.0, "event": 6.5}[kind]
+        every = row_every_min
         if kind == "match-day":
             ramp = round(log_uniform(prior.arrival_ramp_min))
             overrides += [("arrival_ramp_min", f"{ramp}"), ("exit_min", f"{log_uniform(prior.exit_min):.0f}"),
@@ -169,7 +184,18 @@ def random_networks(match_days: int, station_rushes: int, steadies: int, draw_se
                 # Arrivals longer than the default kick-off leaves: kick-off later, the run longer.
                 overrides.append(("kickoff_after_min", f"{ramp + 40}"))
                 hours = (ramp + 40 + MatchDay.MATCH_MIN + 120) / 60
-        runs.append(Run(kind, devices, round(hours, 2), first_seed + i, tuple(overrides), row_every_min=row_every_min,
+        if kind == "event":
+            show = rng.uniform(*prior.event_show_activity)
+            overrides += [("arrival_ramp_min", f"{log_uniform(prior.event_arrival_ramp_min):.0f}"),
+                          ("exit_min", f"{log_uniform(prior.event_exit_min):.0f}"),
+                          ("attendance", f"{int(event_house * rng.uniform(*prior.attendance_share))}"),
+                          ("resident_share", f"{rng.uniform(*prior.resident_share):.2f}"),
+                          ("early_leavers", f"{rng.uniform(*prior.event_early_leavers):.2f}"),
+                          ("pre_match_activity", f"{rng.uniform(*prior.event_pre_activity):.2f}"),
+                          ("in_play_activity", f"{show:.2f}"), ("halftime_activity", f"{show:.2f}"),
+                          ("post_match_activity", f"{rng.uniform(*prior.event_post_activity):.2f}")]
+            every = event_row_every_min
+        runs.append(Run(kind, devices, round(hours, 2), first_seed + i, tuple(overrides), row_every_min=every,
                         family=f"{kind} drawn with seed {draw_seed}"))
     return tuple(runs)
 
@@ -207,7 +233,7 @@ TABLE_RUNS = (
     Run("match-day", 25_000, 6.5, 116, (("data_sessions_per_hour", "8"), ("pagings_per_hour", "1.0"), ("activity_spread", "1.0"),
                                           ("arrival_ramp_min", "45"), ("exit_min", "12"))),
     # And networks drawn at random inside the same ranges (NetworkPrior), seeds 121-148.
-    *random_networks(match_days=24, station_rushes=2, steadies=2, draw_seed=99, first_seed=121),
+    *random_networks(match_days=24, station_rushes=2, steadies=2, draw_seed=99, first_seed=121, events=8),
 )
 HELD_OUT_RUNS = (
     Run("match-day", 100_000, 6.5, 201),
@@ -223,7 +249,7 @@ HELD_OUT_RUNS = (
     # Networks just beyond the table's ranges (HELD_OUT_WIDENING), seeds 221-228: the ranges
     # are scaled on situations the table has not seen, not only on new seeds of what it knows.
     *random_networks(match_days=6, station_rushes=1, steadies=1, draw_seed=7, first_seed=221,
-                     prior=NetworkPrior().widened(HELD_OUT_WIDENING), row_every_min=1),
+                     prior=NetworkPrior().widened(HELD_OUT_WIDENING), row_every_min=1, events=2, event_row_every_min=1),
 )
 QUICK_TABLE_RUNS = (Run("match-day", 6_000, 2.0, 101), Run("steady", 5_000, 1.5, 101))
 QUICK_HELD_OUT_RUNS = (Run("match-day", 6_000, 2.0, 201), Run("steady", 5_000, 1.5, 201))
@@ -288,8 +314,8 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
     return tuple(np.concatenate(parts) for parts in (feats, zs, n60s, area_index))  # type: ignore[return-value]
 
 
-#: The longest cache file name kept as the run's label; longer ones are named by its digest.
-_CACHE_NAME_MAX = 200
+#: The longest cache file name kept as the run's label (255 bytes with ".npz"); longer ones are named by its digest.
+_CACHE_NAME_MAX = 251
 
 
 def collect_all(runs: tuple[Run, ...], areas_path: Path, workers: int, cache: Path | None = None) -> list[dict]:

@@ -60,10 +60,11 @@ def _match(devices: int, seed: int, *overrides: tuple[str, str], areas_path: Pat
     return Run("match-day", devices, hours, seed, tuple(overrides), areas_path)
 
 
-#: A concert: no half-time, phones used steadily from doors to encore, a quarter of the crowd
-#: leaving before the end, the rest within 20 minutes.
-_CONCERT = (("attendance", "45000"), ("pre_match_activity", "1.0"), ("in_play_activity", "1.0"), ("halftime_activity", "1.0"),
-            ("post_match_activity", "1.2"), ("early_leavers", "0.25"), ("exit_min", "20"))
+#: A concert at the stadium: no half-time, phones in heavy use from doors to encore (beyond the
+#: calibration's arena events), nearly half the crowd leaving before the end, the rest within
+#: 20 minutes.
+_CONCERT = (("attendance", "45000"), ("pre_match_activity", "1.5"), ("in_play_activity", "1.5"), ("halftime_activity", "1.5"),
+            ("post_match_activity", "1.5"), ("early_leavers", "0.45"), ("exit_min", "20"))
 VARIANTS = (
     Variant("baseline", "match day as calibrated, 30,000 devices", _match(30_000, 301)),
     Variant("t3412-30-120", "periodic update 30-120 min per phone", _match(30_000, 302, ("t3412_s", "1800"), ("t3412_max_s", "7200"))),
@@ -79,11 +80,12 @@ VARIANTS = (
     Variant("share+20%", "true market share 20% above the configured", _match(30_000, 310, ("share_scale", "1.2"))),
     Variant("share-20%", "true market share 20% below the configured", _match(30_000, 311, ("share_scale", "0.8"))),
     Variant("harbour-town", "another city (harbour-town.json), match day", _match(20_000, 312, areas_path=HARBOUR_TOWN)),
-    # Events unlike every calibration run's: each of those is a match at the stadium, with its
-    # half-time dip in phone use and 5% leaving early.
-    Variant("concert", "another kind of event: 45,000 at the stadium, phones in use throughout, a quarter leave early",
+    # Events unlike every calibration run's: the calibrated matches are at the stadium, with their
+    # half-time dip in phone use and 5% leaving early; the calibrated concerts at the arena, with
+    # phones in use at x0.7-1.3 throughout and 5-35% leaving early.
+    Variant("concert", "a concert at the stadium: 45,000, phones in heavy use throughout (x1.5), 45% leave early",
             _match(30_000, 313, *_CONCERT)),
-    Variant("arena-match", "another venue: the match's crowd at the one-cell arena (11,000)",
+    Variant("arena-match", "a match (its half-time dip) at the arena, where the calibration has only concerts (11,000)",
             _match(30_000, 314, ("venue", "arena"), ("attendance", "11000")), venue="arena"),
 )
 QUICK_VARIANTS = (

@@ -124,6 +124,36 @@ def test_match_day_fills_and_empties_the_stadium_and_signalling_dips_at_half_tim
     assert abs(at(half + 7 * 60_000) - at(half - 5 * 60_000)) < 0.02 * 4000
 
 
+def test_an_event_fills_and_empties_the_arena_without_a_half_time_dip() -> None:
+    config = configure("event", {"attendance": 3000})
+    start = config.scenario.start_ms()
+    sim = Simulation(AREAS, 4000, seed=3, start_ms=start, config=config, truth=True)
+    doors, half, second, end = config.scenario.phases(start)
+    arena_cells = np.array(sorted(AREA_CELLS["arena"]), dtype=np.uint32)
+    per_minute: Counter = Counter()
+    for events in sim.run(end + 40 * 60_000):
+        here = events[np.isin(events["cell"], arena_cells) & (events["type"] != 3)]  # not handovers
+        for minute, n in zip(*np.unique(here["ts"] // 60_000, return_counts=True)):
+            per_minute[int(minute)] += int(n)
+    table = sim.truth.table()  # type: ignore[union-attr]
+    a = AREAS.area_ids.index("arena")
+    people = dict(zip((table.as_of // 60_000 - 1).tolist(), table.people[:, a].tolist()))
+    baseline = people[start // 60_000 + 30]
+    at = lambda t: people[t // 60_000]  # noqa: E731
+    assert at(doors + 30 * 60_000) - baseline >= 0.9 * 3000
+    assert at(doors - 70 * 60_000) - baseline < 0.1 * 3000  # arrivals over the hour before
+    # A fifth leave in the last quarter hour of the show, the rest within 20 minutes of its end.
+    assert 0.7 * 3000 < at(end - 2 * 60_000) - baseline < 0.9 * 3000
+    assert at(end + 25 * 60_000) - baseline < 0.1 * 3000
+
+    def rate(t0: int, t1: int) -> float:
+        minutes = range(t0 // 60_000 + 2, t1 // 60_000 - 1)
+        return sum(per_minute[m] for m in minutes) / sum(people[m] for m in minutes)
+
+    # Unlike a match: phones stay in use through the "half-time" the phases still mark.
+    assert rate(half, second) > 0.8 * rate(doors + 10 * 60_000, half)
+
+
 def test_high_street_uplift_raises_visits_from_the_given_day() -> None:
     config = configure("high-street", {"uplift_pct": "30", "uplift_from_day": "1"})
     start = config.scenario.start_ms()  # Monday

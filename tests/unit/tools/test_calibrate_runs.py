@@ -50,6 +50,15 @@ def test_random_networks_are_the_same_runs_on_every_draw_and_inside_the_prior() 
     assert runs != random_networks(match_days=6, station_rushes=1, steadies=1, draw_seed=6, first_seed=121)
     assert [r.seed for r in runs] == list(range(121, 129))
     assert [r.scenario for r in runs] == ["match-day"] * 6 + ["station-rush", "steady"]
+    # Concerts come last: adding them leaves every other draw as it was.
+    with_events = random_networks(match_days=6, station_rushes=1, steadies=1, draw_seed=5, first_seed=121, events=3)
+    assert with_events[:8] == runs and [r.scenario for r in with_events[8:]] == ["event"] * 3
+    for run in with_events[8:]:
+        given = {k: float(v) for k, v in run.overrides}
+        assert PRIOR.event_show_activity[0] <= given["in_play_activity"] == given["halftime_activity"] <= PRIOR.event_show_activity[1]
+        assert PRIOR.event_early_leavers[0] <= given["early_leavers"] <= PRIOR.event_early_leavers[1]
+        assert PRIOR.event_arrival_ramp_min[0] - 0.5 <= given["arrival_ramp_min"] <= PRIOR.event_arrival_ramp_min[1] + 0.5
+        assert run.row_every_min == 4
     for run in runs:
         k = knobs(run)
         assert PRIOR.devices[0] - 250 <= k["devices"] <= PRIOR.devices[1] + 250
@@ -81,12 +90,24 @@ def test_the_matrix_variants_lie_beyond_every_range_of_the_calibration(runs: tup
     variants = {v.name: v for v in VARIANTS}
     for name, outside in beyond.items():
         assert outside(knobs(variants[name].run)), name
-    # Every calibrated event is a match at the stadium, with the default phone use through its
-    # phases and the default early leavers: the concert and the match at the arena are not.
+    # Every calibrated match is at the stadium, with the default phone use through its phases and
+    # the default early leavers; every calibrated concert is at the arena, phones in steady use
+    # (no half-time dip) at x0.7-1.3: the concert at the stadium (x1.5, 45% leaving early) and the
+    # match at the arena (its dip) are neither.
     event = {"venue", "pre_match_activity", "in_play_activity", "halftime_activity", "post_match_activity", "early_leavers"}
-    assert all(event.isdisjoint(k for k, _ in r.overrides) for r in runs)
-    assert {"in_play_activity", "halftime_activity", "early_leavers"} <= {k for k, _ in variants["concert"].run.overrides}
-    assert ("venue", "arena") in variants["arena-match"].run.overrides and variants["arena-match"].venue == "arena"
+    assert all(event.isdisjoint(k for k, _ in r.overrides) for r in runs if r.scenario == "match-day")
+    concerts = [dict(r.overrides) for r in runs if r.scenario == "event"]
+    assert concerts and all("venue" not in c and c["in_play_activity"] == c["halftime_activity"] for c in concerts)
+    concert = dict(variants["concert"].run.overrides)
+    assert float(concert["in_play_activity"]) > max(float(c["in_play_activity"]) for c in concerts)
+    assert float(concert["early_leavers"]) > max(float(c["early_leavers"]) for c in concerts)
+    arena = dict(variants["arena-match"].run.overrides)
+    assert variants["arena-match"].run.scenario == "match-day" and arena["venue"] == "arena" == variants["arena-match"].venue
+    # The concerts' arrivals and exits stay short of the fast and slow crowds too.
+    ramps = [float(c["arrival_ramp_min"]) for c in concerts]
+    exits = [float(c["exit_min"]) for c in concerts]
+    assert knobs(variants["fast-crowd"].run)["ramp"] < min(ramps) and knobs(variants["fast-crowd"].run)["exit"] < min(exits)
+    assert knobs(variants["slow-crowd"].run)["ramp"] > max(ramps) and knobs(variants["slow-crowd"].run)["exit"] > max(exits)
     # Nor does any seed of the table or the held-out runs come back in the matrix or evaluate's.
     table_seeds, held_seeds = {r.seed for r in TABLE_RUNS}, {r.seed for r in HELD_OUT_RUNS}
     assert table_seeds.isdisjoint(held_seeds)
@@ -146,11 +167,11 @@ def test_a_run_with_many_overrides_is_cached_under_a_name_the_file_system_takes(
     # The label of a run with a dozen overrides outgrows a file name's 255 bytes.
     long = tuple((k, v + "0" * 60) for k, v in (("data_sessions_per_hour", "3."), ("pagings_per_hour", "0.4"),
                                                  ("activity_spread", "0.5")))
-    run = Run("steady", 1_000, 1.05, 149, long)
+    run = Run("steady", 1_000, 1.05, 999, long)
     assert len(run.label()) > 255
     settings = Settings()
     first = collect_all((run,), settings.areas_path, 1, tmp_path)[0]
     (saved,) = list(tmp_path.iterdir())
-    assert len(saved.name) <= 255 and saved.name.startswith("steady_1000_1.05h_seed149_")
+    assert len(saved.name) <= 255 and saved.name.startswith("steady_1000_1.05h_seed999_")
     again = collect_all((run,), settings.areas_path, 1, tmp_path)[0]  # read back, not simulated again
     assert np.array_equal(first["curves"], again["curves"]) and list(tmp_path.iterdir()) == [saved]

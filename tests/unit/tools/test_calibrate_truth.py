@@ -119,7 +119,7 @@ def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
 
 def test_a_count_of_a_divided_area_is_scored_on_the_estimate_the_worker_publishes(tmp_path: Path) -> None:
     # Phones in the stadium and in both districts: the city's division into its districts moves
-    # each district's own estimate by about a tenth here.
+    # each district's own estimate.
     path, _ = _recording(tmp_path, cells=(AREAS.area_by_id["stadium"].cells[0], AREAS.area_by_id["west-district"].cells[0],
                                           AREAS.area_by_id["east-district"].cells[0]))
     first, curves = curves_from_events(read_events(path), AREAS)
@@ -137,5 +137,6 @@ def test_a_count_of_a_divided_area_is_scored_on_the_estimate_the_worker_publishe
     published = [people.estimate(dict(zip(AREAS.area_ids, curves[m])), only={"west-district"})["west-district"].people
                  for m in minutes]
     own = [people._estimate(dict(zip(AREAS.area_ids, curves[m])), list(AREAS.area_ids))["west-district"].people for m in minutes]
-    assert summary["before"]["mape"] == pytest.approx(mape(published))
-    assert abs(mape(published) - mape(own)) > 0.02  # the division does move it, so the check can fail
+    # The division does move the district (so the check below can fail): by several percent a minute.
+    assert np.mean(np.abs(np.array(published) / np.array(own) - 1)) > 0.03 and mape(published) != mape(own)
+    assert summary["before"]["mape"] == pytest.approx(mape(published), abs=1e-12)
