@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "run without noise (env CROWDPULSE_DP_DAILY_BUDGET, _SENSITIVITY, _SECRET; docs/privacy.md)")
     p.add_argument("--matrix", action="store_true",
                    help="instead of one run: the people model on variants no calibration used (timers, chattiness, "
-                        "population, a venue alone, crowd speed, a wrong market share, another city); about 10 minutes "
-                        "on two cores, --quick in about one (docs/estimation.md)")
+                        "population, a venue alone, crowd speed, a wrong market share, another city, another kind of event, "
+                        "another venue); one to two minutes on two cores (docs/estimation.md)")
     p.add_argument("--variant", action="append", metavar="NAME", help="with --matrix: only these variants (repeatable)")
     p.add_argument("--footfall", action="store_true",
                    help="instead of one run: weeks of the free-parking scenario through the pipeline, the footfall report's "

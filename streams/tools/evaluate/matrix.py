@@ -3,7 +3,7 @@
 Each variant changes one thing the calibration never saw (the periodic-update timer, how
 chatty phones are, the population, a venue with no city around it, how fast crowds come and
 go, a market share that is wrong, another city, another kind of event, another venue) and is
-simulated with seeds no calibration run uses (301 and up; calibrate uses 101-148 and 201-228,
+simulated with seeds no calibration run uses (301 and up; calibrate uses 101-156 and 201-230,
 evaluate 1). Its curves are counted as Redis counts them (streams/core/hll.py: Redis' hash,
 registers and estimator, checked against a real redis-server in the tests) by calibrate's tracker, and the worker's own
 PeopleModel and level rule turn them into estimates. So a variant costs a simulation, not a
