@@ -93,31 +93,41 @@ def test_raster_territories_match_the_nearest_cell_site() -> None:
     assert (city.locate(points)[clear] == nearest[clear]).all()
 
 
-def test_match_day_fills_and_empties_the_stadium_and_signalling_dips_at_half_time() -> None:
-    config = configure("match-day", {"attendance": 4000})
+def _event_at_venue(scenario: str, venue: str, attendance: int, seed: int, after_end_min: int):
+    """Run an event scenario with truth; return its phases, the venue's people present `at` a
+    time (less its baseline before the crowd) and the `rate` of non-handover events per person
+    in the venue between two times (what the network hears, against the truth)."""
+    config = configure(scenario, {"attendance": attendance})
     start = config.scenario.start_ms()
-    sim = Simulation(AREAS, 4000, seed=2, start_ms=start, config=config, truth=True)
-    kickoff, half, second, whistle = config.scenario.phases(start)
-    stadium_cells = np.array(sorted(AREA_CELLS["stadium"]), dtype=np.uint32)
+    sim = Simulation(AREAS, 4000, seed=seed, start_ms=start, config=config, truth=True)
+    phases = config.scenario.phases(start)
+    cells = np.array(sorted(AREA_CELLS[venue]), dtype=np.uint32)
     per_minute: Counter = Counter()
-    for events in sim.run(whistle + 60 * 60_000):
-        here = events[np.isin(events["cell"], stadium_cells) & (events["type"] != 3)]  # not handovers
+    for events in sim.run(phases[-1] + after_end_min * 60_000):
+        here = events[np.isin(events["cell"], cells) & (events["type"] != 3)]  # not handovers
         for minute, n in zip(*np.unique(here["ts"] // 60_000, return_counts=True)):
             per_minute[int(minute)] += int(n)
     table = sim.truth.table()  # type: ignore[union-attr]
-    s = AREAS.area_ids.index("stadium")
-    people = dict(zip((table.as_of // 60_000 - 1).tolist(), table.people[:, s].tolist()))
+    v = AREAS.area_ids.index(venue)
+    people = dict(zip((table.as_of // 60_000 - 1).tolist(), table.people[:, v].tolist()))
     baseline = people[start // 60_000 + 30]
-    at = lambda t: people[t // 60_000]  # noqa: E731
-    assert at(kickoff + 30 * 60_000) - baseline >= 0.9 * 4000
-    assert at(kickoff - 120 * 60_000) - baseline < 0.1 * 4000  # the ramp starts two hours before
-    assert at(kickoff - 60 * 60_000) < at(kickoff - 30 * 60_000) < at(kickoff)
-    assert at(whistle + 35 * 60_000) - baseline < 0.1 * 4000  # everyone leaves within ~30 minutes
+
+    def at(t: int) -> int:
+        return people[t // 60_000] - baseline
 
     def rate(t0: int, t1: int) -> float:
         minutes = range(t0 // 60_000 + 2, t1 // 60_000 - 1)
         return sum(per_minute[m] for m in minutes) / sum(people[m] for m in minutes)
 
+    return phases, at, rate
+
+
+def test_match_day_fills_and_empties_the_stadium_and_signalling_dips_at_half_time() -> None:
+    (kickoff, half, second, whistle), at, rate = _event_at_venue("match-day", "stadium", 4000, seed=2, after_end_min=60)
+    assert at(kickoff + 30 * 60_000) >= 0.9 * 4000
+    assert at(kickoff - 120 * 60_000) < 0.1 * 4000  # the ramp starts two hours before
+    assert at(kickoff - 60 * 60_000) < at(kickoff - 30 * 60_000) < at(kickoff)
+    assert at(whistle + 35 * 60_000) < 0.1 * 4000  # everyone leaves within ~30 minutes
     in_play = rate(kickoff + 10 * 60_000, half)
     half_time = rate(half, second)
     assert half_time < 0.75 * in_play  # the truth is flat, what the network hears dips
@@ -125,31 +135,12 @@ def test_match_day_fills_and_empties_the_stadium_and_signalling_dips_at_half_tim
 
 
 def test_an_event_fills_and_empties_the_arena_without_a_half_time_dip() -> None:
-    config = configure("event", {"attendance": 3000})
-    start = config.scenario.start_ms()
-    sim = Simulation(AREAS, 4000, seed=3, start_ms=start, config=config, truth=True)
-    doors, half, second, end = config.scenario.phases(start)
-    arena_cells = np.array(sorted(AREA_CELLS["arena"]), dtype=np.uint32)
-    per_minute: Counter = Counter()
-    for events in sim.run(end + 40 * 60_000):
-        here = events[np.isin(events["cell"], arena_cells) & (events["type"] != 3)]  # not handovers
-        for minute, n in zip(*np.unique(here["ts"] // 60_000, return_counts=True)):
-            per_minute[int(minute)] += int(n)
-    table = sim.truth.table()  # type: ignore[union-attr]
-    a = AREAS.area_ids.index("arena")
-    people = dict(zip((table.as_of // 60_000 - 1).tolist(), table.people[:, a].tolist()))
-    baseline = people[start // 60_000 + 30]
-    at = lambda t: people[t // 60_000]  # noqa: E731
-    assert at(doors + 30 * 60_000) - baseline >= 0.9 * 3000
-    assert at(doors - 70 * 60_000) - baseline < 0.1 * 3000  # arrivals over the hour before
+    (doors, half, second, end), at, rate = _event_at_venue("event", "arena", 3000, seed=3, after_end_min=40)
+    assert at(doors + 30 * 60_000) >= 0.9 * 3000
+    assert at(doors - 70 * 60_000) < 0.1 * 3000  # arrivals over the hour before
     # A fifth leave in the last quarter hour of the show, the rest within 20 minutes of its end.
-    assert 0.7 * 3000 < at(end - 2 * 60_000) - baseline < 0.9 * 3000
-    assert at(end + 25 * 60_000) - baseline < 0.1 * 3000
-
-    def rate(t0: int, t1: int) -> float:
-        minutes = range(t0 // 60_000 + 2, t1 // 60_000 - 1)
-        return sum(per_minute[m] for m in minutes) / sum(people[m] for m in minutes)
-
+    assert 0.7 * 3000 < at(end - 2 * 60_000) < 0.9 * 3000
+    assert at(end + 25 * 60_000) < 0.1 * 3000
     # Unlike a match: phones stay in use through the "half-time" the phases still mark.
     assert rate(half, second) > 0.8 * rate(doors + 10 * 60_000, half)
 
