@@ -109,8 +109,8 @@ class City:
         """Where people live and work, per cell, from geometry and area kinds.
 
         Jobs concentrate around the city's centroid (a Gaussian of ~1.2 km), homes thin out
-        there; venue cells have few homes; a street's cells have fewer homes and, being shops
-        rather than offices, fewer jobs (its crowds are shoppers).
+        there; venue and station cells have few homes; a street's cells have fewer homes and,
+        being shops rather than offices, fewer jobs (its crowds are shoppers).
         """
         d = np.hypot(*(self.xy - self.centroid).T)
         core = np.exp(-((d / 1200.0) ** 2))
@@ -120,7 +120,7 @@ class City:
             cells = self.membership[:, a]
             if cells.sum() > max(4, self.n_cells // 8):
                 continue  # districts and the city: no special use
-            if area.kind == "venue":
+            if area.kind in ("venue", "station"):
                 residential[cells] *= 0.1
                 work[cells] *= 0.5
             elif area.kind == "street":

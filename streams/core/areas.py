@@ -20,6 +20,9 @@ import numpy as np
 from streams.core.errors import ConfigError
 
 AREA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The `kind` of an area where a crowd comes for an event and stays through it (a stadium, an
+#: arena, a concert hall): the people model reads its counts against other venues' (AreaMap.venues).
+VENUE_KIND = "venue"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,11 @@ class AreaMap:
         within = np.arange(total) - run_starts
         area_index = self.area_idx[np.repeat(starts, counts) + within]
         return event_pos, area_index
+
+    @property
+    def venues(self) -> frozenset[str]:
+        """The areas of kind `venue` (VENUE_KIND): visibility.curve_features' venue flag."""
+        return frozenset(a.id for a in self.areas if a.kind == VENUE_KIND)
 
     def widest(self) -> str:
         """The area with the most cells (the whole network in a city file), first on a tie: the

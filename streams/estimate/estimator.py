@@ -95,12 +95,15 @@ class PeopleModel:
     network_area: str | None = None
     #: Areas divided into parts (AreaMap.divisions): their estimates are made to agree (reconcile).
     divisions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: Areas of kind venue (AreaMap.venues: curve_features' `venue` flag).
+    venues: frozenset[str] = frozenset()
 
     @classmethod
     def for_areas(cls, visibility: VisibilityModel, areas: AreaMap, default_share: float, sims: float,
                   scaling_se: float = 0.0) -> PeopleModel:
         share = area_shares(areas, default_share)
-        return cls(visibility, areas.reference, share, sims, scaling_se, areas.network_area, tuple(areas.divisions))
+        return cls(visibility, areas.reference, share, sims, scaling_se, areas.network_area, tuple(areas.divisions),
+                   areas.venues)
 
     def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
         """People and 90% range per area (of `only`, or all), from the curves of one window end
@@ -130,7 +133,8 @@ class PeopleModel:
         """Each area's own estimate, from its curve and the reference's."""
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         network = np.array([a == self.network_area for a in ids])
-        z, half = self.visibility.predict(curve_features(matrix, curves[self.reference], network), matrix[:, N60])
+        venue = np.array([a in self.venues for a in ids])
+        z, half = self.visibility.predict(curve_features(matrix, curves[self.reference], network, venue), matrix[:, N60])
         # A deployment's own counts (`crowdpulse calibrate --truth`) correct each area they cover
         # by the model's bias there, and add that correction's own uncertainty to the range.
         corrections = self.visibility.meta.get("area_corrections") or {}

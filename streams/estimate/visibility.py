@@ -16,17 +16,18 @@ crowd arriving or leaving, or a steady stream).
 
 From them it forms scale-free features (fractions of N(60), the same fractions relative to a
 reference area that covers the whole network, which carries the hour's general level of
-activity, whether the curve is the network's own, and the growth over the last two quarter
-hours), and estimates z = log(phones present / N(60)) by the nearest calibrated situations: a
-linear fit over the k most similar rows (local_linear), weighed per estimate against the mean z
-of the 10 nearest on the first 15 features (the companion; a table written with `calibrate
---nearest-mean`, or before, answers that mean alone; it has no network flag, so an area that is
-its own reference is answered by the fit alone), of a table computed from simulator runs
-with known truth (`crowdpulse calibrate`, streams/tools/calibrate.py). The uncertainty is local: each table row knows
-its own error when predicted from other situations, and an estimate's error is that of its
-neighbours, scaled with their distance (narrower where they are nearer than half the table's
-rows are from each other, wider off the table's map), and per size class so that 90% of
-held-out calibration points fall inside.
+activity, whether the curve is the network's own, the growth over the last two quarter hours,
+and whether the area is a venue), and estimates z = log(phones present / N(60)) by the nearest
+calibrated situations: a linear fit over the k most similar rows (local_linear), weighed per
+estimate against the mean z of the 10 nearest on the first 15 features and the venue flag (the
+companion; a table written with `calibrate --nearest-mean`, or before, answers that mean alone;
+it has no network flag, so an area that is its own reference is answered by the fit alone), of
+a table computed from simulator runs with known truth (`crowdpulse calibrate`,
+streams/tools/calibrate.py). The uncertainty is local: each table row knows its own error when
+predicted from other situations, and an estimate's error is that of its neighbours, scaled with
+their distance (narrower where they are nearer than half the table's rows are from each other,
+wider off the table's map), and per size class so that 90% of held-out calibration points fall
+inside.
 
 Pure: numpy, and scipy's k-d tree for the neighbour search at run time.
 """
@@ -64,17 +65,19 @@ FEATURE_NAMES = (
     + [f"n{m}/n60 rel" for m in RECENT_MIN[:-1]]
     + [f"seen again {s}/n60" for s in SPLIT_MIN]
     + [f"seen again {s}/n60 rel" for s in SPLIT_MIN]
-    + ["reference n15/n60", "the network itself", "growth n15/p15", "growth n15/p15 rel"]
+    + ["reference n15/n60", "the network itself", "growth n15/p15", "growth n15/p15 rel", "a venue"]
 )
 #: Feature columns a table may hold: the first 15 (tables written before the network flag), 16
-#: (before the growth features) or all of them. A table reads the first ones it holds.
-TABLE_COLUMNS = (15, 16, len(FEATURE_NAMES))
+#: (before the growth features), 18 (before the venue flag) or all of them. A table reads the
+#: first ones it holds, unless it names its columns (VisibilityModel.columns).
+TABLE_COLUMNS = (15, 16, 18, len(FEATURE_NAMES))
 _FLOOR = 1e-3
 #: Feature columns: each shape feature and its relative twin, the network flag, the relative growth.
 _BASE_COLUMNS = [FEATURE_NAMES.index(n[: -len(" rel")]) for n in FEATURE_NAMES if n.endswith(" rel") and "growth" not in n]
 _RELATIVE_COLUMNS = [i for i, n in enumerate(FEATURE_NAMES) if n.endswith(" rel") and "growth" not in n]
 _NETWORK = FEATURE_NAMES.index("the network itself")
 _GROWTH_RELATIVE = FEATURE_NAMES.index("growth n15/p15 rel")
+VENUE = FEATURE_NAMES.index("a venue")
 #: Rows per leaf of the neighbour-search tree (VisibilityModel._tree).
 TREE_LEAF_ROWS = 256
 #: The neighbour search's tolerance: each neighbour found is within 1 + SEARCH_EPS of the
@@ -108,7 +111,8 @@ def size_class(n60: np.ndarray) -> np.ndarray:
     return np.searchsorted(np.asarray(SIZE_EDGES), np.asarray(n60), side="right")
 
 
-def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np.ndarray = False) -> np.ndarray:
+def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np.ndarray = False,
+                   venue: bool | np.ndarray = False) -> np.ndarray:
     """Features of curves (n, 9) against the reference area's curve (9,) at the same window end.
 
     `network` (one flag, or one per curve): the curve is the whole network's own, the reference
@@ -120,7 +124,14 @@ def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np
 
     The growth, log((N(15) + 1) / (P(15) + 1)), and the same less the reference's: the hour's
     shape alone does not tell a crowd arriving in a quiet network (seen once, not yet again)
-    from a steady stream of passers-by; the last two quarter hours do (docs/estimation.md)."""
+    from a steady stream of passers-by; the last two quarter hours do (docs/estimation.md).
+
+    `venue` (one flag, or one per curve): the area is a venue (its `kind` in the areas file,
+    AreaMap.venues), where a crowd comes for an event and stays through it. Its counts can read
+    like a district's as the crowd walks home through it: a settled crowd seen about once per
+    periodic update and a stream of passers-by each seen once as they pass both give N(W) / N(60)
+    near W / 60, and only how many of the hour's phones are still there differs
+    (docs/estimation.md, "Venues and the rest")."""
     curves = np.asarray(curves, dtype=np.float64).reshape(-1, CURVE_LENGTH)
     reference = np.asarray(reference, dtype=np.float64).reshape(CURVE_LENGTH)
 
@@ -148,6 +159,7 @@ def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np
         np.broadcast_to(np.asarray(network, dtype=np.float64), (len(curves),))[:, None],
         grows[:, None],
         (grows - growth(reference))[:, None],
+        np.broadcast_to(np.asarray(venue, dtype=np.float64), (len(curves),))[:, None],
     ], axis=1)
 
 
@@ -187,11 +199,15 @@ class VisibilityModel:
     #: square of their neighbours' own errors: a dense, well-known situation (a stadium in play)
     #: is answered by its exact analogues, one off the map by the fit (docs/estimation.md).
     companion: VisibilityModel | None = None
+    #: The feature columns the table holds, in order; () for the first table.shape[1] of them.
+    columns: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.table.ndim != 2 or self.table.shape[1] not in TABLE_COLUMNS:
+        if self.columns and (self.table.ndim != 2 or len(self.columns) != self.table.shape[1]):
+            raise ValueError("a calibration table's named columns must be its columns")
+        if not self.columns and (self.table.ndim != 2 or self.table.shape[1] not in TABLE_COLUMNS):
             raise ValueError(f"the calibration table must have {len(FEATURE_NAMES)} feature columns "
-                             f"(or, written before, {TABLE_COLUMNS[0]} or {TABLE_COLUMNS[1]})")
+                             f"(or, written before, {', '.join(map(str, TABLE_COLUMNS[:-1]))})")
         if len(self.z) != len(self.table) or len(self.table) < self.k or self.k < 2:
             raise ValueError("the calibration table needs at least k >= 2 rows with a z each")
         if self.companion is not None and (len(self.companion.z) != len(self.z) or self.companion.row_error is None):
@@ -216,9 +232,11 @@ class VisibilityModel:
         return cKDTree(self.table.astype(np.float64), leafsize=TREE_LEAF_ROWS, balanced_tree=False)
 
     def standardised(self, features: np.ndarray) -> np.ndarray:
-        """Feature rows as the table holds them. A table without the network flag (the last
-        feature: the default table) reads the others."""
-        return (np.asarray(features, dtype=np.float64)[:, : self.table.shape[1]] - self.mean) / self.scale
+        """Feature rows as the table holds them: its named columns, else the first ones (a table
+        written before a feature was added reads the others)."""
+        features = np.asarray(features, dtype=np.float64)
+        chosen = features[:, list(self.columns)] if self.columns else features[:, : self.table.shape[1]]
+        return (chosen - self.mean) / self.scale
 
     def predict(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
@@ -356,11 +374,12 @@ class VisibilityModel:
         if self.row_error is not None:
             arrays["row_error_steps"] = _error_planes(self.row_error)
         if self.companion is not None:
-            # The same rows and z: only its columns (the first ones), k, penalty, row errors and
-            # map distance are its own.
+            # The same rows and z: only its columns, k, penalty, row errors and map distance are
+            # its own.
             c = self.companion
             arrays.update({
                 "companion_columns": np.array(c.table.shape[1]), "companion_k": np.array(c.k),
+                **({"companion_column_index": np.array(c.columns)} if c.columns else {}),
                 "companion_ridge": np.array(c.ridge), "companion_neighbour_distance": np.array(c.neighbour_distance),
                 "companion_near_distance": np.array(c.near_distance),
                 "companion_row_error_steps": _error_planes(c.row_error),  # type: ignore[arg-type]
@@ -382,13 +401,16 @@ class VisibilityModel:
             z = _from_planes(f["z_e3"], np.int16) / _E3 if "z_e3" in f.files else _from_planes(f["z"], np.int32) / _E4
             companion = None
             if "companion_columns" in f.files:
-                n = int(f["companion_columns"])
+                # Its named columns, or (tables written before the venue flag) the first ones.
+                chosen = (f["companion_column_index"].astype(int) if "companion_column_index" in f.files
+                          else np.arange(int(f["companion_columns"])))
                 companion = cls(
-                    table=np.ascontiguousarray(table[:, :n]), z=z, mean=f["mean"][:n], scale=f["scale"][:n],
+                    table=np.ascontiguousarray(table[:, chosen]), z=z, mean=f["mean"][chosen], scale=f["scale"][chosen],
                     k=int(f["companion_k"]), spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.0, meta={},
                     row_error=_read_errors(f, "companion_row_error"),
                     neighbour_distance=float(f["companion_neighbour_distance"]), ridge=float(f["companion_ridge"]),
                     near_distance=float(f["companion_near_distance"]) if "companion_near_distance" in f.files else 0.0,
+                    columns=tuple(int(c) for c in chosen) if "companion_column_index" in f.files else (),
                 )
             return cls(
                 table=table, z=z, mean=f["mean"],

@@ -37,7 +37,7 @@ import numpy as np
 from streams.core.areas import AreaMap, load_areas
 from streams.core.errors import ConfigError
 from streams.core.settings import DEFAULT_AREAS, DEFAULT_VISIBILITY_MODEL, Settings
-from streams.estimate.visibility import FEATURE_NAMES, N60, VisibilityModel, curve_features
+from streams.estimate.visibility import FEATURE_NAMES, N60, VENUE, VisibilityModel, curve_features
 from streams.tools.curves import CurveTracker
 
 PHONE = 0
@@ -54,9 +54,11 @@ LOCAL_FIT_K = 40
 LOCAL_FIT_RIDGE = 0.3
 #: The companion estimator in the shipped table, and `--nearest-mean`'s table alone (the kind
 #: shipped before, for comparison): the mean z of the 10 nearest rows on the first 15 features
-#: (no network flag, no growth).
+#: (no network flag, no growth). The companion also reads the venue flag: without it, a district
+#: the crowd walks home through found its 10 nearest rows among stadiums in play.
 K_NEIGHBOURS = 10
 NEAREST_MEAN_COLUMNS = 15
+COMPANION_COLUMNS = (*range(NEAREST_MEAN_COLUMNS), VENUE)
 #: Rows of an area as its own reference (a venue with no network around it): one per this many minutes.
 SELF_REFERENCE_EVERY_MIN = 5
 
@@ -291,6 +293,7 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
     curves, people = data["curves"], data["people"]
     ref = list(data["area_ids"]).index(reference)
     network = ref if reference == areas.network_area else -1  # the row flagged as the network's own curve
+    venue = np.array([a in areas.venues for a in data["area_ids"]])
     share = np.array([a.market_share or settings.market_share for a in areas.areas])
     feats, zs, n60s, area_index = [], [], [], []
     for t in range(WARMUP_MIN, len(curves)):
@@ -301,14 +304,14 @@ def rows(data: dict, areas: AreaMap, settings: Settings, reference: str,
         if not use.any():
             continue
         phones = people[t] * share * settings.sims_per_person
-        feats.append(curve_features(curves[t][use], curves[t, ref], np.flatnonzero(use) == network))
+        feats.append(curve_features(curves[t][use], curves[t, ref], np.flatnonzero(use) == network, venue[use]))
         zs.append(np.log(phones[use] / n60[use]))
         n60s.append(n60[use])
         area_index.append(np.flatnonzero(use))
         if self_every and t % self_every == 0:
             for a in np.flatnonzero(use):
                 if a != ref:
-                    feats.append(curve_features(curves[t][a : a + 1], curves[t, a]))
+                    feats.append(curve_features(curves[t][a : a + 1], curves[t, a], venue=venue[a]))
                     zs.append(np.log(phones[a : a + 1] / n60[a : a + 1]))
                     n60s.append(n60[a : a + 1])
                     area_index.append(np.array([a]))
@@ -392,9 +395,9 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
     if not nearest_mean:
         # The mean of the nearest rows on the first features, each estimate weighed between the
         # two by their neighbours' errors (VisibilityModel.companion).
-        meta["companion"] = {"k": K_NEIGHBOURS, "columns": NEAREST_MEAN_COLUMNS}
-        companion = VisibilityModel.fit(features[:, :NEAREST_MEAN_COLUMNS], z, K_NEIGHBOURS, {}, groups)
-        model = replace(model, meta=meta, companion=companion)
+        meta["companion"] = {"k": K_NEIGHBOURS, "columns": list(COMPANION_COLUMNS)}
+        companion = VisibilityModel.fit(features[:, list(COMPANION_COLUMNS)], z, K_NEIGHBOURS, {}, groups)
+        model = replace(model, meta=meta, companion=replace(companion, columns=COMPANION_COLUMNS))
     held_f, held_z, held_n60, held_run = _stack(held)
     model = model.with_coverage(held_f[:, :columns], held_z, held_n60, runs=held_run)
     scores = scored(model, held, held_out_runs)

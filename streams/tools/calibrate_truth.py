@@ -137,8 +137,8 @@ def truth_rows(counts: list[Count], first: int, curves: np.ndarray, areas: AreaM
     return used, curves[np.array(at, dtype=np.int64)].astype(np.float64)
 
 
-def _features(own: np.ndarray, reference: np.ndarray, network: np.ndarray) -> np.ndarray:
-    return np.vstack([curve_features(own[i : i + 1], reference[i], network[i]) for i in range(len(own))])
+def _features(own: np.ndarray, reference: np.ndarray, network: np.ndarray, venue: np.ndarray) -> np.ndarray:
+    return np.vstack([curve_features(own[i : i + 1], reference[i], network[i], venue[i]) for i in range(len(own))])
 
 
 def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[str, float]]:
@@ -215,7 +215,7 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
     truth = np.array([c.people for c in counts], dtype=np.float64)
     z = np.log(truth * share * settings.sims_per_person / own[:, N60])
     area = np.array([c.area for c in counts])
-    features = _features(own, reference, area == areas.network_area)
+    features = _features(own, reference, area == areas.network_area, np.isin(area, sorted(areas.venues)))
     at = np.array([c.at_ms for c in counts])
     before = _people(model, counts, minute_curves, areas, settings)
     row_error = np.zeros(len(counts))

