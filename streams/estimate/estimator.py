@@ -519,7 +519,11 @@ class PointBook:
     is short in the newest minute by however much of the minute has passed, a shape no
     situation of the table has, and the estimate would swing with machine load. Until the
     minute is over, its people are those of the previous window end, complete or nearly; once
-    the minute is over, its own curve decides (its counts come in again)."""
+    the minute is over, its own curve decides: it is estimated again from the counts it has,
+    whether or not new ones come in. (A feed that delivers each minute whole, as an accelerated
+    replay can, sends nothing more for a minute once stream time is in it; when only new counts
+    re-estimated a window end, such a minute kept the copy for good, and each next minute copied
+    it: a demo's every estimate stood still at its first for two hours.)"""
 
     def __init__(self, areas: AreaMap, windows_s: tuple[int, ...], keep_buckets: int,
                  people: PeopleModel | None = None, segments: bool = False) -> None:
@@ -532,6 +536,9 @@ class PointBook:
         self.counts: dict[int, dict[str, dict[BookKey, int]]] = {}
         self.curves: dict[int, dict[str, np.ndarray]] = {}
         self.people_of: dict[int, dict[str, EstimateRange]] = {}
+        # Per window end estimated while it was filling: the areas whose people are the previous
+        # window end's, to estimate from their own curve once it no longer is.
+        self.held: dict[int, set[str]] = {}
 
     @property
     def spans(self) -> list[Span]:
@@ -585,6 +592,8 @@ class PointBook:
         for people in self.people_of.values():
             for area in [a for a in people if a not in keep]:
                 del people[area]
+        for held in self.held.values():
+            held &= keep
 
     def _people_at(self, bucket: int, filling: int | None, came_in: set[str]) -> tuple[dict[str, EstimateRange], set[str]]:
         """The people estimates of one window end, re-estimating what its new counts change
@@ -593,11 +602,16 @@ class PointBook:
         people = self.people_of.setdefault(bucket, {})
         curves = self.curves.get(bucket, {})
         todo = set(curves) if self.people.reference in came_in else (came_in | self.people.divided_with(came_in)) & curves.keys()
+        if bucket != filling:  # the minute is over: what was held is estimated from its own curve
+            held = self.held.pop(bucket, set())
+            todo |= (held | self.people.divided_with(held)) & curves.keys()
         redone = set(todo)
         previous = self.people_of.get(bucket - 1, {})
         if bucket == filling and previous:
-            people.update({a: previous[a] for a in todo if a in previous})
-            todo -= previous.keys()
+            copied = {a for a in todo if a in previous}
+            people.update({a: previous[a] for a in copied})
+            self.held.setdefault(bucket, set()).update(copied)
+            todo -= copied
         people.update(self.people.estimate(curves, todo))
         return people, redone
 
@@ -624,7 +638,9 @@ class PointBook:
                 if all(span in spans for span in CURVE_SPANS_S):
                     self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
         records: dict[tuple[str, int], PointRecord] = {}
-        for bucket in sorted({b for _, b in fresh}):
+        # Window ends whose counts came in, and those held while filling that no longer are.
+        released = {b for b in self.held if filling is None or b < filling}
+        for bucket in sorted({b for _, b in fresh} | released):
             came_in = {a for a, b in fresh if b == bucket}
             people: dict[str, EstimateRange] = {}
             redone: set[str] = set()
@@ -637,6 +653,8 @@ class PointBook:
             del self.counts[bucket]
             self.curves.pop(bucket, None)
             self.people_of.pop(bucket, None)
+        for bucket in [b for b in self.held if b <= newest - self.keep_buckets]:
+            del self.held[bucket]
         return records
 
 

@@ -322,9 +322,9 @@ def test_the_book_asks_for_the_reference_area_when_it_lacks_its_curve() -> None:
 
 
 
-def _curve_counts(bucket: int) -> dict:
+def _curve_counts(bucket: int, scale: int = 1) -> dict:
     return {
-        (area, bucket, span): n * (i + 1)
+        (area, bucket, span): n * (i + 1) * scale
         for i, area in enumerate(AREAS.area_ids)
         for span, n in zip(CURVE_SPANS_S, [100, 300, 600, 800, 1000, 900, 700, 500, 400])
     }
@@ -649,6 +649,33 @@ def test_the_newest_minute_still_filling_keeps_the_previous_window_ends_people()
         a: people.estimate({x: np.array([n * (i + 1) for n in [100, 300, 600, 800, 1000, 900, 700, 500, 400]])
                             for i, x in enumerate(AREAS.area_ids)})[a].people for a in AREAS.area_ids
     }
+
+
+def test_a_minute_estimated_while_filling_is_estimated_again_once_over_whether_or_not_counts_come_in() -> None:
+    """A feed that delivers each minute whole (an accelerated replay) sends nothing more for a
+    minute once stream time is in it: minute 7's counts come in once, complete, while it is
+    filling, and never again. When stream time moves on, minute 7 is estimated from its own
+    curve all the same, and minute 8, filling, takes minute 7's own people (not the copy of
+    minute 6's). Without it, every later minute copied minute 6 for good."""
+    people = PeopleModel.for_areas(_varied_model(), AREAS, default_share=0.5, sims=1.0)
+    book = WindowBook(AREAS, (300, 900, 3600), 0, 60_000, keep_buckets=5, people=people)
+    book.update(_curve_counts(6), newest=6)
+    settled = {e["area"]: e["people"] for e in book.published[6].values()}
+    book.update(_curve_counts(7, scale=3), newest=7)
+    assert {e["area"]: e["people"] for e in book.published[7].values()} == settled  # held while filling
+
+    def own(scale: int) -> dict[str, int]:
+        curves = {x: np.array([n * (i + 1) * scale for n in [100, 300, 600, 800, 1000, 900, 700, 500, 400]])
+                  for i, x in enumerate(AREAS.area_ids)}
+        return {a: e.people for a, e in people.estimate(curves).items()}
+
+    assert own(3) != settled  # minute 7's own curve says otherwise (so the checks below can fail)
+    changed = book.update(_curve_counts(8, scale=5), newest=8)  # nothing more of minute 7
+    assert {e["area"]: e["people"] for e in book.published[7].values()} == own(3)
+    assert {e["area"] for e in changed if e["as_of"] == 8 * 60_000} == set(AREAS.area_ids)  # republished
+    assert {e["area"]: e["people"] for e in book.published[8].values()} == own(3)  # filling: minute 7's own
+    book.update({}, newest=9)
+    assert {e["area"]: e["people"] for e in book.published[8].values()} == own(5)
 
 
 # --- ranges that respect the counts -----------------------------------------------------------
