@@ -638,7 +638,8 @@ class PointBook:
                 if all(span in spans for span in CURVE_SPANS_S):
                     self.curves.setdefault(bucket, {})[area] = np.array([spans[span] for span in CURVE_SPANS_S])
         records: dict[tuple[str, int], PointRecord] = {}
-        # Window ends whose counts came in, and those held while filling that no longer are.
+        # Window ends whose counts came in, and those held while filling that no longer are
+        # (estimated here, they leave `held`: only the one filling stays in it).
         released = {b for b in self.held if filling is None or b < filling}
         for bucket in sorted({b for _, b in fresh} | released):
             came_in = {a for a, b in fresh if b == bucket}
@@ -653,8 +654,6 @@ class PointBook:
             del self.counts[bucket]
             self.curves.pop(bucket, None)
             self.people_of.pop(bucket, None)
-        for bucket in [b for b in self.held if b <= newest - self.keep_buckets]:
-            del self.held[bucket]
         return records
 
 

@@ -676,6 +676,7 @@ def test_a_minute_estimated_while_filling_is_estimated_again_once_over_whether_o
     assert {e["area"]: e["people"] for e in book.published[8].values()} == own(3)  # filling: minute 7's own
     book.update({}, newest=9)
     assert {e["area"]: e["people"] for e in book.published[8].values()} == own(5)
+    assert book.points.held == {}  # nothing is held once no window end is filling with a copy
 
 
 # --- ranges that respect the counts -----------------------------------------------------------
