@@ -114,7 +114,8 @@ def run_bench(config: BenchConfig, json_path: Path | None = None, out: Callable[
         step("Redis ceiling")
         ceiling_settings = Settings.from_env({}, namespace=f"bceil{tag}")
         ceiling_frames = frames[: min(len(frames), 2_000)]
-        figures.update(asyncio.run(_redis_ceiling(endpoints.redis_url, ceiling_settings, areas, ceiling_frames)))
+        figures.update(asyncio.run(_redis_ceiling(endpoints.redis_url, ceiling_settings, areas, ceiling_frames,
+                                                   config.single_pfadds)))
         delete_namespace(client, ceiling_settings.namespace)
 
         step("naive baseline")

@@ -24,8 +24,12 @@ class BenchConfig:
     simulator_seconds: float  # how long each simulator run is timed
     name: str = "full"  # what the report calls the run: full, quick or smoke
     cluster_masters: int = 3  # the worker on frames again on a Redis Cluster of this many masters (0: skipped)
+    single_pfadds: int = 500_000  # single-member PFADDs sent for redis-benchmark's figure
 
 
 QUICK = BenchConfig(True, 2_000_000, 500_000, 600_000, 6.0, 1, 100_000, 10.0, (1_000,), 0, 100_000, 3.0, "quick")
 FULL = BenchConfig(False, 10_000_000, 2_000_000, 2_000_000, 20.0, 3, 100_000, 60.0, (1_000, 10_000), 12_000_000, 1_000_000, 10.0)
-SMOKE = BenchConfig(True, 1_000_000, 300_000, 100_000, 2.0, 1, 20_000, 4.0, (300,), 0, 20_000, 1.0, "smoke")
+# Smoke: the least data with which every section still does its work (several frames per
+# partition, estimates on many areas, probes answered); it runs beside the rest of the suite.
+SMOKE = BenchConfig(True, 400_000, 200_000, 30_000, 1.0, 1, 10_000, 4.0, (100,), 0, 20_000, 1.0, "smoke",
+                    single_pfadds=50_000)

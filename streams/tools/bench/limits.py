@@ -60,7 +60,8 @@ def redis_cpu_s(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def _redis_ceiling(url: str, settings: Settings, areas: AreaMap, frames: list[tuple[int, bytes, bytes]]) -> dict:
+async def _redis_ceiling(url: str, settings: Settings, areas: AreaMap, frames: list[tuple[int, bytes, bytes]],
+                         single_pfadds: int = 500_000) -> dict:
     """Redis' own limit for this data: the worker's exact PFADD/PEXPIREAT commands for the
     frames data set, sent as the worker sends them; events per Redis CPU-second (Redis runs
     commands on one thread, so one CPU-second per second is all it has). Also single-member
@@ -92,7 +93,7 @@ async def _redis_ceiling(url: str, settings: Settings, areas: AreaMap, frames: l
             events += plan.counted
             elements += len(plan.adds.members)
         # Single-member PFADDs over 1,000 keys, pipelined (what redis-benchmark -P measures).
-        n = 500_000
+        n = single_pfadds
         rng = np.random.default_rng(5)
         members = rng.integers(0, 2**63, n, dtype=np.uint64).view("V8").tolist()
         names = [f"{settings.namespace}:single:{i % 1000}".encode() for i in range(n)]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from streams.runtime.services import Endpoints
+from streams.tools.bench.config import SMOKE
 
 from ..conftest import REPO
 
@@ -72,8 +73,9 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     assert len(shards) == 3 and all(positive(x) for x in shards)
     assert figures["cluster_cpu_us_per_event"]["redis"] == pytest.approx(sum(shards))
     assert positive(figures["cluster_busiest_shard_vs_ideal"]) and positive(figures["cluster_redis_total_vs_one"])
-    estimator = figures["estimator"]["300"]  # --smoke's synthetic city
-    assert estimator["areas"] == 300 and positive(estimator["refresh_wall_s"])
+    (n_areas,) = SMOKE.estimator_areas  # --smoke's synthetic city
+    estimator = figures["estimator"][str(n_areas)]
+    assert estimator["areas"] == n_areas and positive(estimator["refresh_wall_s"])
     assert estimator["refresh_redis_cpu_s"] >= 0
     # The visibility model's pass counts more spans than the three windows alone.
     assert estimator["model_spans"] > estimator["windows"] and positive(estimator["model_knn_s"])
@@ -84,9 +86,9 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
     for n in ("1", "2", "3"):
         counters = shared[n]["counters"]
         assert len(counters["new_minute"]) == int(n)
-        assert sum(c["items"] for c in counters["new_minute"]) >= 300  # every area (and the reference, once each)
+        assert sum(c["items"] for c in counters["new_minute"]) >= n_areas  # every area (and the reference, once each)
         assert all(positive(c["cpu_s"]) for c in counters["new_minute"] + counters["live"])
-        assert shared[n]["publisher"]["new_minute"]["items"] == 3 * 300  # 300 areas x 3 windows published
+        assert shared[n]["publisher"]["new_minute"]["items"] == 3 * n_areas  # every area x 3 windows published
     assert shared["1"]["per_worker_live_cpu_vs_one"] == 1.0
     sizing = figures["sizing"]
     assert positive(sizing["counter_cpu_s_per_area"]) and positive(sizing["publisher_max_areas"])
@@ -104,7 +106,7 @@ def test_smoke_bench_prints_the_table_and_writes_well_formed_json(endpoints: End
 
     table = result.stdout
     for line in ("limit: raw aiokafka consumer", "naive Faust", "crowdpulse worker, binary frames",
-                 "crowdpulse worker, JSON", "latency event -> published estimate", "estimator: 300 areas", "Redis Cluster of 3 (same frames",
-                 "estimator shared, 300 areas over 12 shards", "sizing from these figures",
+                 "crowdpulse worker, JSON", "latency event -> published estimate", f"estimator: {n_areas} areas", "Redis Cluster of 3 (same frames",
+                 f"estimator shared, {n_areas} areas over 12 shards", "sizing from these figures",
                  "simulator (20,000 devices, 60 s steps, 2 threads generating)"):
         assert line in table, line
