@@ -60,7 +60,7 @@ def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[Estimat
     stays inside its own range: that range is what its own counts allow, and where the parts'
     ranges cannot meet the whole's, the sum is left short rather than an estimate moved past
     what its counts say. The ranges are not changed. Why: a district the crowd walks home
-    through reads, from its own counts, like a stadium in play (docs/estimation.md, "Levels");
+    through reads, from its own counts, like a stadium in play (docs/operations.md, "Levels");
     the whole city and the other district say how many people it can hold."""
     members = [whole, *parts]
     people = np.array([e.people for e in members], dtype=np.float64)

@@ -131,7 +131,7 @@ def curve_features(curves: np.ndarray, reference: np.ndarray, network: bool | np
     like a district's as the crowd walks home through it: a settled crowd seen about once per
     periodic update and a stream of passers-by each seen once as they pass both give N(W) / N(60)
     near W / 60, and only how many of the hour's phones are still there differs
-    (docs/estimation.md, "Venues and the rest")."""
+    (docs/estimation-history.md, "Venues and the rest")."""
     curves = np.asarray(curves, dtype=np.float64).reshape(-1, CURVE_LENGTH)
     reference = np.asarray(reference, dtype=np.float64).reshape(CURVE_LENGTH)
 
@@ -480,7 +480,7 @@ def local_linear(table: np.ndarray, z: np.ndarray, x: np.ndarray, nearest: np.nd
     one side of it, and their mean answers for where they are, not where the query is. The slope
     across them corrects for the offset; the penalty keeps it steady where the neighbours barely
     spread along a feature, and the clip keeps it from answering beyond what any neighbour knows.
-    Measured in docs/estimation.md ("The table's method"), against the mean of the 10 nearest."""
+    Measured in docs/estimation-history.md ("The table's method"), against the mean of the 10 nearest."""
     out = np.empty(len(x))
     columns = table.shape[1] + 1
     penalty = ridge * np.eye(columns)

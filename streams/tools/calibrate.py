@@ -98,7 +98,7 @@ class NetworkPrior:
     envelope of the hand-picked networks of TABLE_RUNS, so that the robustness matrix's variants
     still lie beyond every range the table has seen. What the draws add is density: a table with
     seven hand-picked networks answered a network between them from the nearest one's situations;
-    the draws fill the space between (docs/estimation.md, "Randomised networks")."""
+    the draws fill the space between (docs/estimation-history.md, "Randomised networks")."""
 
     devices: tuple[float, float] = (5_000, 100_000)  # log-uniform
     #: Share of networks whose phones each draw their own periodic timer, uniform between a low
