@@ -101,8 +101,8 @@ _MIN_ERROR = 1e-3
 #: stays flat from there to the edge. A network unlike the calibration's lies farther from the
 #: table as a whole, and its errors are larger than its neighbours' own say. Chosen on
 #: calibrate's held-out runs (the lowest run's coverage and the spread between runs, of powers
-#: 0.25-0.75 and shares 0.3-1), never on the robustness matrix (docs/estimation.md, "Ranges by
-#: distance").
+#: 0.25-0.75 and shares 0.3-1), never on the robustness matrix
+#: (docs/estimation-history.md, "Ranges by distance").
 NEAR_SHARE = 0.5
 NEAR_POWER = 0.5
 
