@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streams.core.areas import AreaMap
+from streams.core.areas import VENUE_KIND, AreaMap
 
 #: Raster resolution for small cities; larger cities get coarser pixels (at most MAX_PIXELS).
 RASTER_M = 25.0
@@ -120,7 +120,7 @@ class City:
             cells = self.membership[:, a]
             if cells.sum() > max(4, self.n_cells // 8):
                 continue  # districts and the city: no special use
-            if area.kind in ("venue", "station"):
+            if area.kind in (VENUE_KIND, "station"):
                 residential[cells] *= 0.1
                 work[cells] *= 0.5
             elif area.kind == "street":

@@ -402,15 +402,15 @@ class VisibilityModel:
             companion = None
             if "companion_columns" in f.files:
                 # Its named columns, or (tables written before the venue flag) the first ones.
-                chosen = (f["companion_column_index"].astype(int) if "companion_column_index" in f.files
-                          else np.arange(int(f["companion_columns"])))
+                named = "companion_column_index" in f.files
+                chosen = f["companion_column_index"].astype(int) if named else np.arange(int(f["companion_columns"]))
                 companion = cls(
                     table=np.ascontiguousarray(table[:, chosen]), z=z, mean=f["mean"][chosen], scale=f["scale"][chosen],
                     k=int(f["companion_k"]), spread_90=np.ones(len(SIZE_EDGES) + 1), spread_floor=0.0, meta={},
                     row_error=_read_errors(f, "companion_row_error"),
                     neighbour_distance=float(f["companion_neighbour_distance"]), ridge=float(f["companion_ridge"]),
                     near_distance=float(f["companion_near_distance"]) if "companion_near_distance" in f.files else 0.0,
-                    columns=tuple(int(c) for c in chosen) if "companion_column_index" in f.files else (),
+                    columns=tuple(int(c) for c in chosen) if named else (),
                 )
             return cls(
                 table=table, z=z, mean=f["mean"],
