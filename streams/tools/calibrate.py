@@ -456,13 +456,19 @@ def left_out_scores(tables: dict[str, VisibilityModel], runs: tuple[Run, ...], s
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    if args.truth or args.frames:
-        if not (args.truth and args.frames):
-            raise ConfigError("--truth and --frames go together: the counts, and the recorded events of the same period")
+    if args.truth or args.frames or args.events:
+        if not args.truth or bool(args.frames) == bool(args.events):
+            raise ConfigError("--truth goes with one of --frames or --events: the counts, and the recorded events of the "
+                              "same period")
+        if args.check and args.out:
+            raise ConfigError("--check fits nothing: it writes no table (leave out --out)")
         from streams.tools.calibrate_truth import run_truth
 
-        return run_truth(Path(args.truth), Path(args.frames), Path(args.out) if args.out else None, args.json,
-                         settings, load_areas(settings.areas_path))
+        return run_truth(Path(args.truth), Path(args.frames or args.events), Path(args.out) if args.out else None, args.json,
+                         settings, load_areas(settings.areas_path), raw=bool(args.events), check_only=args.check,
+                         min_people=args.min_people)
+    if args.check or args.min_people:
+        raise ConfigError("--check and --min-people go with --truth")
     table_runs: tuple[Run, ...] = QUICK_TABLE_RUNS if args.quick else TABLE_RUNS
     held_out: tuple[Run, ...] = QUICK_HELD_OUT_RUNS if args.quick else HELD_OUT_RUNS
     left_out: tuple[Run, ...] = ()
@@ -514,6 +520,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(gate or manual counts); checks the model on it and, with --out, writes a table that includes it "
                    "(docs/estimation.md, \"Calibrating on your own counts\")")
     p.add_argument("--frames", metavar="FILE", help="with --truth: the recorded events of the same period, a frames file")
+    p.add_argument("--events", metavar="FILE", help="with --truth, instead of --frames: the recorded events as raw events with "
+                   "subscriber identifiers, JSON lines or CSV (the input of crowdpulse publish); identifiers are pseudonymised "
+                   "under a key made for the run and forgotten with it")
+    p.add_argument("--check", action="store_true", help="with --truth: only score the model on the counts (error, ranges, "
+                   "levels, per area) and fit nothing; quick enough for a count of every area at every minute")
+    p.add_argument("--min-people", type=int, default=0, metavar="N",
+                   help="with --truth: leave out counts of fewer than N people (the robustness matrix scores 200 and more)")
     p.add_argument("--nearest-mean", action="store_true", help="the table shipped before, for comparison: the mean z "
                    "of the 10 nearest rows on 15 features, instead of a linear fit over the 40 nearest on all of them "
                    "(docs/estimation.md); write it elsewhere with --out")

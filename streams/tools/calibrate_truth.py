@@ -28,8 +28,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,14 +40,19 @@ from streams.core.clock import parse_time
 from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
-from streams.estimate.estimator import PeopleModel
+from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE, EstimateRange, PeopleModel, level
 from streams.estimate.visibility import N60, VisibilityModel, curve_features
 from streams.tools.curves import BUCKET_MS, CurveTracker
+
+if TYPE_CHECKING:
+    from producers.edge import RawBatch
 
 HOUR_BUCKETS = 60
 #: Pseudo-counts of "no correction" each area's correction is shrunk towards.
 SHRINK_COUNTS = 3
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+#: Lines of a raw events file parsed together (read_raw_events).
+RAW_BATCH_LINES = 50_000
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,55 @@ def read_events(path: Path) -> np.ndarray:
         raise ConfigError(f"{path}: no events")
     events = np.concatenate(parts)
     return events[np.argsort(events["ts"], kind="stable")]
+
+
+def read_raw_events(path: Path, areas: AreaMap, csv_input: bool = False) -> tuple[np.ndarray, dict[str, int]]:
+    """Every phone record of a file of raw events with subscriber identifiers (JSON lines, or
+    CSV under a header: the format `crowdpulse publish` reads, producers/edge.py), in event-time
+    order, M2M devices left out; and the lines refused, by reason (they are skipped, as publish
+    skips them).
+
+    Each identifier is replaced by a pseudonym under a random key made for this run and
+    forgotten with it: the curves need only tell phones apart, and no identifier is kept or
+    written. Rotation plays no part: a recording holds each phone under one identifier."""
+    from producers.edge import csv_header, parse_lines
+    from producers.pseudonyms import pseudonymise
+
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read events file {path}: {exc.strerror}") from None
+    parts: list[np.ndarray] = []
+    identities: list[np.ndarray] = []
+    refused: dict[str, int] = {}
+    with handle:
+        header = None
+        first = 1
+        if csv_input or path.suffix == ".csv":
+            header = csv_header(handle.readline())
+            first = 2
+        batch: list[tuple[int, str]] = []
+        for number, line in enumerate(handle, start=first):
+            batch.append((number, line))
+            if len(batch) >= RAW_BATCH_LINES:
+                _parse_raw(parse_lines(batch, areas, header), parts, identities, refused)
+                batch = []
+        if batch:
+            _parse_raw(parse_lines(batch, areas, header), parts, identities, refused)
+    if sum(len(p) for p in parts) == 0:
+        raise ConfigError(f"{path}: no events")
+    events = np.concatenate(parts)
+    known, index = np.unique(np.concatenate(identities), return_inverse=True)
+    events["device"] = pseudonymise(known, secrets.token_bytes(32))[index]
+    return events[np.argsort(events["ts"], kind="stable")], refused
+
+
+def _parse_raw(batch: RawBatch, parts: list[np.ndarray], identities: list[np.ndarray], refused: dict[str, int]) -> None:
+    for _, reason in batch.rejected:
+        refused[reason] = refused.get(reason, 0) + 1
+    phones = batch.records["device_class"] == 0
+    parts.append(batch.records[phones])
+    identities.append(np.array(batch.identities, dtype=str)[phones])
 
 
 def curves_from_events(events: np.ndarray, areas: AreaMap) -> tuple[int, np.ndarray]:
@@ -198,6 +254,41 @@ def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: n
             "bias": float(np.mean((p - truth) / truth)), "coverage": float(np.mean((low <= truth) & (truth <= high)))}
 
 
+def alarms(counts: list[Count], people: np.ndarray, low: np.ndarray, high: np.ndarray, areas: AreaMap) -> dict[str, int]:
+    """The published level of each count's estimate (estimator.level) against its truth, on
+    every count, scored as the robustness matrix scores them: `critical`
+    while the truth is under the warn line (80% of capacity) is a false alarm; `ok` or `warn`
+    while the truth is at or over the critical line (95%) a missed one; `uncertain` neither."""
+    out = {"points": 0, "truly_critical": 0, "false_critical": 0, "missed_critical": 0, "uncertain": 0}
+    for count, p, lo, hi in zip(counts, people, low, high):
+        capacity = areas.area_by_id[count.area].capacity
+        called = level(EstimateRange(int(p), int(lo), int(hi)), capacity)
+        critical = count.people >= CRITICAL_SHARE * capacity
+        out["points"] += 1
+        out["truly_critical"] += critical
+        out["false_critical"] += called == "critical" and count.people < WARN_SHARE * capacity
+        out["missed_critical"] += critical and called in ("ok", "warn")
+        out["uncertain"] += called == "uncertain"
+    return out
+
+
+def check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
+          settings: Settings) -> dict:
+    """The model as it is, on every count: error, range coverage and levels, in all and per area
+    (no fitting: quick enough for a count of every area at every minute)."""
+    return _checked(counts, *_people(model, counts, minute_curves, areas, settings), areas)
+
+
+def _checked(counts: list[Count], people: np.ndarray, low: np.ndarray, high: np.ndarray, areas: AreaMap) -> dict:
+    truth = np.array([c.people for c in counts], dtype=np.float64)
+    area = np.array([c.area for c in counts])
+    return {
+        **_score(people, low, high, truth),
+        "alarms": alarms(counts, people, low, high, areas),
+        "by_area": {str(name): _score(people[m], low[m], high[m], truth[m]) for name in np.unique(area) for m in [area == name]},
+    }
+
+
 def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
                   settings: Settings) -> tuple[VisibilityModel, dict]:
     """Check the model on the counts (truth_rows: every area's curve at each count's minute),
@@ -250,7 +341,7 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
     fitted = replace(fitted, meta={**model.meta, "deployment_counts": len(counts), "area_corrections": corrections})
     summary = {
         "counts_used": len(counts),
-        "before": _score(before[0], before[1], before[2], truth),
+        "before": _checked(counts, *before, areas),
         "later_half": checked,
         "rows": int(len(fitted.z)),
         "area_corrections": corrections,
@@ -258,27 +349,56 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
     return fitted, summary
 
 
-def run_truth(counts_path: Path, frames_path: Path, out: Path | None, as_json: bool, settings: Settings, areas: AreaMap) -> int:
-    counts = load_counts(counts_path, areas)
-    first, curves = curves_from_events(read_events(frames_path), areas)
+def run_truth(counts_path: Path, recording: Path, out: Path | None, as_json: bool, settings: Settings, areas: AreaMap,
+              raw: bool = False, check_only: bool = False, min_people: int = 0) -> int:
+    """The command (module notes). `recording`: a frames file, or with `raw` a file of raw
+    events (read_raw_events); `check_only`: score the model on the counts and fit nothing;
+    `min_people`: leave out counts of fewer people (the robustness matrix scores points of at
+    least 200)."""
+    counts = [c for c in load_counts(counts_path, areas) if c.people >= min_people]
+    if not counts:
+        raise ConfigError(f"{counts_path}: no count of at least {min_people} people")
+    refused: dict[str, int] = {}
+    if raw:
+        events, refused = read_raw_events(recording, areas)
+    else:
+        events = read_events(recording)
+    first, curves = curves_from_events(events, areas)
     used, minute_curves = truth_rows(counts, first, curves, areas)
     if not used:
-        raise ConfigError(f"{counts_path}: no count falls at least an hour into the recording {frames_path} "
+        raise ConfigError(f"{counts_path}: no count falls at least an hour into the recording {recording} "
                           f"(it covers {len(curves)} minutes from {first * BUCKET_MS} ms)")
     model = VisibilityModel.load(settings.visibility_model_path)
-    fitted, summary = fit_and_check(model, used, minute_curves, areas, settings)
+    if check_only:
+        summary: dict = {"counts_used": len(used), "before": check(model, used, minute_curves, areas, settings)}
+    else:
+        fitted, summary = fit_and_check(model, used, minute_curves, areas, settings)
     summary["counts_skipped"] = len(counts) - len(used)
-    if out is not None:
+    summary["events"] = int(len(events))
+    if raw:
+        summary["refused_lines"] = refused
+    if out is not None and not check_only:
         fitted.save(out)
         summary["out"] = str(out)
     if as_json:
         print(json.dumps(summary, indent=1))
         return 0
-    b = summary["before"]
     print(f"crowdpulse calibrate --truth: {len(used)} counts used ({summary['counts_skipped']} skipped: less than an hour "
-          f"of recording before them)")
+          f"of recording before them, or no phone seen in their area in that hour), {len(events):,} phone events")
+    if refused:
+        print(f"  {sum(refused.values()):,} lines of {recording} refused and skipped: "
+              + "; ".join(f"{n:,} {reason}" for reason, n in refused.items()))
+    b = summary["before"]
+    a = b["alarms"]
     print(f"  the model as shipped, on every count: MAPE {100 * b['mape']:.1f}% (bias {100 * b['bias']:+.1f}%), "
           f"90% range holds {100 * b['coverage']:.1f}%")
+    print(f"    levels: {a['false_critical']} critical while under 80% of capacity, {a['missed_critical']} of "
+          f"{a['truly_critical']} at or over 95% called ok or warn, {a['uncertain']} uncertain")
+    for name, s in b["by_area"].items():
+        print(f"    {name:<16} {s['points']:>5} counts: MAPE {100 * s['mape']:5.1f}% (bias {100 * s['bias']:+6.1f}%), "
+              f"holds {100 * s['coverage']:5.1f}%")
+    if check_only:
+        return 0
     half = summary["later_half"]
     if half["points"]:
         hb, ha = half["before"], half["after"]

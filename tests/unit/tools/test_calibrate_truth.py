@@ -3,6 +3,7 @@ a recording of its events (streams/tools/calibrate_truth.py)."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -11,13 +12,24 @@ import numpy as np
 import pytest
 
 from producers.publisher import FileSink, Framer
+from streams.cli import main
 from streams.core.areas import load_areas
 from streams.core.errors import ConfigError
 from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.wire import RECORD_DTYPE
 from streams.estimate.estimator import PeopleModel
 from streams.estimate.visibility import N60, RECENT_MIN, VisibilityModel
-from streams.tools.calibrate_truth import Count, curves_from_events, fit_and_check, load_counts, read_events, truth_rows
+from streams.tools.calibrate_truth import (
+    Count,
+    alarms,
+    check,
+    curves_from_events,
+    fit_and_check,
+    load_counts,
+    read_events,
+    read_raw_events,
+    truth_rows,
+)
 
 AREAS = load_areas(DEFAULT_AREAS)
 T0 = 1_767_600_000_000  # a whole minute
@@ -140,3 +152,71 @@ def test_a_count_of_a_divided_area_is_scored_on_the_estimate_the_worker_publishe
     # The division does move the district (so the check below can fail): by up to several percent a minute.
     assert np.max(np.abs(np.array(published) / np.array(own) - 1)) > 0.03 and mape(published) != mape(own)
     assert summary["before"]["mape"] == pytest.approx(mape(published), abs=1e-12)
+
+
+def test_raw_events_are_counted_as_their_frames_are(tmp_path: Path) -> None:
+    # The recording above as an operator holds it: subscriber identifiers in clear, JSON lines,
+    # the M2M devices flagged; and two lines no edge would take.
+    path, events = _recording(tmp_path)
+    raw = tmp_path / "events.jsonl"
+    with open(raw, "w") as f:
+        for e in events:
+            subscriber = f"26201{int(e['device'].view('<u8')):010d}"
+            f.write(json.dumps({"subscriber": subscriber, "cell": int(e["cell"]), "ts": int(e["ts"]), "type": "tau",
+                                "m2m": bool(e["device_class"])}) + "\n")
+        f.write('{"subscriber": "x", "cell": 1, "ts": 5, "type": "tau"}\nnot json\n')
+    recorded, refused = read_raw_events(raw, AREAS)
+    assert refused == {"ts must be ISO 8601 or epoch milliseconds, between 2000 and 2100": 1, "not a JSON object": 1}
+    assert len(recorded) == int((events["device_class"] == 0).sum())  # M2M left out
+    # No identifier is kept: each phone is a pseudonym, none of them the identifier's bytes.
+    assert recorded["device"].dtype == np.dtype("V8") and len(np.unique(recorded["device"])) == 2700
+    assert not np.isin(recorded["device"], events["device"]).any()
+    assert np.array_equal(curves_from_events(recorded, AREAS)[1] > 0, curves_from_events(read_events(path), AREAS)[1] > 0)
+    exact = curves_from_events(read_events(path), AREAS)[1].astype(float)
+    # Other pseudonyms hash to other HyperLogLog registers: the counts agree within its error.
+    assert np.allclose(curves_from_events(recorded, AREAS)[1], exact, rtol=0.03, atol=2)
+
+
+def test_levels_are_scored_against_the_counts_like_the_matrix_scores_them() -> None:
+    capacity = AREAS.area_by_id["stadium"].capacity
+    counts = [Count("stadium", T0, people, i) for i, people in
+              enumerate([int(0.5 * capacity), int(0.97 * capacity), int(0.97 * capacity), int(0.6 * capacity)])]
+    # Called: critical at half full (false), ok while full (missed), critical while full (right),
+    # and a range from 30% to 120% (uncertain).
+    people = np.array([0.96, 0.5, 0.99, 0.7]) * capacity
+    low, high = people * 0.9, people * 1.1
+    low[3], high[3] = 0.3 * capacity, 1.2 * capacity
+    assert alarms(counts, people.astype(int), low.astype(int), high.astype(int), AREAS) == {
+        "points": 4, "truly_critical": 2, "false_critical": 1, "missed_critical": 1, "uncertain": 1}
+
+
+def test_check_scores_every_count_without_fitting(tmp_path: Path) -> None:
+    path, _ = _recording(tmp_path)
+    first, curves = curves_from_events(read_events(path), AREAS)
+    model = VisibilityModel.load(Settings().visibility_model_path)
+    counts = [Count("stadium", T0 + (minute + 1) * MIN, 2000, i) for i, minute in enumerate(range(60, 90, 5))]
+    used, minute_curves = truth_rows(counts, first, curves, AREAS)
+    checked = check(model, used, minute_curves, AREAS, Settings())
+    fitted = fit_and_check(model, used, minute_curves, AREAS, Settings())[1]["before"]
+    assert checked == fitted and checked["points"] == 6 and set(checked["by_area"]) == {"stadium"}
+    assert checked["alarms"]["points"] == 6
+
+
+def test_the_command_checks_raw_events_against_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, events = _recording(tmp_path)
+    raw = tmp_path / "events.csv"
+    lines = ["subscriber,cell,ts,type,m2m"] + [
+        f"{int(e['device'].view('<u8'))},{int(e['cell'])},{int(e['ts'])},tau,{str(bool(e['device_class'])).lower()}"
+        for e in events]
+    raw.write_text("\n".join(lines) + "\n")
+    counts = _write_counts(tmp_path, "area,time,people\n" + "".join(
+        f"stadium,{T0 + minute * MIN},{people}\n" for minute, people in ((70, 150), (75, 9000), (80, 9000))))
+    assert main(["calibrate", "--truth", str(counts), "--events", str(raw), "--check", "--min-people", "200", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts_used"] == 2 and summary["events"] == int((events["device_class"] == 0).sum())
+    assert summary["before"]["points"] == 2 and summary["refused_lines"] == {}
+    assert "area_corrections" not in summary  # nothing fitted
+    assert main(["calibrate", "--truth", str(counts), "--events", str(raw), "--frames", str(path)]) == 2
+    assert main(["calibrate", "--truth", str(counts), "--events", str(raw), "--check", "--out", str(tmp_path / "t.npz")]) == 2
+    assert main(["calibrate", "--check"]) == 2
+    assert "--truth goes with one of --frames or --events" in capsys.readouterr().err
