@@ -42,6 +42,10 @@ class EstimateRange:
     people: int
     low: int
     high: int
+    #: The area's estimate from its own counts, before its division was reconciled (reconcile);
+    #: None for an area in no reconciled division. The level says `uncertain` when the two
+    #: disagree about whether the area is critical (level).
+    own: int | None = None
 
 
 def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
@@ -59,7 +63,8 @@ def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[Estimat
     range of x3 takes most of it), read from its 90% range as a log-normal error. Each estimate
     stays inside its own range: that range is what its own counts allow, and where the parts'
     ranges cannot meet the whole's, the sum is left short rather than an estimate moved past
-    what its counts say. The ranges are not changed. Why: a district the crowd walks home
+    what its counts say. The ranges are not changed; each estimate keeps its own figure (`own`)
+    for the level. Why: a district the crowd walks home
     through reads, from its own counts, like a stadium in play (docs/operations.md, "Levels");
     the whole city and the other district say how many people it can hold."""
     members = [whole, *parts]
@@ -71,7 +76,7 @@ def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[Estimat
         return whole, list(parts)
     gap = people[0] - people[1:].sum()
     moved = people + np.concatenate([[-1.0], np.ones(len(parts))]) * gap * variance / total
-    out = [EstimateRange(int(np.clip(round(m), e.low, e.high)), e.low, e.high) for m, e in zip(moved, members)]
+    out = [EstimateRange(int(np.clip(round(m), e.low, e.high)), e.low, e.high, e.people) for m, e in zip(moved, members)]
     return out[0], out[1:]
 
 
@@ -157,12 +162,15 @@ def level(people: EstimateRange, capacity: int) -> str:
     """The capacity level: what is likely decides, not the far end of the range.
 
     `critical` when the estimate is at or above 95% of capacity, `warn` at or above 80%, else
-    `ok`; but when the 90% range reaches the critical line from under the warn line and is wider
-    than x`UNCERTAIN_RATIO`, the counts cannot tell a three-quarters-full area from a full one,
-    whichever side the estimate falls: the level is `uncertain` (level_reason says why) rather
-    than a guess either way (docs/operations.md, "Levels")."""
+    `ok`; but `uncertain` (level_reason says why) rather than a guess either way:
+    - when the 90% range reaches the critical line from under the warn line and is wider than
+      x`UNCERTAIN_RATIO`: the counts cannot tell a three-quarters-full area from a full one,
+      whichever side the estimate falls;
+    - when the area's own counts and its division's (reconcile: the whole and its parts add up)
+      disagree about whether it is critical: one reading at or over 95%, the other under.
+    (docs/operations.md, "Levels".)"""
     share = people.people / capacity
-    if is_uncertain(people, capacity):
+    if is_uncertain(people, capacity) or readings_disagree(people, capacity):
         return "uncertain"
     if share >= CRITICAL_SHARE:
         return "critical"
@@ -177,10 +185,28 @@ def is_uncertain(people: EstimateRange, capacity: int) -> bool:
             and people.high > UNCERTAIN_RATIO * max(people.low, 1))
 
 
+def readings_disagree(people: EstimateRange, capacity: int) -> bool:
+    """Do the area's own counts and its division's disagree about whether it is critical? (level)
+
+    Why: the division moves an area towards what the areas around it read, which is right on
+    average and wrong when they are the ones misread. In the robustness matrix's chatty network
+    the whole city read 15-42% high as the match's visitors left the network, and the division
+    passed that on to the districts: 10 false criticals, 5 of them where the district's own
+    counts did not say critical (docs/estimation-history.md, "Studies after the venue flag")."""
+    if people.own is None:
+        return False
+    line = CRITICAL_SHARE * capacity
+    return (people.people >= line) != (people.own >= line)
+
+
 def level_reason(people: EstimateRange, capacity: int) -> str:
     """Why an estimate's level is `uncertain`, in words an operations room can act on."""
-    return (f"90% range {people.low:,}-{people.high:,} spans {round(100 * people.low / capacity)}%-"
-            f"{round(100 * people.high / capacity)}% of capacity: too wide to tell ok from critical")
+    if is_uncertain(people, capacity):
+        return (f"90% range {people.low:,}-{people.high:,} spans {round(100 * people.low / capacity)}%-"
+                f"{round(100 * people.high / capacity)}% of capacity: too wide to tell ok from critical")
+    own = people.own if people.own is not None else people.people
+    return (f"its own counts read {own:,} ({round(100 * own / capacity)}% of capacity), with the areas it adds up with "
+            f"{people.people:,} ({round(100 * people.people / capacity)}%): they disagree whether it is critical")
 
 
 def points_to_refresh(
@@ -491,8 +517,9 @@ class PointRecord:
     people: EstimateRange | None
 
     def encode(self) -> bytes:
+        p = self.people
         body = {"c": [[key[1], key[2] if len(key) == 3 else "", n] for key, n in sorted(self.counts.items())],
-                "p": None if self.people is None else [self.people.people, self.people.low, self.people.high]}
+                "p": None if p is None else [p.people, p.low, p.high] + ([] if p.own is None else [p.own])}
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -500,7 +527,7 @@ class PointRecord:
         body = json.loads(raw)
         counts: dict[BookKey, int] = {((area, int(w), seg) if seg else (area, int(w))): int(n) for w, seg, n in body["c"]}
         p = body["p"]
-        return cls(counts, None if p is None else EstimateRange(int(p[0]), int(p[1]), int(p[2])))
+        return cls(counts, None if p is None else EstimateRange(int(p[0]), int(p[1]), int(p[2]), int(p[3]) if len(p) > 3 else None))
 
 
 class PointBook:
@@ -818,6 +845,9 @@ def private_releases(
             continue
         charges[key] = charges.get(key, 0.0) + mechanism.epsilon
         noisy = noisy_release(estimate, mechanism)
+        # The level from the released figures alone (post-processing keeps the guarantee): the
+        # area's own reading before its division (EstimateRange.own) is not released, so it
+        # plays no part here.
         noisy_range = EstimateRange(noisy["people"], noisy["people_low"], noisy["people_high"])
         noisy["level"] = level(noisy_range, noisy["capacity"])
         noisy.pop("level_reason", None)

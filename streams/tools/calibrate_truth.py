@@ -40,7 +40,7 @@ from streams.core.clock import parse_time
 from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
-from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE, EstimateRange, PeopleModel, level
+from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE, PeopleModel, level
 from streams.estimate.visibility import N60, VisibilityModel, curve_features
 from streams.tools.curves import BUCKET_MS, CurveTracker
 
@@ -212,16 +212,19 @@ def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[s
 
 
 def _people(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
-            settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """People, low and high for each count, as the worker publishes them: PeopleModel.estimate on
-    every area's curve at the count's minute, so that a count of an area in a division is scored
-    on the reconciled estimate (estimator.reconcile), and an area's correction applies."""
+            settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """People, low, high and level for each count, as the worker publishes them:
+    PeopleModel.estimate on every area's curve at the count's minute, so that a count of an area
+    in a division is scored on the reconciled estimate (estimator.reconcile), and an area's
+    correction applies."""
     people = PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
     out = np.zeros((3, len(counts)), dtype=np.int64)
+    levels = []
     for i, (count, curves) in enumerate(zip(counts, minute_curves)):
         e = people.estimate(dict(zip(areas.area_ids, curves)), only={count.area})[count.area]
         out[:, i] = e.people, e.low, e.high
-    return out[0], out[1], out[2]
+        levels.append(level(e, areas.area_by_id[count.area].capacity))
+    return out[0], out[1], out[2], levels
 
 
 def residuals_with_rows(model: VisibilityModel, features: np.ndarray, n60: np.ndarray, z: np.ndarray,
@@ -254,15 +257,14 @@ def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: n
             "bias": float(np.mean((p - truth) / truth)), "coverage": float(np.mean((low <= truth) & (truth <= high)))}
 
 
-def alarms(counts: list[Count], people: np.ndarray, low: np.ndarray, high: np.ndarray, areas: AreaMap) -> dict[str, int]:
-    """The published level of each count's estimate (estimator.level) against its truth, on
-    every count, scored as the robustness matrix scores them: `critical`
-    while the truth is under the warn line (80% of capacity) is a false alarm; `ok` or `warn`
-    while the truth is at or over the critical line (95%) a missed one; `uncertain` neither."""
+def alarms(counts: list[Count], levels: list[str], areas: AreaMap) -> dict[str, int]:
+    """The published level of each count's estimate (estimator.level) against its truth,
+    scored as the robustness matrix scores them: `critical` while the truth is under the warn
+    line (80% of capacity) is a false alarm; `ok` or `warn` while the truth is at or over the
+    critical line (95%) a missed one; `uncertain` neither."""
     out = {"points": 0, "truly_critical": 0, "false_critical": 0, "missed_critical": 0, "uncertain": 0}
-    for count, p, lo, hi in zip(counts, people, low, high):
+    for count, called in zip(counts, levels):
         capacity = areas.area_by_id[count.area].capacity
-        called = level(EstimateRange(int(p), int(lo), int(hi)), capacity)
         critical = count.people >= CRITICAL_SHARE * capacity
         out["points"] += 1
         out["truly_critical"] += critical
@@ -279,12 +281,13 @@ def check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray
     return _checked(counts, *_people(model, counts, minute_curves, areas, settings), areas)
 
 
-def _checked(counts: list[Count], people: np.ndarray, low: np.ndarray, high: np.ndarray, areas: AreaMap) -> dict:
+def _checked(counts: list[Count], people: np.ndarray, low: np.ndarray, high: np.ndarray, levels: list[str],
+             areas: AreaMap) -> dict:
     truth = np.array([c.people for c in counts], dtype=np.float64)
     area = np.array([c.area for c in counts])
     return {
         **_score(people, low, high, truth),
-        "alarms": alarms(counts, people, low, high, areas),
+        "alarms": alarms(counts, levels, areas),
         "by_area": {str(name): _score(people[m], low[m], high[m], truth[m]) for name in np.unique(area) for m in [area == name]},
     }
 

@@ -13,6 +13,7 @@ from streams.estimate.estimator import (
     HLL_STANDARD_ERROR,
     EstimateRange,
     PartitionMotion,
+    PointRecord,
     SealedCounts,
     ahead_share,
     backlogged,
@@ -23,6 +24,7 @@ from streams.estimate.estimator import (
     level_reason,
     moving_through,
     points_to_refresh,
+    readings_disagree,
     reconcile,
     sealed_through,
 )
@@ -346,7 +348,36 @@ def test_reconciled_parts_add_up_to_the_whole_and_the_less_certain_moves_most() 
 
 def test_estimates_that_agree_are_left_as_they_are() -> None:
     whole, parts = EstimateRange(1000, 900, 1100), [EstimateRange(400, 300, 500), EstimateRange(600, 500, 700)]
-    assert reconcile(whole, parts) == (whole, parts)
+    new_whole, new_parts = reconcile(whole, parts)
+    assert [(e.people, e.low, e.high) for e in (new_whole, *new_parts)] == [(1000, 900, 1100), (400, 300, 500), (600, 500, 700)]
+    # Each keeps its own reading, for the level.
+    assert [e.own for e in (new_whole, *new_parts)] == [1000, 400, 600]
+
+
+def test_the_level_is_uncertain_when_an_areas_own_counts_and_its_divisions_disagree() -> None:
+    # Reconciled to 96% of capacity, while its own counts read 88%: neither can be trusted to say critical.
+    lifted = reconcile(EstimateRange(1100, 1000, 1200), [EstimateRange(440, 420, 470), EstimateRange(500, 400, 650)])[1][1]
+    assert lifted.own == 500 and lifted.people > 500
+    assert level(EstimateRange(lifted.people, 400, 650), 600) == "critical"  # the range alone decides
+    assert level(lifted, 600) == "uncertain" and readings_disagree(lifted, 600)
+    assert "its own counts read 500 (83% of capacity), with the areas it adds up with" in level_reason(lifted, 600)
+    # The other way round: its own counts say critical, the division does not.
+    assert level(EstimateRange(560, 500, 620, own=580), 600) == "uncertain"
+    # Both critical, or both not: the estimate decides as before.
+    assert level(EstimateRange(590, 570, 620, own=575), 600) == "critical"
+    assert level(EstimateRange(500, 450, 560, own=560), 600) == "warn"
+    # A range too wide to decide says so first.
+    wide = EstimateRange(580, 100, 900, own=400)
+    assert level(wide, 600) == "uncertain" and "too wide to tell ok from critical" in level_reason(wide, 600)
+
+
+def test_a_point_record_carries_the_areas_own_reading() -> None:
+    record = PointRecord({("stadium", 900): 12}, EstimateRange(20, 18, 23, own=19))
+    assert PointRecord.decode("stadium", record.encode()) == record
+    plain = PointRecord({("stadium", 900): 12}, EstimateRange(20, 18, 23))
+    assert PointRecord.decode("stadium", plain.encode()) == plain
+    # A record written before the own reading was kept.
+    assert PointRecord.decode("stadium", b'{"c":[[900,"",12]],"p":[20,18,23]}') == plain
 
 
 def test_no_estimate_leaves_its_own_range_to_make_the_sum() -> None:

@@ -544,8 +544,9 @@ def test_calibrate_without_a_story_scores_that_story_beside_the_table_that_has_s
     from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, run
 
     monkeypatch.delenv("CROWDPULSE_VISIBILITY_MODEL", raising=False)
-    args = argparse.Namespace(truth=None, frames=None, quick=True, without="steady", out=str(tmp_path / "no-steady.npz"),
-                              workers=1, cache=tmp_path / "curves", nearest_mean=False, json=True)
+    args = argparse.Namespace(truth=None, frames=None, events=None, check=False, min_people=0, quick=True, without="steady",
+                              out=str(tmp_path / "no-steady.npz"), workers=1, cache=tmp_path / "curves", nearest_mean=False,
+                              json=True)
     assert run(args) == 0
     summary = json.loads(capsys.readouterr().out)
     steady = [r.label() for r in QUICK_HELD_OUT_RUNS if r.scenario == "steady"]
