@@ -147,14 +147,16 @@ def parse_lines(lines: Iterable[tuple[int, str]], areas: AreaMap, header: list[s
                 (home is not None and (isinstance(home, bool) or not isinstance(home, int))):
             rejected.append((number, "m2m must be true/false, age_band 1-3, home_cell a cell id"))
             continue
-        segment = int(encode(np.array([home_index.get(home, -1) if home is not None else -1]), np.array([band]))[0])
-        rows.append((0, ts, cell, EVENT_TYPES[item["type"]], M2M if m2m else 0, segment))
+        home_at = home_index.get(home, -1) if home is not None else -1
+        rows.append((ts, cell, EVENT_TYPES[item["type"]], M2M if m2m else 0, home_at, band))
         identities.append(str(subscriber).strip())
     records = np.zeros(len(rows), dtype=RECORD_DTYPE)
     if rows:
-        columns = list(zip(*rows))
-        for name, values in zip(("ts", "cell", "type", "device_class", "segment"), columns[1:]):
-            records[name] = values
+        # Column by column, and the segment codes in one call: one numpy call per line made
+        # parsing 175,604 lines take 9.5 s instead of 3.9 s (calibrate --truth --events).
+        ts_, cell_, type_, class_, home_, band_ = (np.array(c) for c in zip(*rows))
+        records["ts"], records["cell"], records["type"], records["device_class"] = ts_, cell_, type_, class_
+        records["segment"] = encode(home_, band_)
     return RawBatch(records, identities, rejected)
 
 

@@ -522,7 +522,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", metavar="FILE", help="with --truth: the recorded events of the same period, a frames file")
     p.add_argument("--events", metavar="FILE", help="with --truth, instead of --frames: the recorded events as raw events with "
                    "subscriber identifiers, JSON lines or CSV (the input of crowdpulse publish); identifiers are pseudonymised "
-                   "under a key made for the run and forgotten with it")
+                   "in memory and nothing of the events is written")
     p.add_argument("--check", action="store_true", help="with --truth: only score the model on the counts (error, ranges, "
                    "levels, per area) and fit nothing; quick enough for a count of every area at every minute")
     p.add_argument("--min-people", type=int, default=0, metavar="N",

@@ -197,6 +197,11 @@ def test_check_scores_every_count_without_fitting(tmp_path: Path) -> None:
     fitted = fit_and_check(model, used, minute_curves, AREAS, Settings())[1]["before"]
     assert checked == fitted and checked["points"] == 6 and set(checked["by_area"]) == {"stadium"}
     assert checked["alarms"]["points"] == 6
+    # Beside it, each fixed window's count scaled by share and SIMs, on the same counts.
+    settings, stadium = Settings(), AREAS.area_ids.index("stadium")
+    naive = curves[range(60, 90, 5), stadium, N60] / (settings.market_share * settings.sims_per_person)
+    assert checked["naive_mape"]["60min"] == pytest.approx(float(np.mean(np.abs(naive - 2000) / 2000)))
+    assert checked["by_area"]["stadium"]["naive_mape"] == checked["naive_mape"]
 
 
 def test_the_command_checks_raw_events_against_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
