@@ -34,6 +34,7 @@ from streams.estimate.estimator import (
     points_to_refresh,
     private_releases,
     sealed_through,
+    venue_network,
 )
 from streams.estimate.privacy import mechanism_for
 from streams.estimate.visibility import VisibilityModel
@@ -66,6 +67,10 @@ def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
         log.warning("the people model's reference area %r covers %d of the %d cells: it cannot carry the network's "
                     "activity, and estimates off the calibrated map get wide ranges; name an area that covers the "
                     "network as \"reference\" in the areas file (docs/areas.md)", areas.reference, covered, len(areas.cells))
+    if (network := venue_network(areas)) is not None:
+        log.warning("area %r covers the whole network and is of kind venue: the people model reads it as the network "
+                    "(no calibrated network is a venue) and ignores its kind; the areas inside it keep theirs "
+                    "(docs/areas.md, \"Venues\")", network)
     return PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
 
 

@@ -16,7 +16,7 @@ from streams.core import hll
 from streams.core.areas import AreaMap, load_areas
 from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.core.windows import Span
-from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, PointBook, WindowBook
+from streams.estimate.estimator import HLL_STANDARD_ERROR, Z_90, PeopleModel, PointBook, WindowBook, venue_network
 from streams.estimate.visibility import (
     CURVE_LENGTH,
     CURVE_SPANS_S,
@@ -295,6 +295,22 @@ def test_a_venue_is_read_against_venues_by_the_fit_and_by_its_companion(tmp_path
     # The companion alone, on probes that differ only by the flag.
     probe = np.vstack([curve_features(curve, curve * 10, venue=True), curve_features(curve, curve * 10)])
     np.testing.assert_allclose(again.companion.predict(probe, np.full(2, 5000))[0], [0.0, math.log(0.5)], atol=2e-3)
+
+
+def test_a_venue_that_covers_the_whole_network_is_read_as_the_network() -> None:
+    """A festival site with nothing around it, of kind venue: no calibrated network is a venue,
+    so the model reads it as the network (its flag only); a venue inside it keeps its kind."""
+    stadium, city = AREAS.area_by_id["stadium"], AREAS.area_by_id["city"]
+    site = replace(city, kind="venue")
+    areas = AreaMap(AREAS.name, list(AREAS.cells), [site, stadium])
+    assert venue_network(areas) == "city"
+    people = PeopleModel.for_areas(_flat_model(0.0), areas, default_share=0.5, sims=1.0)
+    assert people.network_area == "city" and people.venues == {"stadium"}
+    plain = PeopleModel.for_areas(_flat_model(0.0), AreaMap(AREAS.name, list(AREAS.cells), [city, stadium]), 0.5, 1.0)
+    assert people.venues == plain.venues and people.network_area == plain.network_area
+    # A venue that is its own reference but does not cover every cell is no network: it keeps its kind.
+    assert venue_network(AreaMap(AREAS.name, list(AREAS.cells), [stadium])) is None
+    assert venue_network(AREAS) is None
 
 
 def test_window_book_publishes_the_models_people_on_every_window_and_withholds_with_the_count() -> None:
