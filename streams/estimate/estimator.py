@@ -114,7 +114,6 @@ class PeopleModel:
         return cls(visibility, areas.reference, share, sims, scaling_se, areas.network_area, tuple(areas.divisions),
                    areas.venues - {venue_network(areas)})
 
-
     def estimate(self, curves: dict[str, np.ndarray], only: set[str] | None = None) -> dict[str, EstimateRange]:
         """People and 90% range per area (of `only`, or all), from the curves of one window end
         (which must include the reference area's; without it nothing can be said and nothing is

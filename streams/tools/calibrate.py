@@ -520,9 +520,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(gate or manual counts); checks the model on it and, with --out, writes a table that includes it "
                    "(docs/estimation.md, \"Calibrating on your own counts\")")
     p.add_argument("--frames", metavar="FILE", help="with --truth: the recorded events of the same period, a frames file")
-    p.add_argument("--events", metavar="FILE", help="with --truth, instead of --frames: the recorded events as raw events with "
-                   "subscriber identifiers, JSON lines or CSV (the input of crowdpulse publish); identifiers are pseudonymised "
-                   "in memory and nothing of the events is written")
+    p.add_argument("--events", metavar="FILE", help="with --truth, instead of --frames: the recorded events as raw events "
+                   "with subscriber identifiers, the input of crowdpulse publish (JSON lines, or CSV in a .csv file); "
+                   "identifiers are pseudonymised in memory and nothing of the events is written")
     p.add_argument("--check", action="store_true", help="with --truth: only score the model on the counts (error, ranges, "
                    "levels, per area) and fit nothing; quick enough for a count of every area at every minute")
     p.add_argument("--min-people", type=int, default=0, metavar="N",
