@@ -39,9 +39,10 @@ from streams.core.clock import parse_time
 from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
-from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE, PeopleModel, level
+from streams.estimate.estimator import PeopleModel, level
 from streams.estimate.visibility import N60, RECENT_MIN, VisibilityModel, curve_features
 from streams.tools.curves import BUCKET_MS, CurveTracker
+from streams.tools.evaluate.score import NAIVE_WINDOWS_MIN, alarm_counts
 
 if TYPE_CHECKING:
     from producers.edge import RawBatch
@@ -109,19 +110,21 @@ def read_events(path: Path) -> np.ndarray:
     return events[np.argsort(events["ts"], kind="stable")]
 
 
-def read_raw_events(path: Path, areas: AreaMap, csv_input: bool = False) -> tuple[np.ndarray, dict[str, int]]:
+def read_raw_events(path: Path, areas: AreaMap, key: bytes = OFFLINE_KEY) -> tuple[np.ndarray, dict[str, int]]:
     """Every phone record of a file of raw events with subscriber identifiers (JSON lines, or
     CSV under a header: the format `crowdpulse publish` reads, producers/edge.py), in event-time
     order, M2M devices left out; and the lines refused, by reason (they are skipped, as publish
     skips them).
 
-    Each identifier is replaced, in memory, by a keyed pseudonym (OFFLINE_KEY): the curves need
-    only tell phones apart, and nothing of the events is kept or written. The key is fixed, so
-    that the same file gives the same HyperLogLog counts and the same figures on every run (a
-    random one moved the outside festival's MAPE by 0.1 point between two runs). Rotation plays
-    no part: a recording holds each phone under one identifier."""
+    Each identifier is replaced, in memory, by a keyed pseudonym (`key`, by default OFFLINE_KEY):
+    the curves need only tell phones apart, and nothing of the events is kept or written. The key
+    is fixed, so that the same file gives the same HyperLogLog counts and the same figures on
+    every run (a random one moved the outside festival's MAPE by 0.1 point between two runs);
+    with the edge's own key the pseudonyms are the ones `crowdpulse publish` sends. Rotation
+    plays no part: a recording holds each phone under one identifier."""
     from producers.edge import csv_header, parse_lines
     from producers.pseudonyms import pseudonymise
+    from streams.tools.publish import numbered_batches
 
     try:
         handle = open(path, encoding="utf-8")
@@ -131,24 +134,14 @@ def read_raw_events(path: Path, areas: AreaMap, csv_input: bool = False) -> tupl
     identities: list[np.ndarray] = []
     refused: dict[str, int] = {}
     with handle:
-        header = None
-        first = 1
-        if csv_input or path.suffix == ".csv":
-            header = csv_header(handle.readline())
-            first = 2
-        batch: list[tuple[int, str]] = []
-        for number, line in enumerate(handle, start=first):
-            batch.append((number, line))
-            if len(batch) >= RAW_BATCH_LINES:
-                _parse_raw(parse_lines(batch, areas, header), parts, identities, refused)
-                batch = []
-        if batch:
+        header = csv_header(handle.readline()) if path.suffix == ".csv" else None
+        for batch in numbered_batches(handle, RAW_BATCH_LINES, first=1 if header is None else 2):
             _parse_raw(parse_lines(batch, areas, header), parts, identities, refused)
     if sum(len(p) for p in parts) == 0:
         raise ConfigError(f"{path}: no events")
     events = np.concatenate(parts)
     known, index = np.unique(np.concatenate(identities), return_inverse=True)
-    events["device"] = pseudonymise(known, OFFLINE_KEY)[index]
+    events["device"] = pseudonymise(known, key)[index]
     return events[np.argsort(events["ts"], kind="stable")], refused
 
 
@@ -261,20 +254,9 @@ def _score(people: int | np.ndarray, low: np.ndarray, high: np.ndarray, truth: n
 
 
 def alarms(counts: list[Count], levels: list[str], areas: AreaMap) -> dict[str, int]:
-    """The published level of each count's estimate (estimator.level) against its truth,
-    scored as the robustness matrix scores them: `critical` while the truth is under the warn
-    line (80% of capacity) is a false alarm; `ok` or `warn` while the truth is at or over the
-    critical line (95%) a missed one; `uncertain` neither."""
-    out = {"points": 0, "truly_critical": 0, "false_critical": 0, "missed_critical": 0, "uncertain": 0}
-    for count, called in zip(counts, levels):
-        capacity = areas.area_by_id[count.area].capacity
-        critical = count.people >= CRITICAL_SHARE * capacity
-        out["points"] += 1
-        out["truly_critical"] += critical
-        out["false_critical"] += called == "critical" and count.people < WARN_SHARE * capacity
-        out["missed_critical"] += critical and called in ("ok", "warn")
-        out["uncertain"] += called == "uncertain"
-    return out
+    """The published level of each count's estimate (estimator.level) against its truth, scored
+    as the evaluation and the robustness matrix score them (score.alarm_counts)."""
+    return alarm_counts([c.people for c in counts], [areas.area_by_id[c.area].capacity for c in counts], levels)
 
 
 def check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
@@ -283,10 +265,6 @@ def check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray
     (no fitting: quick enough for a count of every area at every minute)."""
     return _checked(counts, *_people(model, counts, minute_curves, areas, settings), areas,
                     naive_people(counts, minute_curves, areas, settings))
-
-
-#: The fixed windows whose counts, scaled by share and SIMs, are the naive baselines (minutes).
-NAIVE_WINDOWS_MIN = (5, 15, 60)
 
 
 def naive_people(counts: list[Count], minute_curves: np.ndarray, areas: AreaMap, settings: Settings) -> np.ndarray:

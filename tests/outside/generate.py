@@ -967,6 +967,12 @@ def town_concert(rnd, rng, scale):
         t = walk(net, tr, t, wchoice(rnd, roads, [1] * len(roads)), rnd, 60.0, 150.0)
         tr.leave(t + rnd.uniform(1, 3) * MIN)
 
+    def leave_town(tr, t, by_train):
+        if by_train:
+            go_by_train(tr, t)
+        else:
+            go_by_road(tr, t)
+
     def arrive_by_train(tr, h):
         t = tr.enter(H(h), station, "arrive")
         return t + rnd.uniform(2, 6) * MIN
@@ -1063,10 +1069,7 @@ def town_concert(rnd, rng, scale):
         work = wchoice(rnd, work_cells, work_w)
         tr.enter(0.0, work, "start")
         t = H(min(max(rnd.gauss(17.0, 0.4), 15.5), 19.0))
-        if rnd.random() < 0.45:
-            go_by_train(tr, t)
-        else:
-            go_by_road(tr, t)
+        leave_town(tr, t, rnd.random() < 0.45)
         tracks.append(tr)
         kinds.append("in-commuter")
 
@@ -1079,10 +1082,7 @@ def town_concert(rnd, rng, scale):
         for _k in range(rnd.randint(1, 3)):
             t = trip(tr, t, wchoice(rnd, shop_cells, shop_w), walk_only=True)
             t += rnd.uniform(30, 80) * MIN
-        if by_train:
-            go_by_train(tr, t)
-        else:
-            go_by_road(tr, t)
+        leave_town(tr, t, by_train)
         tracks.append(tr)
         kinds.append("day-visitor")
 

@@ -33,12 +33,12 @@ from streams.core.settings import DEFAULT_AREAS, Settings
 from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE, PeopleModel, level
 from streams.estimate.visibility import N60, RECENT_MIN, VisibilityModel
 from streams.tools.calibrate import Run, collect
+from streams.tools.evaluate.score import NAIVE_WINDOWS_MIN, alarm_counts
 
 MIN_PEOPLE = 200
 WARMUP_MIN = 60
-#: The window of the headline figures (minutes) and the fixed windows the naive baselines use.
+#: The window of the headline figures (minutes); the naive baselines' windows: score.NAIVE_WINDOWS_MIN.
 WINDOW_MIN = 15
-NAIVE_WINDOWS_MIN = (5, 15, 60)
 #: The width target applies where the hour saw at least this many phones.
 WIDTH_MIN_PHONES = 1000
 CAPACITY_DEVICES = 100_000
@@ -137,6 +137,7 @@ def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: f
     lvl = r["level"][scored]
     wide = r["n60"][scored] >= WIDTH_MIN_PHONES
     ratio = hi / np.maximum(lo, 1)
+    alarms = alarm_counts(t, cap, lvl)
     naive_mape = {f"naive_{w}min_mape": float(np.mean(np.abs(naive[:, j] - t) / t)) for j, w in enumerate(NAIVE_WINDOWS_MIN)}
     return {
         "points": int(scored.sum()),
@@ -148,14 +149,14 @@ def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: f
         "width_median": float(np.median(ratio)) if len(t) else float("nan"),
         "width_max_1000": float(ratio[wide].max()) if wide.any() else float("nan"),
         "width_over_3": int((ratio[wide] > 3).sum()),
-        "false_critical": int(((lvl == "critical") & (t < WARN_SHARE * cap)).sum()),
+        "false_critical": alarms["false_critical"],
         # The same points under the rule this replaced (critical when the range's upper end is
         # at 95%), for comparison in the same run.
         "false_critical_by_upper_end": int(((hi >= CRITICAL_SHARE * cap) & (t < WARN_SHARE * cap)).sum()),
-        "uncertain": int((lvl == "uncertain").sum()),
-        "true_critical": int((t >= CRITICAL_SHARE * cap).sum()),
+        "uncertain": alarms["uncertain"],
+        "true_critical": alarms["truly_critical"],
         # Truly at or over 95% yet called ok or warn: a missed alarm (uncertain is not one: it says look).
-        "missed_critical": int(((t >= CRITICAL_SHARE * cap) & np.isin(lvl, ["ok", "warn"])).sum()),
+        "missed_critical": alarms["missed_critical"],
         "uncertain_when_critical": int(((t >= CRITICAL_SHARE * cap) & (lvl == "uncertain")).sum()),
         "by_area": {
             a: {"points": int(m.sum()), "mape": float(np.mean(np.abs(p[m] - t[m]) / t[m])),

@@ -36,6 +36,27 @@ from streams.estimate.estimator import CRITICAL_SHARE, WARN_SHARE
 NAIVE_WINDOW_S = 900
 
 
+#: The fixed windows whose counts, scaled by share and SIMs, are the naive baselines (minutes).
+NAIVE_WINDOWS_MIN = (5, 15, 60)
+
+
+def alarm_counts(people: Any, capacity: Any, levels: Any) -> dict[str, int]:
+    """Published levels against the people truly present (docs/operations.md, "Levels"), one
+    entry per point: `critical` while the truth is under the warn line (80% of capacity) is a
+    false alarm; `ok` or `warn` while it is at or over the critical line (95%) a missed one;
+    `uncertain` is neither (it asked for a look)."""
+    people = np.asarray(people, dtype=np.float64)
+    capacity = np.asarray(capacity, dtype=np.float64)
+    levels = np.asarray(levels, dtype=object)
+    critical = people >= CRITICAL_SHARE * capacity
+    return {
+        "points": int(len(people)),
+        "false_critical": int(((levels == "critical") & (people < WARN_SHARE * capacity)).sum()),
+        "truly_critical": int(critical.sum()),
+        "missed_critical": int((critical & np.isin(levels, ["ok", "warn"])).sum()),
+        "uncertain": int((levels == "uncertain").sum()),
+    }
+
 def score(
     truth: Any,
     estimates: Mapping[tuple[str, int, int], dict],
@@ -60,7 +81,7 @@ def score(
     # scored apart: the headline is the steady state; the warm-up is reported next to it.
     warming: dict[str, list] = {"ape": [], "signed": [], "inside": []}
     missing = 0
-    alarms = {"points": 0, "false_critical": 0, "truly_critical": 0, "missed_critical": 0, "uncertain": 0}
+    alarm_points: list[tuple[int, Any, Any]] = []  # (people, capacity, level) of every point the levels are scored on
     for a, area in enumerate(truth.area_ids):
         for i, w in enumerate(windows):
             hll: list[float] = []
@@ -80,12 +101,8 @@ def score(
                 level, capacity = est.get("level"), est.get("capacity")
                 if (w == window_s and capacity and not est["suppressed"] and not est.get("warming_up")
                         and as_of - start_ms >= w * 1000):
-                    # Levels against the truth (docs/operations.md, "Levels"), on every published point.
-                    alarms["points"] += 1
-                    alarms["false_critical"] += level == "critical" and people < WARN_SHARE * capacity
-                    alarms["truly_critical"] += people >= CRITICAL_SHARE * capacity
-                    alarms["missed_critical"] += people >= CRITICAL_SHARE * capacity and level in ("ok", "warn")
-                    alarms["uncertain"] += level == "uncertain"
+                    # Levels against the truth (alarm_counts), on every published point.
+                    alarm_points.append((people, capacity, level))
                 if as_of - start_ms < w * 1000 or people < min_people or est["suppressed"]:
                     continue
                 if est.get("warming_up"):
@@ -127,6 +144,7 @@ def score(
     naive_estimates = {key: {**e, "people": e["devices"]} for key, e in estimates.items() if key[1] == NAIVE_WINDOW_S}
     naive_lags = surge_lags(truth, naive_estimates, focus, NAIVE_WINDOW_S, episodes or [])
     naive_lag_values = [e["lag_min"] for e in naive_lags if e["lag_min"] is not None]
+    alarms = alarm_counts(*np.array(alarm_points, dtype=object).reshape(-1, 3).T)
     return {
         "window_s": window_s,
         "min_people": min_people,
