@@ -26,8 +26,9 @@ a table computed from simulator runs with known truth (`crowdpulse calibrate`,
 streams/tools/calibrate.py). The uncertainty is local: each table row knows its own error when
 predicted from other situations, and an estimate's error is that of its neighbours, scaled with
 their distance (narrower where they are nearer than half the table's rows are from each other,
-wider off the table's map), and per size class so that 90% of held-out calibration points fall
-inside.
+wider off the table's map), widened where the neighbours disagree about z (each may be well
+known, yet they are different situations: the query lies between them), and per size class so
+that 90% of held-out calibration points fall inside.
 
 Pure: numpy, and scipy's k-d tree for the neighbour search at run time.
 """
@@ -201,6 +202,13 @@ class VisibilityModel:
     companion: VisibilityModel | None = None
     #: The feature columns the table holds, in order; () for the first table.shape[1] of them.
     columns: tuple[int, ...] = ()
+    #: Whether an estimate's error also holds its neighbours' disagreement: the root mean square
+    #: of their z around the estimate (`_local`). Each neighbour's own error says how well its
+    #: situation is known; when the neighbours are two situations with different z (a stadium in
+    #: play and one emptying), each is well known and the answer between them is not. The size
+    #: classes' factors are fitted with it (with_coverage). False: the tables written before
+    #: (their factors were fitted without it).
+    disagreement: bool = False
 
     def __post_init__(self) -> None:
         if self.columns and (self.table.ndim != 2 or len(self.columns) != self.table.shape[1]):
@@ -242,13 +250,16 @@ class VisibilityModel:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
         if not len(features):
             return np.zeros(0), np.zeros(0)
-        z_hat, local, by_distance = self._local(features)
+        z_hat, local, by_distance, spread = self._local(features)
+        wide = self._with_disagreement(local, spread)
         if self.companion is None:
-            half = np.hypot(local, self.spread_floor) * by_distance
+            half = np.hypot(wide, self.spread_floor) * by_distance
         else:
             # Each estimator's error off the map widens as it does alone; the weights are the
-            # inverse squares of those errors, and the range is made of their weighted error.
-            other_z, other_local, other_by_distance = self.companion._local(features)
+            # inverse squares of those errors, and the range is made of their weighted error
+            # (with each one's neighbours' disagreement, which weighs nothing: two estimators
+            # that agree with each other may still both sit between two situations).
+            other_z, other_local, other_by_distance, other_spread = self.companion._local(features)
             mine = np.maximum(local * by_distance, _MIN_ERROR)
             other = np.maximum(other_local * other_by_distance, _MIN_ERROR)
             weight = other ** -2 / (mine ** -2 + other ** -2)
@@ -257,12 +268,18 @@ class VisibilityModel:
             # nothing of that confusion. The local fit alone answers such an area.
             weight = np.where(own_reference(features), 0.0, weight)
             z_hat = weight * other_z + (1 - weight) * z_hat
-            half = np.hypot(weight * other + (1 - weight) * mine, self.spread_floor)
+            mine_wide = np.maximum(wide * by_distance, _MIN_ERROR)
+            other_wide = np.maximum(self._with_disagreement(other_local, other_spread) * other_by_distance, _MIN_ERROR)
+            half = np.hypot(weight * other_wide + (1 - weight) * mine_wide, self.spread_floor)
         return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
 
-    def _local(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """z, the local error (its neighbours' errors) and the distance factor per row: the
-        off-map widening (>= 1) times, on the map, the narrowing of near neighbours (<= 1)."""
+    def _with_disagreement(self, local: np.ndarray, spread: np.ndarray) -> np.ndarray:
+        return np.hypot(local, spread) if self.disagreement else local
+
+    def _local(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """z, the local error (its neighbours' errors), the distance factor (the off-map
+        widening, >= 1, times, on the map, the narrowing of near neighbours, <= 1) and the
+        neighbours' disagreement (the root mean square of their z around this z) per row."""
         x = self.standardised(features)
         # Identical curves (small areas with the same handful of devices, say) have identical
         # neighbours: each distinct row is searched once. That matters off the table's map,
@@ -281,13 +298,14 @@ class VisibilityModel:
             local = np.sqrt(np.mean(np.square(self.row_error[nearest]), axis=1))
         else:
             local = zs.std(axis=1, ddof=1)
+        spread = np.sqrt(np.mean(np.square(zs - z_hat[:, None]), axis=1))
         mean_distance = distance.mean(axis=1)
         by_distance = np.ones(len(local))
         if self.neighbour_distance > 0:  # off the map: wider
             by_distance = np.maximum(mean_distance / self.neighbour_distance, 1.0)
         if self.near_distance > 0:  # near twins: narrower
             by_distance *= np.minimum(mean_distance / self.near_distance, 1.0) ** NEAR_POWER
-        return z_hat, local, by_distance
+        return z_hat, local, by_distance, spread
 
     @classmethod
     def fit(cls, features: np.ndarray, z: np.ndarray, k: int, meta: dict,
@@ -368,7 +386,7 @@ class VisibilityModel:
             "mean": self.mean, "scale": self.scale, "k": np.array(self.k),
             "spread_90": np.asarray(self.spread_90), "spread_floor": np.array(self.spread_floor),
             "neighbour_distance": np.array(self.neighbour_distance), "near_distance": np.array(self.near_distance),
-            "ridge": np.array(self.ridge),
+            "ridge": np.array(self.ridge), "disagreement": np.array(self.disagreement),
             "meta": np.array(json.dumps(self.meta, sort_keys=True)),
         }
         if self.row_error is not None:
@@ -420,6 +438,7 @@ class VisibilityModel:
                 neighbour_distance=float(f["neighbour_distance"]) if "neighbour_distance" in f.files else 0.0,
                 near_distance=float(f["near_distance"]) if "near_distance" in f.files else 0.0,
                 ridge=float(f["ridge"]) if "ridge" in f.files else 0.0, companion=companion,
+                disagreement=bool(f["disagreement"]) if "disagreement" in f.files else False,
             )
 
 

@@ -398,6 +398,9 @@ def calibrate(table_runs: tuple[Run, ...], held_out_runs: tuple[Run, ...], setti
         meta["companion"] = {"k": K_NEIGHBOURS, "columns": list(COMPANION_COLUMNS)}
         companion = VisibilityModel.fit(features[:, list(COMPANION_COLUMNS)], z, K_NEIGHBOURS, {}, groups)
         model = replace(model, meta=meta, companion=replace(companion, columns=COMPANION_COLUMNS))
+    # The neighbours' disagreement is part of every estimate's error, and the size classes'
+    # factors are fitted with it (VisibilityModel.disagreement).
+    model = replace(model, disagreement=True)
     held_f, held_z, held_n60, held_run = _stack(held)
     model = model.with_coverage(held_f[:, :columns], held_z, held_n60, runs=held_run)
     scores = scored(model, held, held_out_runs)

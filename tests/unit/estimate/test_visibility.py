@@ -800,3 +800,37 @@ def test_the_estimators_search_stays_within_its_tolerance_of_the_exact_neighbour
         assert np.all(found[:, -1] <= (1 + SEARCH_EPS) * exact[:, -1] + 1e-9)
         shared = np.mean([len(set(a) & set(b)) for a, b in zip(exact_rows, found_rows)]) / model.k
         assert shared > (0.98 if noise < 1 else 0.8), (noise, shared)
+
+
+def test_where_the_neighbours_disagree_the_range_widens_and_the_estimate_stays(tmp_path: Path) -> None:
+    # Two situations side by side, each seen in ten runs and well known (each row predicted
+    # from the other runs of its situation: small row errors), with different z: a stadium in
+    # play (z 0) and one emptying (z -0.6), say.
+    rng = np.random.default_rng(14)
+    background, z_background, _ = _synthetic(rng, 2000)  # other situations, all over the map
+    centre = rng.random(16)
+    step = np.zeros(16)
+    step[0] = 0.05
+    in_play = centre + rng.normal(0, 0.005, (200, 16))
+    emptying = centre + step + rng.normal(0, 0.005, (200, 16))
+    features = np.concatenate([background, in_play, emptying])
+    z = np.concatenate([z_background, np.r_[np.zeros(200), np.full(200, -0.6)] + rng.normal(0, 0.01, 400)])
+    groups = np.concatenate([np.arange(2000) % 30, 30 + np.arange(200) % 10, 40 + np.arange(200) % 10])
+    # Without the narrowing of near neighbours, which scales the whole error, disagreement included.
+    plain = replace(VisibilityModel.fit(features, z, k=10, meta={}, groups=groups), near_distance=0.0)
+    model = replace(plain, disagreement=True)
+    n = np.full(20, 5000)
+    between = np.repeat([centre + step / 2], 20, axis=0)  # half way: neighbours of both
+    inside = centre + rng.normal(0, 0.002, (20, 16))  # among the ones in play
+    # Each neighbour well known: a range far narrower than the gap between the two situations.
+    assert np.all(plain.predict(between, n)[1] < 0.2)
+    # With their disagreement, about half the gap either side of the estimate between them.
+    assert np.all(model.predict(between, n)[1] > 0.25)
+    assert np.all(model.predict(between, n)[1] > 1.5 * plain.predict(between, n)[1])
+    assert np.all(model.predict(inside, n)[1] < 1.5 * plain.predict(inside, n)[1])
+    for probe in (between, inside):  # the estimate is the same: only its range says more
+        np.testing.assert_array_equal(model.predict(probe, n)[0], plain.predict(probe, n)[0])
+    model.save(tmp_path / "m.npz")
+    assert VisibilityModel.load(tmp_path / "m.npz").disagreement
+    plain.save(tmp_path / "plain.npz")  # a table written before: its factors were fitted without it
+    assert not VisibilityModel.load(tmp_path / "plain.npz").disagreement
