@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypedDict, cast
 
 import numpy as np
@@ -46,6 +46,10 @@ class EstimateRange:
     #: None for an area in no reconciled division. The level says `uncertain` when the two
     #: disagree about whether the area is critical (level).
     own: int | None = None
+    #: The area's people by each of the table's two estimators alone, before they are weighed
+    #: (VisibilityModel.predict_readings: the local fit's, the companion's); () when not known.
+    #: The level says `uncertain` when they disagree about whether the area is critical.
+    readings: tuple[int, ...] = ()
 
 
 def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
@@ -76,7 +80,7 @@ def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[Estimat
         return whole, list(parts)
     gap = people[0] - people[1:].sum()
     moved = people + np.concatenate([[-1.0], np.ones(len(parts))]) * gap * variance / total
-    out = [EstimateRange(int(np.clip(round(m), e.low, e.high)), e.low, e.high, e.people) for m, e in zip(moved, members)]
+    out = [replace(e, people=int(np.clip(round(m), e.low, e.high)), own=e.people) for m, e in zip(moved, members)]
     return out[0], out[1:]
 
 
@@ -143,12 +147,14 @@ class PeopleModel:
         matrix = np.array([curves[a] for a in ids], dtype=np.float64)
         network = np.array([a == self.network_area for a in ids])
         venue = np.array([a in self.venues for a in ids])
-        z, half = self.visibility.predict(curve_features(matrix, curves[self.reference], network, venue), matrix[:, N60])
+        z, half, alone = self.visibility.predict_readings(curve_features(matrix, curves[self.reference], network, venue),
+                                                          matrix[:, N60])
         # A deployment's own counts (`crowdpulse calibrate --truth`) correct each area they cover
         # by the model's bias there, and add that correction's own uncertainty to the range.
         corrections = self.visibility.meta.get("area_corrections") or {}
         if corrections:
-            z = z + np.array([corrections.get(a, {}).get("dz", 0.0) for a in ids])
+            dz = np.array([corrections.get(a, {}).get("dz", 0.0) for a in ids])
+            z, alone = z + dz, alone + dz[:, None]
             half = np.hypot(half, Z_90 * np.array([corrections.get(a, {}).get("se", 0.0) for a in ids]))
         # A table calibrated on HyperLogLog counts (meta "counts": "hll", streams/tools/calibrate.py)
         # already holds HyperLogLog's error in its ranges; for one calibrated on exact counts
@@ -159,7 +165,11 @@ class PeopleModel:
         # No bound the counts themselves make impossible (docs/estimation.md, "Honest ranges").
         bounds = count_bounds(matrix, HLL_STANDARD_ERROR, Z_90)
         people, low, high = people_from(matrix[:, N60], z, half, share, self.sims_per_person, bounds, Z_90 * self.scaling_se)
-        return {a: EstimateRange(int(p), max(0, int(lo)), int(hi)) for a, p, lo, hi in zip(ids, people, low, high)}
+        # Each estimator's reading, inside the same count bounds.
+        readings = np.stack([people_from(matrix[:, N60], alone[:, j], half, share, self.sims_per_person, bounds,
+                                         Z_90 * self.scaling_se)[0] for j in range(alone.shape[1])], axis=1)
+        return {a: EstimateRange(int(p), max(0, int(lo)), int(hi), readings=tuple(int(r) for r in rs))
+                for a, p, lo, hi, rs in zip(ids, people, low, high, readings)}
 
 
 def venue_network(areas: AreaMap) -> str | None:
@@ -180,8 +190,9 @@ def level(people: EstimateRange, capacity: int) -> str:
     - when the 90% range reaches the critical line from under the warn line and is wider than
       x`UNCERTAIN_RATIO`: the counts cannot tell a three-quarters-full area from a full one,
       whichever side the estimate falls;
-    - when the area's own counts and its division's (reconcile: the whole and its parts add up)
-      disagree about whether it is critical: one reading at or over 95%, the other under.
+    - when the readings of the area's counts disagree about whether it is critical (one at or
+      over 95%, another under): its own and its division's (reconcile: the whole and its parts
+      add up), or the table's two estimators' (EstimateRange.readings).
     (docs/operations.md, "Levels".)"""
     share = people.people / capacity
     if is_uncertain(people, capacity) or readings_disagree(people, capacity):
@@ -200,17 +211,28 @@ def is_uncertain(people: EstimateRange, capacity: int) -> bool:
 
 
 def readings_disagree(people: EstimateRange, capacity: int) -> bool:
-    """Do the area's own counts and its division's disagree about whether it is critical? (level)
+    """Do the readings of the area's counts disagree about whether it is critical? (level)
 
-    Why: the division moves an area towards what the areas around it read, which is right on
-    average and wrong when they are the ones misread. In the robustness matrix's chatty network
-    the whole city read 15-42% high as the match's visitors left the network, and the division
-    passed that on to the districts: 10 false criticals, 5 of them where the district's own
-    counts did not say critical (docs/estimation-history.md, "Studies after the venue flag")."""
-    if people.own is None:
-        return False
+    Its own counts and its division's: the division moves an area towards what the areas
+    around it read, which is right on average and wrong when they are the ones misread. In the
+    robustness matrix's chatty network the whole city read 15-42% high as the match's visitors
+    left the network, and the division passed that on to the districts: 10 false criticals, 5
+    of them where the district's own counts did not say critical (docs/estimation-history.md,
+    "Studies after the venue flag").
+
+    The table's two estimators (the local fit and the mean of the nearest rows): they read the
+    same counts against different neighbours, and where one says critical and the other does not,
+    the weighed answer between them is a guess (docs/estimation-history.md, "When the table's
+    two estimators disagree")."""
+    return _disagreeing_reading(people, capacity) is not None
+
+
+def _disagreeing_reading(people: EstimateRange, capacity: int) -> tuple[str, int] | None:
+    """The first reading on the other side of the critical line from the estimate, and what it is."""
     line = CRITICAL_SHARE * capacity
-    return (people.people >= line) != (people.own >= line)
+    critical = people.people >= line
+    candidates = ([("own", people.own)] if people.own is not None else []) + [("estimator", r) for r in people.readings]
+    return next(((kind, r) for kind, r in candidates if (r >= line) != critical), None)
 
 
 def level_reason(people: EstimateRange, capacity: int) -> str:
@@ -218,9 +240,12 @@ def level_reason(people: EstimateRange, capacity: int) -> str:
     if is_uncertain(people, capacity):
         return (f"90% range {people.low:,}-{people.high:,} spans {round(100 * people.low / capacity)}%-"
                 f"{round(100 * people.high / capacity)}% of capacity: too wide to tell ok from critical")
-    own = people.own if people.own is not None else people.people
-    return (f"its own counts read {own:,} ({round(100 * own / capacity)}% of capacity), with the areas it adds up with "
-            f"{people.people:,} ({round(100 * people.people / capacity)}%): they disagree whether it is critical")
+    kind, reading = _disagreeing_reading(people, capacity) or ("own", people.people)
+    if kind == "own":
+        return (f"its own counts read {reading:,} ({round(100 * reading / capacity)}% of capacity), with the areas it adds up "
+                f"with {people.people:,} ({round(100 * people.people / capacity)}%): they disagree whether it is critical")
+    return (f"two readings of its counts disagree whether it is critical: {reading:,} ({round(100 * reading / capacity)}% "
+            f"of capacity) against {people.people:,} ({round(100 * people.people / capacity)}%)")
 
 
 def points_to_refresh(
@@ -532,8 +557,10 @@ class PointRecord:
 
     def encode(self) -> bytes:
         p = self.people
-        body = {"c": [[key[1], key[2] if len(key) == 3 else "", n] for key, n in sorted(self.counts.items())],
-                "p": None if p is None else [p.people, p.low, p.high] + ([] if p.own is None else [p.own])}
+        body: dict = {"c": [[key[1], key[2] if len(key) == 3 else "", n] for key, n in sorted(self.counts.items())],
+                      "p": None if p is None else [p.people, p.low, p.high] + ([] if p.own is None else [p.own])}
+        if p is not None and p.readings:
+            body["r"] = list(p.readings)  # a key of its own: a record without it reads as before
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -541,7 +568,9 @@ class PointRecord:
         body = json.loads(raw)
         counts: dict[BookKey, int] = {((area, int(w), seg) if seg else (area, int(w))): int(n) for w, seg, n in body["c"]}
         p = body["p"]
-        return cls(counts, None if p is None else EstimateRange(int(p[0]), int(p[1]), int(p[2]), int(p[3]) if len(p) > 3 else None))
+        readings = tuple(int(r) for r in body.get("r", ()))
+        return cls(counts, None if p is None else EstimateRange(int(p[0]), int(p[1]), int(p[2]), int(p[3]) if len(p) > 3 else None,
+                                                               readings))
 
 
 class PointBook:
@@ -860,8 +889,8 @@ def private_releases(
         charges[key] = charges.get(key, 0.0) + mechanism.epsilon
         noisy = noisy_release(estimate, mechanism)
         # The level from the released figures alone (post-processing keeps the guarantee): the
-        # area's own reading before its division (EstimateRange.own) is not released, so it
-        # plays no part here.
+        # area's own reading before its division (EstimateRange.own) and the estimators' own
+        # readings are not released, so they play no part here.
         noisy_range = EstimateRange(noisy["people"], noisy["people_low"], noisy["people_high"])
         noisy["level"] = level(noisy_range, noisy["capacity"])
         noisy.pop("level_reason", None)

@@ -248,12 +248,22 @@ class VisibilityModel:
 
     def predict(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, 90% half-width in log space) per row of features (n60: each row's N(60))."""
+        z_hat, half, _ = self.predict_readings(features, n60)
+        return z_hat, half
+
+    def predict_readings(self, features: np.ndarray, n60: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """predict's (z, half-width), and each estimator's z alone, (rows, 2): the local fit's
+        and the companion's, before they are weighed (the fit's twice where the companion does
+        not answer: an area as its own reference, or a table without a companion). Two readings
+        of the same counts that disagree about a threshold are a reason not to decide
+        (estimator.level)."""
         if not len(features):
-            return np.zeros(0), np.zeros(0)
+            return np.zeros(0), np.zeros(0), np.zeros((0, 2))
         z_hat, local, by_distance, spread = self._local(features)
         wide = self._with_disagreement(local, spread)
         if self.companion is None:
             half = np.hypot(wide, self.spread_floor) * by_distance
+            alone = np.stack([z_hat, z_hat], axis=1)
         else:
             # Each estimator's error off the map widens as it does alone; the weights are the
             # inverse squares of those errors, and the range is made of their weighted error
@@ -266,12 +276,14 @@ class VisibilityModel:
             # The companion reads no network flag: an area as its own reference looks to it like
             # the whole network's curve, and its neighbours' errors, measured on those rows, say
             # nothing of that confusion. The local fit alone answers such an area.
-            weight = np.where(own_reference(features), 0.0, weight)
+            own = own_reference(features)
+            weight = np.where(own, 0.0, weight)
+            alone = np.stack([z_hat, np.where(own, z_hat, other_z)], axis=1)
             z_hat = weight * other_z + (1 - weight) * z_hat
             mine_wide = np.maximum(wide * by_distance, _MIN_ERROR)
             other_wide = np.maximum(self._with_disagreement(other_local, other_spread) * other_by_distance, _MIN_ERROR)
             half = np.hypot(weight * other_wide + (1 - weight) * mine_wide, self.spread_floor)
-        return z_hat, half * np.asarray(self.spread_90)[size_class(n60)]
+        return z_hat, half * np.asarray(self.spread_90)[size_class(n60)], alone
 
     def _with_disagreement(self, local: np.ndarray, spread: np.ndarray) -> np.ndarray:
         return np.hypot(local, spread) if self.disagreement else local

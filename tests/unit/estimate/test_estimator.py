@@ -371,6 +371,23 @@ def test_the_level_is_uncertain_when_an_areas_own_counts_and_its_divisions_disag
     assert level(wide, 600) == "uncertain" and "too wide to tell ok from critical" in level_reason(wide, 600)
 
 
+def test_the_level_is_uncertain_when_the_tables_two_estimators_disagree() -> None:
+    # Weighed to 97% of capacity; the local fit alone read 98%, the companion alone 88%.
+    split = EstimateRange(580, 560, 600, readings=(590, 530))
+    assert level(EstimateRange(580, 560, 600), 600) == "critical"  # without its readings
+    assert level(split, 600) == "uncertain" and readings_disagree(split, 600)
+    assert level_reason(split, 600) == ("two readings of its counts disagree whether it is critical: "
+                                        "530 (88% of capacity) against 580 (97%)")
+    # The other way round: the weighed estimate under the line, one estimator over it.
+    assert level(EstimateRange(540, 500, 570, readings=(520, 575)), 600) == "uncertain"
+    # Both on the estimate's side: it decides as before.
+    assert level(EstimateRange(580, 560, 600, readings=(590, 575)), 600) == "critical"
+    assert level(EstimateRange(500, 450, 560, readings=(480, 520)), 600) == "warn"
+    # The division's disagreement is named first when both disagree.
+    both = EstimateRange(580, 560, 600, own=500, readings=(590, 530))
+    assert "its own counts read 500" in level_reason(both, 600)
+
+
 def test_a_point_record_carries_the_areas_own_reading() -> None:
     record = PointRecord({("stadium", 900): 12}, EstimateRange(20, 18, 23, own=19))
     assert PointRecord.decode("stadium", record.encode()) == record
@@ -378,6 +395,10 @@ def test_a_point_record_carries_the_areas_own_reading() -> None:
     assert PointRecord.decode("stadium", plain.encode()) == plain
     # A record written before the own reading was kept.
     assert PointRecord.decode("stadium", b'{"c":[[900,"",12]],"p":[20,18,23]}') == plain
+    # And the two estimators' readings, in a key of their own (a record without it reads as before).
+    both = PointRecord({("stadium", 900): 12}, EstimateRange(20, 18, 23, own=19, readings=(21, 18)))
+    assert PointRecord.decode("stadium", both.encode()) == both
+    assert b'"r":[21,18]' in both.encode()
 
 
 def test_no_estimate_leaves_its_own_range_to_make_the_sum() -> None:

@@ -268,6 +268,26 @@ def test_only_a_reference_covering_every_cell_is_estimated_as_the_network() -> N
     assert alone.estimate({"stadium": curve})["stadium"].people == 1000
 
 
+def test_each_estimate_carries_its_two_estimators_readings() -> None:
+    # A fit that answers z 0 and a companion that answers log(0.5), equally well known.
+    fit = replace(_flat_model(0.0), row_error=np.full(50, 0.1, dtype=np.float32))
+    companion = replace(_flat_model(math.log(0.5)), row_error=np.full(50, 0.1, dtype=np.float32))
+    curve = np.array([100, 300, 600, 800, 1000, 900, 700, 500, 400])
+    out = PeopleModel.for_areas(replace(fit, companion=companion), AREAS, default_share=0.5, sims=1.0).estimate(
+        {"city": curve * 10, "stadium": curve})
+    # N(60) 1,000 phones at share 0.5: 2,000 people by the fit, 1,000 by the companion, and the
+    # estimate weighs them equally (in log space).
+    assert out["stadium"].readings == (2000, 1000)
+    assert out["stadium"].people == round(2000 * math.sqrt(0.5))
+    # Without a companion both readings are the fit's.
+    alone = PeopleModel.for_areas(fit, AREAS, default_share=0.5, sims=1.0).estimate({"city": curve * 10, "stadium": curve})
+    assert alone["stadium"].readings == (2000, 2000) and alone["stadium"].people == 2000
+    # An area read against itself (no network around it) is the fit's alone, twice.
+    stadium = AREAS.area_by_id["stadium"]
+    venue = PeopleModel.for_areas(replace(fit, companion=companion), AreaMap(AREAS.name, list(AREAS.cells), [stadium]), 0.5, 1.0)
+    assert venue.estimate({"stadium": curve})["stadium"].readings == (2000, 2000)
+
+
 def test_a_venue_is_read_against_venues_by_the_fit_and_by_its_companion(tmp_path: Path) -> None:
     """A table whose answer depends on the venue flag alone: z 0 for a venue, log(0.5) for any
     other area. The stadium and the arena (kind `venue` in the areas file) and a district with the
