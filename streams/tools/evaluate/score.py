@@ -57,6 +57,7 @@ def alarm_counts(people: Any, capacity: Any, levels: Any) -> dict[str, int]:
         "uncertain": int((levels == "uncertain").sum()),
     }
 
+
 def score(
     truth: Any,
     estimates: Mapping[tuple[str, int, int], dict],
