@@ -25,7 +25,7 @@ from streams.core.areas import Area, AreaMap
 from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED
 from streams.core.windows import Span
 from streams.estimate.privacy import AnyItem, DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
-from streams.estimate.visibility import CURVE_SPANS_S, N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
+from streams.estimate.visibility import CURVE_SPANS_S, N5, N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
 DAY_MS = 86_400_000
@@ -56,6 +56,27 @@ def hll_range(devices: int, z: float = Z_90) -> EstimateRange:
     """The 90% range of a HyperLogLog count (relative error ~ N(0, 0.81%))."""
     spread = z * HLL_STANDARD_ERROR * devices
     return EstimateRange(devices, max(0, math.floor(devices - spread)), math.ceil(devices + spread))
+
+
+def corrected(z: np.ndarray, half: np.ndarray, alone: np.ndarray, recent: np.ndarray,
+              corrections: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z, 90% half-width and each estimator's z (alone) of each area, corrected as a deployment's
+    own counts chose for it (`crowdpulse calibrate --truth`: calibrate_truth.choose_correction;
+    {} for an area they do not cover):
+
+    - `dz`: a shift of log(people), the model's bias there, with the standard error `se` of
+      that bias added to the range;
+    - with a `weight` w, the estimate leans towards the area's recent count: z becomes
+      (1 - w) z + w log(N(5) / N(60)) + dz (`recent`: that log ratio), the 5-minute count
+      scaled by how many of the phones present the counts say it sees. Its range is the
+      model's, weighed by 1 - w, and `half`, the 90% error that reading had on counts it was
+      not fitted on, together."""
+    dz = np.array([c.get("dz", 0.0) for c in corrections])
+    weight = np.array([c.get("weight", 0.0) for c in corrections])
+    own_half = np.array([c.get("half", Z_90 * c.get("se", 0.0)) for c in corrections])
+    z = (1 - weight) * z + weight * recent + dz
+    alone = (1 - weight[:, None]) * alone + (weight * recent + dz)[:, None]
+    return z, np.hypot((1 - weight) * half, own_half), alone
 
 
 def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[EstimateRange, list[EstimateRange]]:
@@ -150,12 +171,11 @@ class PeopleModel:
         z, half, alone = self.visibility.predict_readings(curve_features(matrix, curves[self.reference], network, venue),
                                                           matrix[:, N60])
         # A deployment's own counts (`crowdpulse calibrate --truth`) correct each area they cover
-        # by the model's bias there, and add that correction's own uncertainty to the range.
+        # as they chose: by the model's bias there, or leaning towards the area's recent count.
         corrections = self.visibility.meta.get("area_corrections") or {}
         if corrections:
-            dz = np.array([corrections.get(a, {}).get("dz", 0.0) for a in ids])
-            z, alone = z + dz, alone + dz[:, None]
-            half = np.hypot(half, Z_90 * np.array([corrections.get(a, {}).get("se", 0.0) for a in ids]))
+            z, half, alone = corrected(z, half, alone, np.log(np.maximum(matrix[:, N5], 1.0) / np.maximum(matrix[:, N60], 1.0)),
+                                       [corrections.get(a, {}) for a in ids])
         # A table calibrated on HyperLogLog counts (meta "counts": "hll", streams/tools/calibrate.py)
         # already holds HyperLogLog's error in its ranges; for one calibrated on exact counts
         # it enters here, through N(60), the scale of the estimate.

@@ -60,6 +60,7 @@ CURVE_SPANS_S: tuple[Span, ...] = tuple(Span(0, m * 60) for m in RECENT_MIN) + t
 CURVE_LENGTH = len(CURVE_SPANS_S)
 N60 = RECENT_MIN.index(HOUR_MIN)
 N15 = RECENT_MIN.index(GROWTH_MIN)
+N5 = RECENT_MIN.index(5)
 P15 = CURVE_LENGTH - 1
 FEATURE_NAMES = (
     [f"n{m}/n60" for m in RECENT_MIN[:-1]]

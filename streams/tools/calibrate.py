@@ -463,15 +463,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.truth or bool(args.frames) == bool(args.events):
             raise ConfigError("--truth goes with one of --frames or --events: the counts, and the recorded events of the "
                               "same period")
-        if args.check and args.out:
-            raise ConfigError("--check fits nothing: it writes no table (leave out --out)")
+        if args.check and (args.out or args.blend):
+            raise ConfigError("--check fits nothing: it writes no table and chooses no correction (leave out --out and --blend)")
         from streams.tools.calibrate_truth import run_truth
 
         return run_truth(Path(args.truth), Path(args.frames or args.events), Path(args.out) if args.out else None, args.json,
                          settings, load_areas(settings.areas_path), raw=bool(args.events), check_only=args.check,
-                         min_people=args.min_people)
-    if args.check or args.min_people:
-        raise ConfigError("--check and --min-people go with --truth")
+                         min_people=args.min_people, blend=args.blend)
+    if args.check or args.min_people or args.blend:
+        raise ConfigError("--check, --min-people and --blend go with --truth")
     table_runs: tuple[Run, ...] = QUICK_TABLE_RUNS if args.quick else TABLE_RUNS
     held_out: tuple[Run, ...] = QUICK_HELD_OUT_RUNS if args.quick else HELD_OUT_RUNS
     left_out: tuple[Run, ...] = ()
@@ -530,6 +530,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "levels, per area) and fit nothing; quick enough for a count of every area at every minute")
     p.add_argument("--min-people", type=int, default=0, metavar="N",
                    help="with --truth: leave out counts of fewer than N people (the robustness matrix scores 200 and more)")
+    p.add_argument("--blend", action="store_true", help="with --truth: let each area's counts choose its correction by "
+                   "what does best on counts of the other half of the period: none, the shift, or leaning the estimate "
+                   "on its 5-minute count (for phones far chattier than the simulator's, with counts that cover the "
+                   "crowds to come: docs/estimation.md, \"Calibrating on your own counts\")")
     p.add_argument("--nearest-mean", action="store_true", help="the table shipped before, for comparison: the mean z "
                    "of the 10 nearest rows on 15 features, instead of a linear fit over the 40 nearest on all of them "
                    "(docs/estimation.md); write it elsewhere with --out")

@@ -40,7 +40,7 @@ from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
 from streams.estimate.estimator import PeopleModel, level
-from streams.estimate.visibility import N60, RECENT_MIN, VisibilityModel, curve_features
+from streams.estimate.visibility import N5, N60, RECENT_MIN, VisibilityModel, curve_features
 from streams.tools.curves import BUCKET_MS, CurveTracker
 from streams.tools.evaluate.score import NAIVE_WINDOWS_MIN, alarm_counts
 
@@ -48,8 +48,15 @@ if TYPE_CHECKING:
     from producers.edge import RawBatch
 
 HOUR_BUCKETS = 60
-#: Pseudo-counts of "no correction" each area's correction is shrunk towards.
+#: Pseudo-counts of "no correction" the shift is shrunk towards (unless the counts choose it:
+#: choose_correction).
 SHRINK_COUNTS = 3
+#: With --blend, the counts an area needs for its counts to choose its correction
+#: (choose_correction: four in each half of the period, for the blend's two parameters).
+MIN_CHOICE_COUNTS = 8
+#: A correction must lower the mean error on the other half by more than this (MAPE) to be
+#: chosen over a simpler one.
+CHOICE_MARGIN = 0.01
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 #: Lines of a raw events file parsed together (read_raw_events).
 RAW_BATCH_LINES = 50_000
@@ -193,18 +200,95 @@ def _features(own: np.ndarray, reference: np.ndarray, network: np.ndarray, venue
     return np.vstack([curve_features(own[i : i + 1], reference[i], network[i], venue[i]) for i in range(len(own))])
 
 
-def area_corrections(area: np.ndarray, residual: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per area, the model's bias in log(people) on the deployment's counts (`residual`:
-    residuals_with_rows), shrunk towards 0 by
-    `SHRINK_COUNTS` pseudo-counts (a few counts say little), and its standard error: the
-    correction the worker applies to that area (PeopleModel.estimate)."""
-    out = {}
-    for name in np.unique(area):
-        r = residual[area == name]
-        n = len(r)
-        spread = float(np.std(r, ddof=1)) if n > 1 else float(abs(r[0]))
-        out[str(name)] = {"dz": float(r.sum() / (n + SHRINK_COUNTS)), "se": spread / math.sqrt(n), "counts": n}
-    return out
+def area_corrections(area: np.ndarray, residual: np.ndarray, towards_recent: np.ndarray,
+                     at: np.ndarray, blend: bool = False) -> dict[str, dict]:
+    """Per area, the correction its counts choose (choose_correction): `residual` is each count's
+    z less the table's estimate with the other counts added (residuals_with_rows),
+    `towards_recent` the area's log(N(5) / N(60)) less that estimate, `at` the count's time. The
+    worker applies it (estimator.corrected)."""
+    return {str(name): choose_correction(residual[area == name], towards_recent[area == name], at[area == name], blend)
+            for name in np.unique(area)}
+
+
+def choose_correction(residual: np.ndarray, towards_recent: np.ndarray, at: np.ndarray, blend: bool = False) -> dict:
+    """The correction a deployment's counts of one area give the model's estimate there.
+
+    By default (and with fewer than `MIN_CHOICE_COUNTS` counts) a `shift`: the model's bias on
+    the counts (their mean residual in log(people)), shrunk towards none by `SHRINK_COUNTS`
+    pseudo-counts (a few counts say little, and a few small ones can say much that is wrong),
+    its standard error in the range.
+
+    With `blend` (`calibrate --truth --blend`) the counts choose, by what each choice does on
+    counts of another time than those it was fitted on:
+
+    - `none`: leave the estimate as it is;
+    - `shift`: the model's bias on the counts (their plain mean: the choice is the check);
+    - `blend`: lean the estimate towards the area's recent count
+      (estimator.corrected): log(people) = (1 - weight) x the model's + weight x the 5-minute
+      count's + a shift, the weight (0-1) and the shift fitted by least squares. Where the model
+      reads this network's habits wrongly and the recent count does not (phones chattier than
+      any calibrated network's: most present are seen within minutes), the counts measure how
+      many of the phones present that count sees. But that share changes with what the crowd
+      does (arriving idle, or phones in hand at a show), so a blend fitted on one kind of crowd
+      can be far off on another its counts never covered: hence not by default
+      (docs/estimation.md, "Calibrating on your own counts").
+
+    The counts are split in two by time, each choice fitted on one half and scored on the other,
+    both ways (a correction fitted on arrivals is then tested on what came after, as it will be
+    used). The simplest choice within `CHOICE_MARGIN` of the lowest mean error wins (a blend
+    that fits the noise of a steady bias is no better than the shift), and is then fitted on
+    every count."""
+    n = len(residual)
+    se = (float(np.std(residual, ddof=1)) if n > 1 else float(abs(residual[0]))) / math.sqrt(n)
+    if not blend or n < MIN_CHOICE_COUNTS:
+        return {"kind": "shift", "dz": float(residual.sum() / (n + SHRINK_COUNTS)), "counts": n, "se": se}
+    first = np.zeros(n, dtype=bool)
+    first[np.argsort(at, kind="stable")[: n // 2]] = True
+    kinds = ["none", "shift", "blend"]
+    errors: dict[str, list[float]] = {k: [] for k in kinds}
+    for fitted_on in (first, ~first):
+        scored = ~fitted_on
+        for kind in kinds:
+            dz, weight = _fit(kind, residual[fitted_on], towards_recent[fitted_on])
+            errors[kind].extend(residual[scored] - dz - weight * towards_recent[scored])
+    mape = {k: float(np.mean(np.abs(np.expm1(np.asarray(e))))) for k, e in errors.items()}
+    kind = next(k for k in kinds if mape[k] <= min(mape.values()) + CHOICE_MARGIN)
+    cross_validated = {f"cv_mape_{k}": round(m, 4) for k, m in mape.items()}
+    if kind == "none":
+        return {"kind": "none", "dz": 0.0, "se": 0.0, "counts": n, **cross_validated}
+    if kind == "shift":
+        return {"kind": "shift", "dz": _fit("shift", residual, towards_recent)[0], "counts": n, "se": se, **cross_validated}
+    dz, weight = _fit("blend", residual, towards_recent)
+    return {"kind": "blend", "dz": dz, "weight": weight, "counts": n, "window_min": RECENT_MIN[N5],
+            # The 90% error of the blend on the counts it was not fitted on.
+            "half": float(np.quantile(np.abs(errors["blend"]), 0.90)), **cross_validated}
+
+
+def describe_correction(c: dict) -> str:
+    """One area's correction (choose_correction) in words."""
+    if c["kind"] == "none":
+        what = "none"
+    elif c["kind"] == "shift":
+        what = f"shift {c['dz']:+.3f} (se {c['se']:.3f})"
+    else:
+        what = (f"blend: {c['weight']:.2f} of the {c['window_min']}-minute count, shift {c['dz']:+.3f}, "
+                f"90% error {c['half']:.3f}")
+    tried = [f"{k[len('cv_mape_'):]} {100 * v:.1f}%" for k, v in c.items() if k.startswith("cv_mape_")]
+    return f"{what} ({c['counts']} counts" + (f"; {', '.join(tried)}" if tried else "") + ")"
+
+
+def _fit(kind: str, residual: np.ndarray, towards_recent: np.ndarray) -> tuple[float, float]:
+    """(dz, weight) of a choice (choose_correction), fitted on these counts by least squares."""
+    if kind == "none":
+        return 0.0, 0.0
+    if kind == "shift":
+        return float(np.mean(residual)), 0.0
+    x = np.stack([np.ones(len(residual)), towards_recent], axis=1)
+    dz, weight = np.linalg.lstsq(x, residual, rcond=None)[0]
+    if not 0.0 <= weight <= 1.0:  # at one end: the shift alone is then the mean
+        weight = float(np.clip(weight, 0.0, 1.0))
+        dz = float(np.mean(residual - weight * towards_recent))
+    return float(dz), float(weight)
 
 
 def _people(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
@@ -298,7 +382,7 @@ def _checked(counts: list[Count], people: np.ndarray, low: np.ndarray, high: np.
 
 
 def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np.ndarray, areas: AreaMap,
-                  settings: Settings) -> tuple[VisibilityModel, dict]:
+                  settings: Settings, blend: bool = False) -> tuple[VisibilityModel, dict]:
     """Check the model on the counts (truth_rows: every area's curve at each count's minute),
     before and after; the table with every count added.
 
@@ -326,10 +410,12 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
     later = at > np.median(at)
     earlier = ~later
     n60 = own[:, N60]
+    # Each count's area's 5-minute count against its hour (the blend's reading: choose_correction).
+    recent = np.log(np.maximum(own[:, N5], 1.0) / n60)
     if later.any() and earlier.any():
         fitted_early = with_rows(model, features[earlier], z[earlier], row_error[earlier])
         residual = residuals_with_rows(model, features[earlier], n60[earlier], z[earlier], row_error[earlier])
-        corrections = area_corrections(area[earlier], residual)
+        corrections = area_corrections(area[earlier], residual, recent[earlier] - (z[earlier] - residual), at[earlier], blend)
         fitted_early = replace(fitted_early, meta={**model.meta, "area_corrections": corrections})
         after = _people(fitted_early, [c for c, late in zip(counts, later) if late], minute_curves[later], areas, settings)
         checked = {
@@ -345,7 +431,8 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
     else:
         checked = {"points": 0}
     fitted = with_rows(model, features, z, row_error)
-    corrections = area_corrections(area, residuals_with_rows(model, features, n60, z, row_error))
+    residual = residuals_with_rows(model, features, n60, z, row_error)
+    corrections = area_corrections(area, residual, recent - (z - residual), at, blend)
     fitted = replace(fitted, meta={**model.meta, "deployment_counts": len(counts), "area_corrections": corrections})
     summary = {
         "counts_used": len(counts),
@@ -358,11 +445,11 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
 
 
 def run_truth(counts_path: Path, recording: Path, out: Path | None, as_json: bool, settings: Settings, areas: AreaMap,
-              raw: bool = False, check_only: bool = False, min_people: int = 0) -> int:
+              raw: bool = False, check_only: bool = False, min_people: int = 0, blend: bool = False) -> int:
     """The command (module notes). `recording`: a frames file, or with `raw` a file of raw
     events (read_raw_events); `check_only`: score the model on the counts and fit nothing;
     `min_people`: leave out counts of fewer people (the robustness matrix scores points of at
-    least 200)."""
+    least 200); `blend`: an area's counts may choose the blend (choose_correction)."""
     counts = [c for c in load_counts(counts_path, areas) if c.people >= min_people]
     if not counts:
         raise ConfigError(f"{counts_path}: no count of at least {min_people} people")
@@ -380,7 +467,7 @@ def run_truth(counts_path: Path, recording: Path, out: Path | None, as_json: boo
     if check_only:
         summary: dict = {"counts_used": len(used), "before": check(model, used, minute_curves, areas, settings)}
     else:
-        fitted, summary = fit_and_check(model, used, minute_curves, areas, settings)
+        fitted, summary = fit_and_check(model, used, minute_curves, areas, settings, blend)
     summary["counts_skipped"] = len(counts) - len(used)
     summary["events"] = int(len(events))
     if raw:
@@ -417,8 +504,11 @@ def run_truth(counts_path: Path, recording: Path, out: Path | None, as_json: boo
               f"{100 * ha['coverage']:.1f}%")
         for name, s in half["by_area"].items():
             print(f"    {name:<16} {s['before']['points']:>4} counts: {100 * s['before']['mape']:5.1f}% -> {100 * s['after']['mape']:5.1f}%")
-    print("  per-area corrections (log people, from every count): " + ", ".join(
-        f"{name} {c['dz']:+.3f} (se {c['se']:.3f}, {c['counts']} counts)" for name, c in summary["area_corrections"].items()))
+    chosen = any("cv_mape_none" in c for c in summary["area_corrections"].values())
+    print("  per-area corrections (log people, from every count" + (
+        "; each choice's MAPE on counts of the other half of the period):" if chosen else "):"))
+    for name, c in summary["area_corrections"].items():
+        print(f"    {name:<16} {describe_correction(c)}")
     if out is not None:
         print(f"  wrote {out} ({summary['rows']:,} rows); use it with CROWDPULSE_VISIBILITY_MODEL={out}")
     return 0

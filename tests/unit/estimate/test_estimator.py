@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from streams.core.areas import Area
@@ -18,6 +19,7 @@ from streams.estimate.estimator import (
     ahead_share,
     backlogged,
     build_estimate,
+    corrected,
     hll_range,
     is_uncertain,
     level,
@@ -407,3 +409,23 @@ def test_no_estimate_leaves_its_own_range_to_make_the_sum() -> None:
     new_whole, new_parts = reconcile(EstimateRange(1000, 999, 1001), [EstimateRange(100, 90, 110)] * 2)
     assert [e.people for e in new_parts] == [110, 110]
     assert new_whole.people == 999
+
+
+def test_a_deployments_correction_shifts_or_leans_towards_the_recent_count() -> None:
+    z, half = np.zeros(3), np.full(3, 0.4)
+    alone = np.array([[-0.1, 0.1]] * 3)
+    recent = np.full(3, math.log(0.5))  # N(5) / N(60)
+    corrections = [{}, {"kind": "shift", "dz": 0.2, "se": 0.05},
+                   {"kind": "blend", "dz": 0.1, "weight": 0.75, "half": 0.15}]
+    z2, half2, alone2 = corrected(z, half, alone, recent, corrections)
+    # No correction: as it was.
+    assert z2[0] == 0.0 and half2[0] == 0.4 and list(alone2[0]) == [-0.1, 0.1]
+    # A shift moves the estimate and both readings; its error joins the range.
+    assert z2[1] == pytest.approx(0.2) and list(alone2[1]) == pytest.approx([0.1, 0.3])
+    assert half2[1] == pytest.approx(math.hypot(0.4, 1.6449 * 0.05))
+    # A blend: three quarters of the way to the 5-minute count, then its shift; the model's error
+    # counts for the quarter it still weighs, the blend's own in full.
+    assert z2[2] == pytest.approx(0.75 * math.log(0.5) + 0.1)
+    assert list(alone2[2]) == pytest.approx([0.25 * -0.1 + 0.75 * math.log(0.5) + 0.1, 0.25 * 0.1 + 0.75 * math.log(0.5) + 0.1])
+    assert half2[2] == pytest.approx(math.hypot(0.25 * 0.4, 0.15))
+

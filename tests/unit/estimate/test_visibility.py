@@ -854,3 +854,25 @@ def test_where_the_neighbours_disagree_the_range_widens_and_the_estimate_stays(t
     assert VisibilityModel.load(tmp_path / "m.npz").disagreement
     plain.save(tmp_path / "plain.npz")  # a table written before: its factors were fitted without it
     assert not VisibilityModel.load(tmp_path / "plain.npz").disagreement
+
+
+def test_the_worker_publishes_an_areas_blend_from_its_5_minute_count() -> None:
+    settings = Settings()
+    areas = load_areas(DEFAULT_AREAS)
+    table = VisibilityModel.load(settings.visibility_model_path)
+    corrections = {"stadium": {"kind": "blend", "dz": math.log(2.0), "weight": 1.0, "half": 0.1}}
+    model = PeopleModel.for_areas(replace(table, meta={**table.meta, "area_corrections": corrections}), areas,
+                                  settings.market_share, settings.sims_per_person)
+    plain = PeopleModel.for_areas(table, areas, settings.market_share, settings.sims_per_person)
+    # N(1), N(5), N(15), N(30), N(60), O(5), O(15), O(30), P(15): the same curve everywhere.
+    curve = np.array([100, 400, 900, 1400, 2000, 1900, 1500, 1000, 800], dtype=np.float64)
+    curves = {a: curve for a in areas.area_ids}
+    stadium = model.estimate(curves)["stadium"]
+    per_person = settings.market_share * settings.sims_per_person
+    # All the weight on the 5-minute count: twice its 400 phones, as people; range +-0.1 in log.
+    assert stadium.people == round(2 * 400 / per_person)
+    assert stadium.low == math.floor(800 * math.exp(-0.1) / per_person)
+    assert stadium.high == math.ceil(800 * math.exp(0.1) / per_person)
+    # Every other area is estimated as before.
+    assert {a: e for a, e in model.estimate(curves).items() if a != "stadium"} == \
+        {a: e for a, e in plain.estimate(curves).items() if a != "stadium"}

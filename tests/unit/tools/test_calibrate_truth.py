@@ -23,6 +23,7 @@ from streams.tools.calibrate_truth import (
     Count,
     alarms,
     check,
+    choose_correction,
     curves_from_events,
     fit_and_check,
     load_counts,
@@ -121,7 +122,7 @@ def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
     # The added rows take part of the bias; the correction is what they leave (each count against
     # the table with the other five added), shrunk towards none by three pseudo-counts: at most
     # 6 / (6 + 3) of log(1.3), all of which a correction of the shipped table's residuals was.
-    assert correction["counts"] == 6 and 0 < correction["dz"] < 6 / 9 * math.log(1.3)
+    assert correction["kind"] == "shift" and correction["counts"] == 6 and 0 < correction["dz"] < 6 / 9 * math.log(1.3)
     assert len(fitted.z) == len(model.z) + 6
     assert summary["later_half"]["after"]["mape"] < summary["later_half"]["before"]["mape"]
     # Rows and correction together move the stadium's estimate up towards the counts' 30%, and
@@ -222,3 +223,56 @@ def test_the_command_checks_raw_events_against_counts(tmp_path: Path, capsys: py
     assert main(["calibrate", "--truth", str(counts), "--events", str(raw), "--check", "--out", str(tmp_path / "t.npz")]) == 2
     assert main(["calibrate", "--check"]) == 2
     assert "--truth goes with one of --frames or --events" in capsys.readouterr().err
+    assert main(["calibrate", "--truth", str(counts), "--events", str(raw), "--check", "--blend"]) == 2
+    assert "chooses no correction" in capsys.readouterr().err
+    assert main(["calibrate", "--blend"]) == 2
+    assert "--blend go with --truth" in capsys.readouterr().err
+
+
+def _quarter_hours(n: int) -> np.ndarray:
+    return T0 + np.arange(n) * 15 * MIN
+
+
+def test_counts_that_follow_the_recent_count_choose_the_blend() -> None:
+    # The model's error wanders (a network unlike any calibrated one), while the people counted
+    # are always twice what the 5-minute count says: log(people) - the model's = log 2 + the
+    # recent count's distance from the model's.
+    rng = np.random.default_rng(7)
+    towards_recent = rng.normal(0.0, 0.4, 24)
+    residual = np.log(2.0) + towards_recent + rng.normal(0.0, 0.03, 24)
+    c = choose_correction(residual, towards_recent, _quarter_hours(24), blend=True)
+    assert c["kind"] == "blend" and c["window_min"] == 5 and c["counts"] == 24
+    assert abs(c["weight"] - 1.0) < 0.05 and abs(c["dz"] - np.log(2.0)) < 0.05
+    assert c["cv_mape_blend"] < 0.05 < c["cv_mape_shift"] and c["cv_mape_blend"] < c["cv_mape_none"]
+    assert 0 < c["half"] < 0.1  # its error on the counts it was not fitted on
+    # Unless asked to choose (calibrate --truth --blend), the counts give the shift, shrunk.
+    without = choose_correction(residual, towards_recent, _quarter_hours(24))
+    assert without == {"kind": "shift", "dz": pytest.approx(residual.sum() / (24 + 3)), "counts": 24,
+                       "se": pytest.approx(np.std(residual, ddof=1) / np.sqrt(24))}
+
+
+def test_counts_with_a_steady_bias_choose_the_shift() -> None:
+    rng = np.random.default_rng(8)
+    towards_recent = rng.normal(0.0, 0.4, 24)  # the recent count says nothing the model does not
+    residual = 0.3 + rng.normal(0.0, 0.03, 24)
+    c = choose_correction(residual, towards_recent, _quarter_hours(24), blend=True)
+    assert c["kind"] == "shift" and "weight" not in c
+    assert c["dz"] == pytest.approx(np.mean(residual))  # the choice is the check: not shrunk
+    assert c["se"] == pytest.approx(np.std(residual, ddof=1) / np.sqrt(24))
+
+
+def test_a_bias_that_changes_over_the_period_is_not_corrected() -> None:
+    # +20% in the first half of the period, -20% in the second: a correction fitted on either
+    # half makes the other worse.
+    rng = np.random.default_rng(9)
+    residual = np.where(np.arange(16) < 8, 0.2, -0.2) + rng.normal(0.0, 0.02, 16)
+    c = choose_correction(residual, rng.normal(0.0, 0.4, 16), _quarter_hours(16), blend=True)
+    assert c["kind"] == "none" and c["dz"] == 0.0 and c["se"] == 0.0
+    assert c["cv_mape_none"] < min(c["cv_mape_shift"], c["cv_mape_blend"])
+
+
+def test_too_few_counts_to_choose_take_the_shift() -> None:
+    residual = np.array([0.1, 0.3, 0.2, 0.2, 0.3, 0.1, 0.2])  # seven: fewer than four in each half
+    c = choose_correction(residual, np.zeros(7), _quarter_hours(7), blend=True)
+    assert c == {"kind": "shift", "dz": pytest.approx(1.4 / 10), "counts": 7,
+                 "se": pytest.approx(np.std(residual, ddof=1) / np.sqrt(7))}
