@@ -16,9 +16,10 @@ recording of `crowd.events` in the same format is what a deployment keeps). This
    the earlier half's counts added on the later half, which it has not seen (how a deployment
    uses it: last month's events calibrate this one's);
 4. writes a table with all the counts added as rows (each row's error measured with its own
-   area left out, as calibrate does for its own rows) and, per area, a correction for the bias
-   those rows leave (each count against the table with the other counts added), for
-   `CROWDPULSE_VISIBILITY_MODEL`.
+   area left out, as calibrate does for its own rows) and, per area, a correction for what
+   those rows leave (each count against the table with the other counts added): the bias, or
+   with `--blend` what the area's counts choose by what does best on the other half of the
+   period (choose_correction), for `CROWDPULSE_VISIBILITY_MODEL`.
 
 Counts less than an hour after the recording starts are skipped: the curve needs the hour.
 """
