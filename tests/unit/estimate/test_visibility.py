@@ -580,7 +580,7 @@ def test_calibrate_without_a_story_scores_that_story_beside_the_table_that_has_s
     from streams.tools.calibrate import QUICK_HELD_OUT_RUNS, run
 
     monkeypatch.delenv("CROWDPULSE_VISIBILITY_MODEL", raising=False)
-    args = argparse.Namespace(truth=None, frames=None, events=None, check=False, min_people=0, quick=True, without="steady",
+    args = argparse.Namespace(truth=None, frames=None, events=None, check=False, min_people=0, blend=False, quick=True, without="steady",
                               out=str(tmp_path / "no-steady.npz"), workers=1, cache=tmp_path / "curves", nearest_mean=False,
                               json=True)
     assert run(args) == 0
