@@ -276,3 +276,24 @@ def test_too_few_counts_to_choose_take_the_shift() -> None:
     c = choose_correction(residual, np.zeros(7), _quarter_hours(7), blend=True)
     assert c == {"kind": "shift", "dz": pytest.approx(1.4 / 10), "counts": 7,
                  "se": pytest.approx(np.std(residual, ddof=1) / np.sqrt(7))}
+
+
+def test_with_blend_the_counts_choice_is_written_into_the_table(tmp_path: Path) -> None:
+    path, _ = _recording(tmp_path)
+    first, curves = curves_from_events(read_events(path), AREAS)
+    settings = Settings()
+    model = VisibilityModel.load(settings.visibility_model_path)
+    people = PeopleModel.for_areas(model, AREAS, settings.market_share, settings.sims_per_person)
+    # A count of the stadium every minute of the recording's second half hour, 30% over the model.
+    counts = [Count("stadium", T0 + (minute + 1) * MIN,
+                    round(1.3 * people.estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people), i)
+              for i, minute in enumerate(range(60, 90))]
+    used, minute_curves = truth_rows(counts, first, curves, AREAS)
+    fitted, summary = fit_and_check(model, used, minute_curves, AREAS, settings, blend=True)
+    chosen = summary["area_corrections"]["stadium"]
+    # Thirty counts: enough to choose, each choice scored on the other half of the half hour.
+    assert chosen["counts"] == 30 and {"cv_mape_none", "cv_mape_shift", "cv_mape_blend"} <= chosen.keys()
+    # The simplest choice within a point of the best (a KeyError if the choice is none of them).
+    assert chosen[f"cv_mape_{chosen['kind']}"] <= min(chosen[k] for k in ("cv_mape_none", "cv_mape_shift", "cv_mape_blend")) + 0.01
+    fitted.save(tmp_path / "fitted.npz")
+    assert VisibilityModel.load(tmp_path / "fitted.npz").meta["area_corrections"] == summary["area_corrections"]
