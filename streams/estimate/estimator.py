@@ -79,6 +79,21 @@ def corrected(z: np.ndarray, half: np.ndarray, alone: np.ndarray, recent: np.nda
     return z, np.hypot((1 - weight) * half, own_half), alone
 
 
+def describe_correction(c: dict) -> str:
+    """One area's correction (corrected; calibrate_truth.choose_correction) in words. Tables
+    written before the choice carry a shift without its kind."""
+    kind = c.get("kind", "shift")
+    if kind == "none":
+        what = "none"
+    elif kind == "shift":
+        what = f"shift {c['dz']:+.3f} (se {c['se']:.3f})"
+    else:
+        what = (f"blend: {c['weight']:.2f} of the {c['window_min']}-minute count, shift {c['dz']:+.3f}, "
+                f"90% error {c['half']:.3f}")
+    tried = [f"{k} {100 * c[f'cv_mape_{k}']:.1f}%" for k in ("none", "shift", "blend") if f"cv_mape_{k}" in c]
+    return f"{what} ({c['counts']} counts" + (f"; {', '.join(tried)}" if tried else "") + ")"
+
+
 def reconcile(whole: EstimateRange, parts: list[EstimateRange]) -> tuple[EstimateRange, list[EstimateRange]]:
     """Make the estimates of an area and of the parts that divide it agree: the people in the
     parts add up to the whole's.

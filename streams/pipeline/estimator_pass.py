@@ -30,6 +30,7 @@ from streams.estimate.estimator import (
     WindowBook,
     ahead_share,
     backlogged,
+    describe_correction,
     moving_through,
     points_to_refresh,
     private_releases,
@@ -71,6 +72,16 @@ def people_model(settings: Settings, areas: AreaMap) -> PeopleModel | None:
         log.warning("area %r covers the whole network and is of kind venue: the people model reads it as the network "
                     "(no calibrated network is a venue) and ignores its kind; the areas inside it keep theirs "
                     "(docs/areas.md, \"Venues\")", network)
+    # A table fitted on a deployment's own counts (crowdpulse calibrate --truth) corrects the
+    # areas they covered, by id: say which and how, and which ids this areas file lacks.
+    corrections = model.meta.get("area_corrections") or {}
+    if corrections:
+        log.info("the people model corrects %d areas by the deployment's own counts: %s", len(corrections),
+                 "; ".join(f"{a}: {describe_correction(c)}" for a, c in sorted(corrections.items())))
+    if unknown := sorted(set(corrections) - set(areas.area_ids)):
+        log.warning("the people model's table corrects areas this areas file does not have, and those corrections are "
+                    "unused: %s (was it fitted with another areas file? docs/estimation.md, \"Calibrating on your own "
+                    "counts\")", ", ".join(unknown))
     return PeopleModel.for_areas(model, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
 
 

@@ -40,7 +40,7 @@ from streams.core.clock import parse_time
 from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
-from streams.estimate.estimator import PeopleModel, level
+from streams.estimate.estimator import PeopleModel, describe_correction, level
 from streams.estimate.visibility import N5, N60, RECENT_MIN, VisibilityModel, curve_features
 from streams.tools.curves import BUCKET_MS, CurveTracker
 from streams.tools.evaluate.score import NAIVE_WINDOWS_MIN, alarm_counts
@@ -263,19 +263,6 @@ def choose_correction(residual: np.ndarray, towards_recent: np.ndarray, at: np.n
     return {"kind": "blend", "dz": dz, "weight": weight, "counts": n, "window_min": RECENT_MIN[N5],
             # The 90% error of the blend on the counts it was not fitted on.
             "half": float(np.quantile(np.abs(errors["blend"]), 0.90)), **cross_validated}
-
-
-def describe_correction(c: dict) -> str:
-    """One area's correction (choose_correction) in words."""
-    if c["kind"] == "none":
-        what = "none"
-    elif c["kind"] == "shift":
-        what = f"shift {c['dz']:+.3f} (se {c['se']:.3f})"
-    else:
-        what = (f"blend: {c['weight']:.2f} of the {c['window_min']}-minute count, shift {c['dz']:+.3f}, "
-                f"90% error {c['half']:.3f}")
-    tried = [f"{k[len('cv_mape_'):]} {100 * v:.1f}%" for k, v in c.items() if k.startswith("cv_mape_")]
-    return f"{what} ({c['counts']} counts" + (f"; {', '.join(tried)}" if tried else "") + ")"
 
 
 def _fit(kind: str, residual: np.ndarray, towards_recent: np.ndarray) -> tuple[float, float]:

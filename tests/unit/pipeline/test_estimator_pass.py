@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from streams.core.areas import AreaMap, load_areas
 from streams.core.settings import DEFAULT_AREAS, Settings
+from streams.estimate.visibility import VisibilityModel
 from streams.pipeline.estimator_pass import people_model
 
 AREAS = load_areas(DEFAULT_AREAS)
@@ -37,3 +39,22 @@ def test_the_example_city_raises_no_warning(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.WARNING, logger="streams.pipeline.estimator_pass"):
         people_model(Settings(), AREAS)
     assert caplog.text == ""
+
+
+def test_a_table_fitted_on_a_deployments_counts_says_what_it_corrects(
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    settings = Settings()
+    table = VisibilityModel.load(settings.visibility_model_path)
+    corrections = {"stadium": {"kind": "blend", "dz": 0.64, "weight": 1.0, "counts": 43, "window_min": 5, "half": 0.155,
+                               "cv_mape_none": 0.322, "cv_mape_shift": 0.234, "cv_mape_blend": 0.08},
+                   # A table written before the choice: a shift without its kind.
+                   "station": {"dz": 0.05, "se": 0.02, "counts": 14},
+                   "gate-7": {"kind": "none", "dz": 0.0, "se": 0.0, "counts": 9}}
+    replace(table, meta={**table.meta, "area_corrections": corrections}).save(tmp_path / "fitted.npz")
+    with caplog.at_level(logging.INFO, logger="streams.pipeline.estimator_pass"):
+        people_model(replace(settings, visibility_model_path=tmp_path / "fitted.npz"), AREAS)
+    assert ("corrects 3 areas by the deployment's own counts: gate-7: none (9 counts); stadium: blend: 1.00 of the "
+            "5-minute count, shift +0.640, 90% error 0.155 (43 counts; none 32.2%, shift 23.4%, blend 8.0%); "
+            "station: shift +0.050 (se 0.020) (14 counts)") in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "corrects areas this areas file does not have, and those corrections are unused: gate-7" in warnings[0]
