@@ -25,7 +25,16 @@ from streams.core.areas import Area, AreaMap
 from streams.core.segments import BANDS, PUBLISHED, RESIDENTS, STORED
 from streams.core.windows import Span
 from streams.estimate.privacy import AnyItem, DiscreteLaplace, Item, containment_pairs, noisy_release, segment_pairs, suppressed_items
-from streams.estimate.visibility import CURVE_SPANS_S, N5, N60, VisibilityModel, count_bounds, curve_features, log_half_width, people_from
+from streams.estimate.visibility import (
+    CURVE_SPANS_S,
+    N60,
+    VisibilityModel,
+    count_bounds,
+    curve_features,
+    log_half_width,
+    people_from,
+    recent_log_share,
+)
 
 HLL_STANDARD_ERROR = 1.04 / math.sqrt(16384)
 DAY_MS = 86_400_000
@@ -189,8 +198,7 @@ class PeopleModel:
         # as they chose: by the model's bias there, or leaning towards the area's recent count.
         corrections = self.visibility.meta.get("area_corrections") or {}
         if corrections:
-            z, half, alone = corrected(z, half, alone, np.log(np.maximum(matrix[:, N5], 1.0) / np.maximum(matrix[:, N60], 1.0)),
-                                       [corrections.get(a, {}) for a in ids])
+            z, half, alone = corrected(z, half, alone, recent_log_share(matrix), [corrections.get(a, {}) for a in ids])
         # A table calibrated on HyperLogLog counts (meta "counts": "hll", streams/tools/calibrate.py)
         # already holds HyperLogLog's error in its ranges; for one calibrated on exact counts
         # it enters here, through N(60), the scale of the estimate.

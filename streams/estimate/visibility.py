@@ -575,6 +575,13 @@ def count_bounds(curves: np.ndarray, hll_se: float, z90: float) -> tuple[np.ndar
     return curves[:, N1] * (1.0 - hll), curves[:, N60] * (1.0 + hll) / VISIBILITY_FLOOR_60
 
 
+def recent_log_share(curves: np.ndarray) -> np.ndarray:
+    """log(N(5) / N(60)) per curve (each count at least 1): the recent count against the hour, the
+    reading a deployment's counts may lean an area's estimate on (estimator.corrected)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    return np.log(np.maximum(curves[:, N5], 1.0) / np.maximum(curves[:, N60], 1.0))
+
+
 def people_from(n60: np.ndarray, z: np.ndarray, half: np.ndarray, share: np.ndarray, sims: float,
                 bounds: tuple[np.ndarray, np.ndarray] | None = None, scaling_half: float = 0.0,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

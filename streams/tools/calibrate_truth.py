@@ -41,7 +41,7 @@ from streams.core.errors import ConfigError
 from streams.core.settings import Settings
 from streams.core.wire import decode
 from streams.estimate.estimator import PeopleModel, describe_correction, level
-from streams.estimate.visibility import N5, N60, RECENT_MIN, VisibilityModel, curve_features
+from streams.estimate.visibility import N5, N60, RECENT_MIN, VisibilityModel, curve_features, recent_log_share
 from streams.tools.curves import BUCKET_MS, CurveTracker
 from streams.tools.evaluate.score import NAIVE_WINDOWS_MIN, alarm_counts
 
@@ -399,7 +399,7 @@ def fit_and_check(model: VisibilityModel, counts: list[Count], minute_curves: np
     earlier = ~later
     n60 = own[:, N60]
     # Each count's area's 5-minute count against its hour (the blend's reading: choose_correction).
-    recent = np.log(np.maximum(own[:, N5], 1.0) / n60)
+    recent = recent_log_share(own)
     if later.any() and earlier.any():
         fitted_early = with_rows(model, features[earlier], z[earlier], row_error[earlier])
         residual = residuals_with_rows(model, features[earlier], n60[earlier], z[earlier], row_error[earlier])

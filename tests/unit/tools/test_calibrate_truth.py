@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,20 +102,28 @@ def test_the_recording_is_counted_like_redis_counts_it(tmp_path: Path) -> None:
     assert abs(curves[75, stadium, RECENT_MIN.index(15)] / phones - 0.5) < 0.03
 
 
-def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
+def _stadium_30_percent_over(tmp_path: Path, minutes: range) -> tuple[
+        int, np.ndarray, Settings, VisibilityModel, Callable[[VisibilityModel, int], int], list[Count]]:
+    """The recording's curves (first minute, curves), the settings, the shipped table, the
+    stadium's estimate by a table at a minute, and a count of the stadium at each of `minutes`
+    saying 30% more people than the shipped table estimates."""
     path, _ = _recording(tmp_path)
     first, curves = curves_from_events(read_events(path), AREAS)
     settings = Settings()
     model = VisibilityModel.load(settings.visibility_model_path)
     people = PeopleModel.for_areas(model, AREAS, settings.market_share, settings.sims_per_person)
-    stadium = AREAS.area_ids.index("stadium")
 
     def estimate(m: VisibilityModel, minute: int) -> int:
         return replace(people, visibility=m).estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people
 
+    counts = [Count("stadium", T0 + (minute + 1) * MIN, round(1.3 * estimate(model, minute)), i) for i, minute in enumerate(minutes)]
+    return first, curves, settings, model, estimate, counts
+
+
+def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
     # The counts say 30% more people than the shipped model estimates, every 5 minutes.
-    counts = [Count("stadium", T0 + (minute + 1) * MIN, round(1.3 * estimate(model, minute)), i)
-              for i, minute in enumerate(range(60, 90, 5))]
+    first, curves, settings, model, estimate, counts = _stadium_30_percent_over(tmp_path, range(60, 90, 5))
+    stadium = AREAS.area_ids.index("stadium")
     used, minute_curves = truth_rows(counts, first, curves, AREAS)
     assert len(used) == len(counts) and np.all(minute_curves[:, stadium, N60] == curves[60:90:5, stadium, N60])
     fitted, summary = fit_and_check(model, used, minute_curves, AREAS, settings)
@@ -279,15 +288,8 @@ def test_too_few_counts_to_choose_take_the_shift() -> None:
 
 
 def test_with_blend_the_counts_choice_is_written_into_the_table(tmp_path: Path) -> None:
-    path, _ = _recording(tmp_path)
-    first, curves = curves_from_events(read_events(path), AREAS)
-    settings = Settings()
-    model = VisibilityModel.load(settings.visibility_model_path)
-    people = PeopleModel.for_areas(model, AREAS, settings.market_share, settings.sims_per_person)
     # A count of the stadium every minute of the recording's second half hour, 30% over the model.
-    counts = [Count("stadium", T0 + (minute + 1) * MIN,
-                    round(1.3 * people.estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people), i)
-              for i, minute in enumerate(range(60, 90))]
+    first, curves, settings, model, _, counts = _stadium_30_percent_over(tmp_path, range(60, 90))
     used, minute_curves = truth_rows(counts, first, curves, AREAS)
     fitted, summary = fit_and_check(model, used, minute_curves, AREAS, settings, blend=True)
     chosen = summary["area_corrections"]["stadium"]
