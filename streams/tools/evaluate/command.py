@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from streams.core.clock import clock_seconds
+from streams.core.errors import ConfigError
 
 HELP = "run a scenario through the real pipeline and score it against ground truth"
 
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "population, a venue alone, crowd speed, a wrong market share, another city, another kind of event, "
                         "another venue); one to two minutes on two cores (docs/estimation.md)")
     p.add_argument("--variant", action="append", metavar="NAME", help="with --matrix: only these variants (repeatable)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="with --matrix: each variant on N seeds (default 1; each adds about as long again), scored on their points together and "
+                        "each seed alone: whether a figure is the variant's or one seed's luck")
     p.add_argument("--footfall", action="store_true",
                    help="instead of one run: weeks of the free-parking scenario through the pipeline, the footfall report's "
                         "uplift against the causal truth (4 weeks before and 4 after, about 40 minutes; --quick: 2 and 2, "
@@ -56,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_footfall(args.quick, args.devices, args.seed, parse_overrides(args.set), args.weeks, args.out_dir)
         print(json.dumps(result) if args.json else format_footfall(result), flush=True)
         return 0
+    if args.seeds != 1 and not args.matrix:
+        raise ConfigError("--seeds goes with --matrix (one evaluation run takes one --seed)")
     if args.matrix:
         from streams.tools.evaluate.matrix import matrix_command
 
-        return matrix_command(args.quick, args.json, args.variant)
+        if args.seeds < 1:
+            raise ConfigError("--seeds takes a number of seeds, 1 or more")
+
+        return matrix_command(args.quick, args.json, args.variant, args.seeds)
     from producers.scenarios import parse_overrides
     from streams.tools.evaluate.options import EvalOptions
     from streams.tools.evaluate.report import format_table

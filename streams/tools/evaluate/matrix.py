@@ -104,19 +104,20 @@ def tracked_areas(full: AreaMap, track: tuple[str, ...] | None, scale: float, ve
     return AreaMap(full.name, list(full.cells), areas)
 
 
-def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: float) -> dict:
-    """Score one variant's curves (T, A, 8) and people (T, A) (calibrate.collect) with the
-    worker's people model and level rule. Pure."""
+def variant_points(data: dict, areas: AreaMap, people_model: PeopleModel, sims: float) -> dict[str, np.ndarray]:
+    """One variant's scored points from its curves (T, A, 8) and people (T, A) (calibrate.collect),
+    estimated with the worker's people model and level rule: the 15-minute estimates of every
+    minute after the first hour with at least `MIN_PEOPLE` people truly present. Pure."""
     index = [list(data["area_ids"]).index(a) for a in areas.area_ids]
     curves, truth = data["curves"][:, index], data["people"][:, index]
     share = np.array([people_model.share[a] for a in areas.area_ids])
     capacity = np.array([a.capacity for a in areas.areas])
-    rows: dict[str, list] = {k: [] for k in ("area", "truth", "people", "low", "high", "level", "n60", "naive")}
+    rows: dict[str, list] = {k: [] for k in ("area", "truth", "people", "low", "high", "level", "n60", "naive", "capacity")}
     w15 = RECENT_MIN.index(WINDOW_MIN)
     for minute in range(WARMUP_MIN, len(curves)):
         estimates = people_model.estimate({a: curves[minute, i] for i, a in enumerate(areas.area_ids)})
         for i, a in enumerate(areas.area_ids):
-            if a not in estimates or curves[minute, i, w15] < 1:
+            if a not in estimates or curves[minute, i, w15] < 1 or truth[minute, i] < MIN_PEOPLE:
                 continue
             e = estimates[a]
             rows["area"].append(i)
@@ -127,20 +128,30 @@ def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: f
             rows["level"].append(level(e, int(capacity[i])))
             rows["n60"].append(curves[minute, i, N60])
             rows["naive"].append([curves[minute, i, RECENT_MIN.index(w)] / (share[i] * sims) for w in NAIVE_WINDOWS_MIN])
-    r = {k: np.array(v) for k, v in rows.items()}
-    scored = r["truth"] >= MIN_PEOPLE
-    t: np.ndarray = r["truth"][scored].astype(float)
-    p: np.ndarray = r["people"][scored].astype(float)
-    lo, hi = r["low"][scored], r["high"][scored]
-    naive = r["naive"][scored]
-    cap = capacity[r["area"][scored]]
-    lvl = r["level"][scored]
-    wide = r["n60"][scored] >= WIDTH_MIN_PHONES
+            rows["capacity"].append(capacity[i])
+    columns = {k: np.array(v) for k, v in rows.items()}
+    columns["naive"] = columns["naive"].reshape(-1, len(NAIVE_WINDOWS_MIN))
+    return columns
+
+
+def pooled(points: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The points of several runs of one variant (its seeds), as one set."""
+    return {k: np.concatenate([p[k] for p in points]) for k in points[0]}
+
+
+def score_points(points: dict[str, np.ndarray], area_ids: list[str]) -> dict:
+    """A variant's figures from its points (variant_points or pooled): the issue's targets and
+    the fixed windows' MAPE on the same points. Pure."""
+    t: np.ndarray = points["truth"].astype(float)
+    p: np.ndarray = points["people"].astype(float)
+    lo, hi, naive, cap, lvl = points["low"], points["high"], points["naive"], points["capacity"], points["level"]
+    wide = points["n60"] >= WIDTH_MIN_PHONES
     ratio = hi / np.maximum(lo, 1)
     alarms = alarm_counts(t, cap, lvl)
-    naive_mape = {f"naive_{w}min_mape": float(np.mean(np.abs(naive[:, j] - t) / t)) for j, w in enumerate(NAIVE_WINDOWS_MIN)}
+    naive_mape = {f"naive_{w}min_mape": float(np.mean(np.abs(naive[:, j] - t) / t)) if len(t) else float("nan")
+                  for j, w in enumerate(NAIVE_WINDOWS_MIN)}
     return {
-        "points": int(scored.sum()),
+        "points": int(len(t)),
         "mape": float(np.mean(np.abs(p - t) / t)) if len(t) else float("nan"),
         "bias": float(np.mean((p - t) / t)) if len(t) else float("nan"),
         **naive_mape,
@@ -161,25 +172,58 @@ def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: f
         "by_area": {
             a: {"points": int(m.sum()), "mape": float(np.mean(np.abs(p[m] - t[m]) / t[m])),
                 "coverage": float(np.mean((lo[m] <= t[m]) & (t[m] <= hi[m])))}
-            for i, a in enumerate(areas.area_ids)
-            if (m := r["area"][scored] == i).any()
+            for i, a in enumerate(area_ids)
+            if (m := points["area"] == i).any()
         },
     }
 
 
-def run_matrix(variants: tuple[Variant, ...], settings: Settings, visibility: VisibilityModel, workers: int) -> dict:
+def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: float) -> dict:
+    """Score one variant's curves and people (calibrate.collect) with the worker's people model
+    and level rule. Pure."""
+    return score_points(variant_points(data, areas, people_model, sims), areas.area_ids)
+
+
+#: `--seeds N`: each variant is also simulated with its seed + SEED_STEP, + 2 x SEED_STEP, ...
+#: (401-414, 501-514, ...), all beyond calibrate's seeds (101-156, 201-230) and evaluate's
+#: default (1).
+SEED_STEP = 100
+
+
+def seed_runs(variant: Variant, seeds: int) -> list[Run]:
+    """The variant's run on each of its first `seeds` seeds."""
+    return [replace(variant.run, seed=variant.run.seed + SEED_STEP * k) for k in range(seeds)]
+
+
+#: The figures each seed is shown by (format_matrix), besides the pooled ones.
+BY_SEED_KEYS = ("points", "mape", "best_naive_mape", "coverage", "width_over_3", "false_critical", "missed_critical",
+                "uncertain")
+
+
+def run_matrix(variants: tuple[Variant, ...], settings: Settings, visibility: VisibilityModel, workers: int,
+               seeds: int = 1) -> dict:
+    """Every variant on `seeds` seeds: its figures on all their points together, and with more
+    than one seed each seed's own (`by_seed`): one seed's figures may be its luck."""
     started = time.monotonic()
+    runs = {v.name: seed_runs(v, seeds) for v in variants}
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(collect, v.run, settings.areas_path) for v in variants]
-        results = [f.result() for f in futures]
+        futures = {(v.name, r.seed): pool.submit(collect, r, settings.areas_path) for v in variants for r in runs[v.name]}
+        results = {key: f.result() for key, f in futures.items()}
     out = {}
-    for variant, data in zip(variants, results):
+    for variant in variants:
         full = load_areas(variant.run.areas_path or settings.areas_path)
         areas = tracked_areas(full, variant.track, variant.run.devices / CAPACITY_DEVICES, variant.venue)
         model = PeopleModel.for_areas(visibility, areas, settings.market_share, settings.sims_per_person, settings.scaling_se)
-        out[variant.name] = {"what": variant.what, "run": variant.run.label(), "reference": model.reference,
-                             **score_variant(data, areas, model, settings.sims_per_person)}
-    return {"variants": out, "seconds": round(time.monotonic() - started, 1), "model": str(settings.visibility_model_path)}
+        points = {r.seed: variant_points(results[(variant.name, r.seed)], areas, model, settings.sims_per_person)
+                  for r in runs[variant.name]}
+        row = {"what": variant.what, "run": variant.run.label(), "reference": model.reference,
+               **score_points(pooled(list(points.values())), areas.area_ids)}
+        if seeds > 1:
+            row["by_seed"] = {str(seed): {k: v for k, v in score_points(p, areas.area_ids).items() if k in BY_SEED_KEYS}
+                              for seed, p in points.items()}
+        out[variant.name] = row
+    return {"variants": out, "seeds": seeds, "seconds": round(time.monotonic() - started, 1),
+            "model": str(settings.visibility_model_path)}
 
 
 def format_matrix(report: dict) -> str:
@@ -197,17 +241,26 @@ def format_matrix(report: dict) -> str:
             f"{v['false_critical']:>10} {v['false_critical_by_upper_end']:>11} {v['uncertain']:>9} {v['missed_critical']:>6} "
             f"{v['uncertain_when_critical']:>5} {v['true_critical']:>7}"
         )
-    lines.append(f"({report['seconds']} s; model {report['model']}; 15-minute estimates, >= {MIN_PEOPLE} people, first hour apart)")
+    seeds = report.get("seeds", 1)
+    if seeds > 1:
+        lines += ["", f"Each seed alone (the lines above: the {seeds} seeds' points together):"]
+        for name, v in report["variants"].items():
+            lines.append(f"{name:<14} " + " | ".join(
+                f"seed {seed}: MAPE {100 * s['mape']:.1f}% (naive {100 * s['best_naive_mape']:.1f}%), cover "
+                f"{100 * s['coverage']:.1f}%, >3x {s['width_over_3']}, false crit {s['false_critical']}, "
+                f"missed {s['missed_critical']}" for seed, s in v["by_seed"].items()))
+    lines.append(f"({report['seconds']} s; model {report['model']}; {seeds} seed{'s' if seeds > 1 else ''} per variant; "
+                 f"15-minute estimates, >= {MIN_PEOPLE} people, first hour apart)")
     return "\n".join(lines)
 
 
-def matrix_command(quick: bool, as_json: bool, only: list[str] | None = None) -> int:
+def matrix_command(quick: bool, as_json: bool, only: list[str] | None = None, seeds: int = 1) -> int:
     settings = Settings.from_env()
     variants: tuple[Variant, ...] = QUICK_VARIANTS if quick else VARIANTS
     if only:
         variants = tuple(v for v in variants if v.name in only)
     visibility = VisibilityModel.load(settings.visibility_model_path)
-    workers = max(1, min(len(variants), os.cpu_count() or 1))
-    report = run_matrix(variants, settings, visibility, workers)
+    workers = max(1, min(len(variants) * seeds, os.cpu_count() or 1))
+    report = run_matrix(variants, settings, visibility, workers, seeds)
     print(json.dumps(report) if as_json else format_matrix(report), flush=True)
     return 0
