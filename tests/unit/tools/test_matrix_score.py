@@ -13,7 +13,7 @@ import pytest
 from streams.cli import main
 from streams.core.areas import Area, AreaMap, Cell
 from streams.estimate.estimator import EstimateRange, PeopleModel
-from streams.estimate.visibility import CURVE_LENGTH, N60, RECENT_MIN
+from streams.estimate.visibility import CURVE_LENGTH, N5, N15, N60
 from streams.tools.calibrate import HELD_OUT_RUNS, TABLE_RUNS
 from streams.tools.evaluate.matrix import (
     MIN_PEOPLE,
@@ -26,8 +26,6 @@ from streams.tools.evaluate.matrix import (
     targets_missed,
     variant_points,
 )
-
-N5, N15 = RECENT_MIN.index(5), RECENT_MIN.index(15)
 
 
 def _points(truth: list[float], people: list[float], low: list[float], high: list[float], levels: list[str],
