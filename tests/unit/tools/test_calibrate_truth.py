@@ -106,7 +106,10 @@ def _stadium_30_percent_over(tmp_path: Path, minutes: range) -> tuple[
         int, np.ndarray, Settings, VisibilityModel, Callable[[VisibilityModel, int], int], list[Count]]:
     """The recording's curves (first minute, curves), the settings, the shipped table, the
     stadium's estimate by a table at a minute, and a count of the stadium at each of `minutes`
-    saying 30% more people than the shipped table estimates."""
+    saying 30% more people than the shipped table estimates on average over them. The crowd is
+    steady, and so are the counts; the table's readings of this one-cell network, far off its
+    map, move by up to a third between minutes, and counts that followed them would be noise to
+    fit, not a bias."""
     path, _ = _recording(tmp_path)
     first, curves = curves_from_events(read_events(path), AREAS)
     settings = Settings()
@@ -116,12 +119,13 @@ def _stadium_30_percent_over(tmp_path: Path, minutes: range) -> tuple[
     def estimate(m: VisibilityModel, minute: int) -> int:
         return replace(people, visibility=m).estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people
 
-    counts = [Count("stadium", T0 + (minute + 1) * MIN, round(1.3 * estimate(model, minute)), i) for i, minute in enumerate(minutes)]
+    level = round(1.3 * float(np.mean([estimate(model, minute) for minute in minutes])))
+    counts = [Count("stadium", T0 + (minute + 1) * MIN, level, i) for i, minute in enumerate(minutes)]
     return first, curves, settings, model, estimate, counts
 
 
 def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
-    # The counts say 30% more people than the shipped model estimates, every 5 minutes.
+    # The counts say 30% more people than the shipped model estimates (on average), every 5 minutes.
     first, curves, settings, model, estimate, counts = _stadium_30_percent_over(tmp_path, range(60, 90, 5))
     stadium = AREAS.area_ids.index("stadium")
     used, minute_curves = truth_rows(counts, first, curves, AREAS)
@@ -134,9 +138,9 @@ def test_counts_correct_the_model_where_it_is_biased(tmp_path: Path) -> None:
     assert correction["kind"] == "shift" and correction["counts"] == 6 and 0 < correction["dz"] < 6 / 9 * math.log(1.3)
     assert len(fitted.z) == len(model.z) + 6
     assert summary["later_half"]["after"]["mape"] < summary["later_half"]["before"]["mape"]
-    # Rows and correction together move the stadium's estimate up towards the counts' 30%, and
-    # not far past it (counting the bias twice did: +24% over on the later counts).
-    assert 1.15 * estimate(model, 89) < estimate(fitted, 89) < 1.45 * estimate(model, 89)
+    # Rows and correction together move the stadium's estimate up towards the counts, and not far
+    # past them (counting the bias twice did: +24% over on the later counts).
+    assert 1.15 * estimate(model, 89) < estimate(fitted, 89) < 1.15 * counts[0].people
 
 
 def test_a_count_of_a_divided_area_is_scored_on_the_estimate_the_worker_publishes(tmp_path: Path) -> None:
