@@ -209,10 +209,11 @@ def random_networks(match_days: int, station_rushes: int, steadies: int, draw_se
 # minutes, 1 to 8 data sessions an hour (the default 3) with chatty and quiet phones mixed, 5,000
 # to 100,000 devices, arrivals over 45 to 180 minutes and exits over 12 to 60: seven picked by hand
 # and 84 drawn at random inside those ranges (NetworkPrior, three draws of 28); and, so that a
-# match is not the only event it knows, 24 concerts at the arena drawn on the same networks. The matrix's variants lie beyond each of these (timers 30-120
-# minutes, x0.25 and x4 activity, 3,000 and 200,000 devices, arrivals over 30 and 240 minutes, a
-# wrong market share, another city, a concert at the stadium, a match at the arena): it
-# measures how the model extrapolates, not how it interpolates.
+# match is not the only event it knows, 24 concerts at the arena drawn on the same networks. The
+# matrix's variants lie beyond each of these (timers 30-120 minutes, x0.25 and x4 activity, 3,000
+# and 200,000 devices, arrivals over 30 and 240 minutes, a wrong market share, another city, a
+# concert at the stadium, a match at the arena): it measures how the model extrapolates, not how
+# it interpolates.
 _T40_90 = (("t3412_s", "2400"), ("t3412_max_s", "5400"))
 #: How often the randomised networks' minutes become table rows (TABLE_RUNS).
 DRAWN_ROW_EVERY_MIN = 6
