@@ -3,9 +3,10 @@
 Each variant changes one thing the calibration never saw (the periodic-update timer, how
 chatty phones are, the population, a venue with no city around it, how fast crowds come and
 go, a market share that is wrong, another city, another kind of event, another venue) and is
-simulated with seeds no calibration run uses (301-314, then 100 on for each further seed; calibrate
-uses 101-192, 201-230 and 257-292, evaluate 1). Its curves are counted as Redis counts them (streams/core/hll.py: Redis' hash,
-registers and estimator, checked against a real redis-server in the tests) by calibrate's tracker, and the worker's own
+simulated with seeds no calibration run uses (301-314, then 100 on for each further seed;
+calibrate uses 101-192, 201-230 and 257-292, evaluate 1). Its curves are counted as Redis counts
+them (streams/core/hll.py: Redis' hash, registers and estimator, checked against a real
+redis-server in the tests) by calibrate's tracker, and the worker's own
 PeopleModel and level rule turn them into estimates. So a variant costs a simulation, not a
 pipeline run: the whole matrix fits in minutes on two cores, and the end-to-end path is checked
 separately (tests/integration/tools/test_estimation.py runs an off-calibration variant through the

@@ -119,8 +119,8 @@ def _stadium_30_percent_over(tmp_path: Path, minutes: range) -> tuple[
     def estimate(m: VisibilityModel, minute: int) -> int:
         return replace(people, visibility=m).estimate({a: curves[minute, i] for i, a in enumerate(AREAS.area_ids)})["stadium"].people
 
-    level = round(1.3 * float(np.mean([estimate(model, minute) for minute in minutes])))
-    counts = [Count("stadium", T0 + (minute + 1) * MIN, level, i) for i, minute in enumerate(minutes)]
+    steady = round(1.3 * float(np.mean([estimate(model, minute) for minute in minutes])))
+    counts = [Count("stadium", T0 + (minute + 1) * MIN, steady, i) for i, minute in enumerate(minutes)]
     return first, curves, settings, model, estimate, counts
 
 
