@@ -132,7 +132,7 @@ def test_the_table_shows_each_seed_beside_their_points_together() -> None:
     by_seed = {seed: score_points(p, ["stadium"]) for seed, p in (("301", one), ("401", two))}
     report = {"variants": {"baseline": {**score_points(pooled([one, two]), ["stadium"]), "by_seed": by_seed}},
               "seeds": 2, "seconds": 1.0, "model": "table.npz"}
-    text = format_matrix(report)
+    text = format_matrix({**report, "targets_missed": targets_missed(report)})
     assert "20.0%" in text.splitlines()[2]  # MAPE of both seeds' points
     (seeds_line,) = [line for line in text.splitlines() if line.startswith("baseline") and "seed 301" in line]
     assert "seed 301: MAPE 10.0%" in seeds_line and "cover 100.0%" in seeds_line
@@ -172,7 +172,7 @@ def test_a_target_is_met_only_if_every_seed_meets_it() -> None:
     # One seed: its own figures decide.
     assert targets_missed({"variants": {"one": _figures(0.16, 0.96)}})["MAPE <= 15%"] == ["one"]
     text = format_matrix({**report, "variants": {k: {**v, **_table_row()} for k, v in report["variants"].items()},
-                          "seeds": 2, "seconds": 1.0, "model": "table.npz"})
+                          "seeds": 2, "seconds": 1.0, "model": "table.npz", "targets_missed": missed})
     assert "MAPE <= 15%: missed by lucky, poor" in text
     assert "lower MAPE than every fixed window: missed by poor" in text
 
