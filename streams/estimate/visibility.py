@@ -386,9 +386,9 @@ class VisibilityModel:
         1/TABLE_GRID of a standard deviation as int16 (finer than float16 for the values that
         matter, under 1% of the distance between neighbouring rows), z to 1e-3 and the row errors
         to ERROR_STEP, each array stored as byte planes (a value's high bytes compress well, its
-        low bytes barely): 2.06 MB for the shipped table of 140,255 rows with its companion's row
-        errors (a tracked file may weigh 2 MiB). A grid of 1/128 gave the same robustness matrix
-        to 0.1 point in a file 17% larger."""
+        low bytes barely), so that the shipped table with its companion's row errors stays under
+        the 2 MiB a tracked file may weigh (its size: docs/performance.md). A grid of 1/128 gave
+        the same robustness matrix to 0.1 point in a file 17% larger."""
         grid = np.rint(self.table.astype(np.float64) * TABLE_GRID)
         if np.abs(grid).max() > np.iinfo(np.int16).max:
             raise ValueError(f"a standardised feature beyond {np.iinfo(np.int16).max / TABLE_GRID:.0f} standard deviations")

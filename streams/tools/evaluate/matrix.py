@@ -4,10 +4,10 @@ Each variant changes one thing the calibration never saw (the periodic-update ti
 chatty phones are, the population, a venue with no city around it, how fast crowds come and
 go, a market share that is wrong, another city, another kind of event, another venue) and is
 simulated with seeds no calibration run uses (301-314, then 100 on for each further seed;
-calibrate uses 101-192, 201-230 and 257-292, evaluate 1). Its curves are counted as Redis counts
-them (streams/core/hll.py: Redis' hash, registers and estimator, checked against a real
-redis-server in the tests) by calibrate's tracker, and the worker's own
-PeopleModel and level rule turn them into estimates. So a variant costs a simulation, not a
+never one of calibrate's TABLE_RUNS or HELD_OUT_RUNS, or evaluate's 1: a test checks). Its
+curves are counted as Redis counts them (streams/core/hll.py: Redis' hash, registers and
+estimator, checked against a real redis-server in the tests) by calibrate's tracker, and the
+worker's own PeopleModel and level rule turn them into estimates. So a variant costs a simulation, not a
 pipeline run: the whole matrix fits in minutes on two cores, and the end-to-end path is checked
 separately (tests/integration/tools/test_estimation.py runs an off-calibration variant through the
 real broker, Redis and worker).
@@ -189,8 +189,8 @@ def score_variant(data: dict, areas: AreaMap, people_model: PeopleModel, sims: f
 
 
 #: `--seeds N`: each variant is also simulated with its seed + SEED_STEP, + 2 x SEED_STEP, ...
-#: (401-414, 501-514, ...), never one of calibrate's seeds (101-192, 201-230, 257-292) or
-#: evaluate's default (1).
+#: (401-414, 501-514, ...), never one of calibrate's seeds (TABLE_RUNS, HELD_OUT_RUNS) or
+#: evaluate's default (1): tests/unit/tools/test_matrix_score.py checks it.
 SEED_STEP = 100
 
 
